@@ -1,0 +1,35 @@
+"""Errors meant for people: they carry the exit code and print without a traceback."""
+
+from __future__ import annotations
+
+from . import exitcodes
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as its message, exits with `exit_code`."""
+
+    exit_code = exitcodes.USAGE
+
+
+class ConfigError(UserError):
+    """Bad experiment file, bad arguments or a state the command refuses to act on (exit 2)."""
+
+    exit_code = exitcodes.USAGE
+
+
+class DatasetError(UserError):
+    """Missing or inconsistent data (exit 3). Holds every problem found, not only the first."""
+
+    exit_code = exitcodes.DATASET
+
+    def __init__(self, problems: list[str] | str, header: str = "dataset problems") -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.header = header
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return self.problems[0]
+        lines = [f"{self.header} ({len(self.problems)}):"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""The metric-log events (ARCHITECTURE.md section 3) and a validator for tests and tools.
+
+Readers ignore unknown keys and unknown events; writers must provide the required keys.
+Field meanings are documented in docs/metrics-log.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "start": ("configuration", "fold", "pid", "host", "device", "attempt", "resumed_from",
+              "epochs", "iterations_per_epoch", "batch_size"),
+    "iter": ("epoch", "iter", "loss", "lr", "samples_per_s"),
+    "epoch": ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_per_class", "ema_dice",
+              "lr", "epoch_s", "data_wait_frac", "peak_mem_mb"),
+    "checkpoint": ("kind", "epoch", "path"),
+    "progress": ("stage", "done", "total"),
+    "end": ("status", "error", "exit_code"),
+}
+
+END_STATUSES = ("completed", "stopped", "failed")
+CHECKPOINT_KINDS = ("latest", "best", "final")
+
+
+def validate_event(obj: Any) -> list[str]:
+    """Problems with one decoded event (empty when it follows the contract)."""
+    if not isinstance(obj, dict):
+        return ["not a JSON object"]
+    problems = []
+    if not isinstance(obj.get("t"), (int, float)):
+        problems.append("missing or non-numeric 't'")
+    name = obj.get("event")
+    if not isinstance(name, str):
+        return problems + ["missing 'event'"]
+    for key in REQUIRED.get(name, ()):
+        if key not in obj:
+            problems.append(f"{name}: missing {key!r}")
+    if name == "end" and obj.get("status") not in END_STATUSES:
+        problems.append(f"end: status {obj.get('status')!r} not in {END_STATUSES}")
+    if name == "checkpoint" and obj.get("kind") not in CHECKPOINT_KINDS:
+        problems.append(f"checkpoint: kind {obj.get('kind')!r} not in {CHECKPOINT_KINDS}")
+    return problems

@@ -1,0 +1,9 @@
+"""Exit codes of `python -m trainer ...` (ARCHITECTURE.md section 4) and of `foldwatch`."""
+
+OK = 0            # done, or stopped on request with a checkpoint saved
+FAILED = 1        # foldwatch: the pipeline did not complete; trainer: unexpected crash
+USAGE = 2         # usage / configuration error: permanent, never restarted
+DATASET = 3       # dataset error: permanent, never restarted
+TRANSIENT = 75    # CUDA out of memory, device lost: restart (EX_TEMPFAIL)
+
+PERMANENT = frozenset({USAGE, DATASET})

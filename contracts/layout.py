@@ -1,0 +1,87 @@
+"""Where every file of an experiment lives (ARCHITECTURE.md section 2).
+
+Both sides build paths only through `Layout`, so the console finds what the trainer wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path  # results/<experiment>
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.root / "fingerprint.json"
+
+    def plan(self, configuration: str) -> Path:
+        return self.root / "plans" / f"{configuration}.json"
+
+    def preprocessed(self, configuration: str) -> Path:
+        return self.root / "preprocessed" / configuration
+
+    def fold_dir(self, configuration: str, fold: int) -> Path:
+        return self.root / configuration / f"fold_{fold}"
+
+    def checkpoints(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "checkpoints"
+
+    def validation(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "validation"
+
+    def crossval(self, configuration: str) -> Path:
+        return self.root / configuration / "crossval"
+
+    def ensemble(self, members: list[str] | tuple[str, ...]) -> Path:
+        return self.root / "ensembles" / "+".join(members)
+
+    @property
+    def best_configuration(self) -> Path:
+        return self.root / "best_configuration.json"
+
+    @property
+    def postprocessing(self) -> Path:
+        return self.root / "postprocessing.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    def stage_dir(self, stage: str) -> Path:
+        """Run folder of a pipeline stage that is not a fold: metrics.jsonl, stdout/stderr.log.
+
+        Stage names: preprocess-<configuration>, crossval-<configuration>, find-best, predict.
+        """
+        return self.root / "stages" / stage
+
+    @property
+    def console_dir(self) -> Path:
+        return self.root / "console"
+
+    @property
+    def state(self) -> Path:
+        return self.console_dir / "state.json"
+
+    @property
+    def console_events(self) -> Path:
+        return self.console_dir / "events.jsonl"
+
+    @property
+    def lock(self) -> Path:
+        return self.console_dir / "lock"
+
+
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """The files every run folder (fold or stage) has."""
+    return {
+        "metrics": run_dir / "metrics.jsonl",
+        "stdout": run_dir / "stdout.log",
+        "stderr": run_dir / "stderr.log",
+    }

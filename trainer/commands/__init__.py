@@ -1,0 +1,1 @@
+"""One module per `python -m trainer` command (see trainer/cli.py)."""
