@@ -19,6 +19,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "end": ("status", "error", "exit_code"),
 }
 
+# `start` of a pipeline-stage process (no fold, no epochs): identified by its `stage` key.
+STAGE_START = ("stage", "pid", "host")
+
 END_STATUSES = ("completed", "stopped", "failed")
 CHECKPOINT_KINDS = ("latest", "best", "final")
 
@@ -33,7 +36,10 @@ def validate_event(obj: Any) -> list[str]:
     name = obj.get("event")
     if not isinstance(name, str):
         return problems + ["missing 'event'"]
-    for key in REQUIRED.get(name, ()):
+    required = REQUIRED.get(name, ())
+    if name == "start" and "stage" in obj:
+        required = STAGE_START  # a pipeline stage (preprocess, crossval, ...), not a fold
+    for key in required:
         if key not in obj:
             problems.append(f"{name}: missing {key!r}")
     if name == "end" and obj.get("status") not in END_STATUSES:
