@@ -1,0 +1,78 @@
+"""The job graph of an experiment: plan -> preprocess-<cfg> -> folds -> crossval-<cfg> ->
+find-best -> predict, honouring the experiment's `pipeline:` switches (ARCHITECTURE.md s. 7)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.experiment import Experiment, run_name
+
+
+@dataclass
+class Job:
+    key: str                       # "3d_fullres/0" or a stage name ("preprocess-2d", "find-best")
+    kind: str                      # "fold" or "stage"
+    command: str                   # trainer command
+    run_dir: Path
+    configuration: str | None = None
+    fold: int | None = None
+    depends_on: tuple[str, ...] = ()
+    needs_gpu: bool = False        # only folds and prediction use a GPU
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.key
+
+    def argv(self, experiment_file: Path, *, resume: bool = False,
+             overrides: dict | None = None) -> list[str]:
+        """Trainer arguments (without the `python -m trainer` prefix), ARCHITECTURE.md s. 5."""
+        args = [self.command, "--experiment", str(experiment_file)]
+        if self.configuration is not None and self.command != "find-best":
+            args += ["--configuration", self.configuration]
+        if self.kind == "fold":
+            args += ["--fold", str(self.fold)]
+            if resume:
+                args.append("--resume")
+            if overrides:
+                if overrides.get("batch_size"):
+                    args += ["--batch-size", str(overrides["batch_size"])]
+                if overrides.get("grad_accumulation"):
+                    args += ["--grad-accumulation", str(overrides["grad_accumulation"])]
+        return args + self.extra
+
+
+def build_jobs(exp: Experiment) -> list[Job]:
+    """Every job of the experiment in scheduling priority order."""
+    lay = exp.layout
+    jobs = [Job("plan", "stage", "plan", lay.stage_dir("plan"))]
+    crossvals = []
+    for cfg in exp.configurations:
+        pre = f"preprocess-{cfg}"
+        jobs.append(Job(pre, "stage", "preprocess", lay.stage_dir(pre), configuration=cfg,
+                        depends_on=("plan",)))
+    folds_by_cfg: dict[str, list[str]] = {}
+    for cfg in exp.configurations:
+        for k in exp.folds:
+            key = run_name(cfg, k)
+            folds_by_cfg.setdefault(cfg, []).append(key)
+            jobs.append(Job(key, "fold", "train", lay.fold_dir(cfg, k), configuration=cfg,
+                            fold=k, depends_on=(f"preprocess-{cfg}",), needs_gpu=True))
+    p = exp.pipeline
+    if p.evaluate:
+        for cfg in exp.configurations:
+            name = f"crossval-{cfg}"
+            crossvals.append(name)
+            jobs.append(Job(name, "stage", "crossval", lay.stage_dir(name), configuration=cfg,
+                            depends_on=tuple(folds_by_cfg[cfg])))
+    all_folds = tuple(k for ks in folds_by_cfg.values() for k in ks)
+    before_best = tuple(crossvals) or all_folds
+    if p.find_best:
+        jobs.append(Job("find-best", "stage", "find-best", lay.stage_dir("find-best"),
+                        depends_on=before_best))
+    if p.predict_test:
+        deps = ("find-best",) if p.find_best else before_best
+        jobs.append(Job("predict", "stage", "predict", lay.stage_dir("predict"),
+                        depends_on=deps, needs_gpu=True))
+    return jobs

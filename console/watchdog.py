@@ -1,0 +1,76 @@
+"""What to do when a run ends or goes quiet (docs/console-engine.md, "Watchdog rules").
+
+Pure functions of the run's record, its exit and the experiment's `watchdog:` section, so
+the rules are testable without processes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from contracts import exitcodes
+from contracts.experiment import Watchdog
+
+
+@dataclass
+class Verdict:
+    outcome: str                  # "completed", "stopped", "failed", "restart"
+    reason: str
+    action: str                   # decision action: complete, stop, give_up, restart, fail
+    oom: bool = False
+
+
+def backoff_delay(restarts: int, cfg: Watchdog, rng: random.Random) -> float:
+    """Exponential backoff for the n-th restart (1-based), capped, with +-20% jitter."""
+    base = cfg.backoff_initial_s * (2 ** max(0, restarts - 1))
+    return min(cfg.backoff_max_s, base * rng.uniform(0.8, 1.2))
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "vanished without an end event"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stalled: bool,
+               restarts: int, cfg: Watchdog, enabled: bool) -> Verdict:
+    """The verdict on a run whose process is gone. `code` None = unknown (adopted run)."""
+    if code is None and end is not None and isinstance(end.get("exit_code"), int):
+        code = end["exit_code"]
+    error = end.get("error") if end else None
+    if stop_requested and not stalled:
+        return Verdict("stopped", "stopped on request", "stopped")
+    if not stalled:
+        if code == 0:
+            if end is not None and end.get("status") == "stopped":
+                return Verdict("stopped", "the trainer stopped on a signal (checkpoint saved)",
+                               "stopped")
+            return Verdict("completed", "finished", "complete")
+        if code in exitcodes.PERMANENT:
+            kind = "configuration" if code == exitcodes.USAGE else "dataset"
+            first = (error or "").strip().splitlines()
+            msg = first[-1] if first else f"exit code {code}"
+            return Verdict("failed", f"{kind} error (exit {code}, never restarted): {msg}", "fail")
+    oom = code == exitcodes.TRANSIENT
+    if stalled:
+        why = "stalled (no new event), stopped by the watchdog"
+    elif oom:
+        why = "out of memory / transient failure (exit 75)"
+    else:
+        why = f"crashed ({describe_exit(code)})"
+    if not enabled:
+        return Verdict("failed", f"{why}; watchdog off, not restarted", "fail", oom)
+    if restarts >= cfg.max_restarts:
+        return Verdict("failed", f"{why}; gave up after {restarts} restarts "
+                       f"(max_restarts={cfg.max_restarts})", "give_up", oom)
+    return Verdict("restart", why, "restart", oom)
+
+
+def refit_after_oom(batch_size: int, grad_accumulation: int) -> dict | None:
+    """Halved batch, doubled accumulation (same effective batch); None when batch is 1."""
+    if batch_size <= 1:
+        return None
+    return {"batch_size": batch_size // 2, "grad_accumulation": grad_accumulation * 2}
