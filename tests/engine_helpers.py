@@ -1,0 +1,147 @@
+"""Shared helpers for the console engine tests: a tiny experiment, the stand-in trainer,
+a scripted pynvml built from the real library's exception classes, and a poll loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pynvml
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE = REPO / "tests" / "fake_trainer.py"
+
+
+def write_experiment(tmp: Path, *, folds=(0, 1), configurations=("2d",), epochs=3,
+                     watchdog=None, devices=None, pipeline=None) -> Path:
+    data = {
+        "experiment": "t", "dataset": "data", "results": "results", "folds": list(folds),
+        "configurations": {c: {"epochs": epochs, "batch_size": 8, "iterations_per_epoch": 2}
+                           for c in configurations},
+        "devices": {"cpu_slots": 2, **(devices or {})},
+        "watchdog": {"stall_timeout_s": 30, "max_restarts": 3, "backoff_initial_s": 0.05,
+                     "backoff_max_s": 0.2, "grace_period_s": 2, **(watchdog or {})},
+    }
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+    path = tmp / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def use_fake_trainer(monkeypatch, tmp: Path, script: dict | None = None) -> Path:
+    """Point FOLDWATCH_TRAINER at the stand-in; returns the script file."""
+    sfile = tmp / "script.json"
+    sfile.write_text(json.dumps(script or {}))
+    monkeypatch.setenv("FOLDWATCH_TRAINER", f"{sys.executable} {FAKE}")
+    monkeypatch.setenv("FAKE_TRAINER_SCRIPT", str(sfile))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return sfile
+
+
+def calls(run_dir: Path) -> list[dict]:
+    f = run_dir / "fake_calls.jsonl"
+    return [json.loads(l) for l in f.read_text().splitlines()] if f.exists() else []
+
+
+def poll_until(engine, predicate, timeout: float = 60.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    snap = engine.poll()
+    while not predicate(snap):
+        if time.monotonic() > deadline:
+            states = {r.key: (r.state, r.message) for r in snap.runs}
+            raise AssertionError(f"timed out; runs: {states}")
+        time.sleep(every)
+        snap = engine.poll()
+    return snap
+
+
+def run_state(snap, key: str) -> str:
+    return next(r.state for r in snap.runs if r.key == key)
+
+
+def actions(engine, key: str | None = None) -> list[str]:
+    return [d.action for d in engine.decisions.recent if key is None or d.run_key == key]
+
+
+class FakeNvml(SimpleNamespace):
+    """pynvml's surface, scripted: `init_error`, per-device dicts, errors per field."""
+
+    def __init__(self, devices=None, init_error=None):
+        super().__init__()
+        for name in dir(pynvml):
+            if name.startswith("NVMLError") or name.startswith("NVML_"):
+                setattr(self, name, getattr(pynvml, name))
+        self.devices = devices or []
+        self.init_error = init_error
+        self.count_error = None
+        self.inits = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+        if self.init_error is not None:
+            raise self.init_error
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        if self.count_error is not None:
+            raise self.count_error
+        return len(self.devices)
+
+    def _field(self, h, name):
+        value = self.devices[h].get(name)
+        if isinstance(value, BaseException):
+            raise value
+        if self.devices[h].get("lost"):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return value
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return self._field(h, "name")
+
+    def nvmlDeviceGetUUID(self, h):
+        return self._field(h, "uuid")
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return SimpleNamespace(gpu=self._field(h, "util"), memory=0)
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        used, total = self._field(h, "mem")
+        return SimpleNamespace(used=used * 2**20, total=total * 2**20, free=(total - used) * 2**20)
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return self._field(h, "temp")
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return self._field(h, "power_mw")
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h):
+        return self._field(h, "limit_mw")
+
+    def nvmlDeviceGetComputeProcesses(self, h):
+        return [SimpleNamespace(pid=p, usedGpuMemory=mb * 2**20)
+                for p, mb in self._field(h, "procs")]
+
+
+def gpu(name="Fake GPU", util=10, mem=(1000, 24000), procs=(), **kw) -> dict:
+    d = {"name": name, "uuid": f"GPU-{name}", "util": util, "mem": mem, "temp": 40,
+         "power_mw": 100000, "limit_mw": 300000, "procs": list(procs)}
+    d.update(kw)
+    return d
+
+
+def cpu_sampler():
+    """The real sampler over a pynvml without a driver: CPU mode."""
+    from console.nvml import NvmlSampler
+    return NvmlSampler(FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)),
+                       interval=0.05)
