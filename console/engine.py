@@ -55,7 +55,8 @@ class Engine:
     def __init__(self, experiment: Experiment | str | Path, *, read_only: bool = False,
                  autostart: bool = True, clock: Callable[[], float] = time.time,
                  backend: Backend | None = None, sampler: NvmlSampler | None = None,
-                 rng: random.Random | None = None, chaos_every_s: float | None = None) -> None:
+                 rng: random.Random | None = None, chaos_every_s: float | None = None,
+                 hold: bool = False) -> None:
         if not isinstance(experiment, Experiment):
             experiment = load_experiment(experiment)
         if experiment.source is None:
@@ -67,6 +68,7 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.chaos_every_s = chaos_every_s
+        self.hold = hold                  # True: supervise and stop, never launch (foldwatch stop)
         self._next_chaos = clock() + chaos_every_s if chaos_every_s else None
         if backend is None:
             from console.local_backend import LocalBackend
@@ -189,7 +191,8 @@ class Engine:
             if self.watchdog_enabled:
                 self._stalls(now)
             self._chaos(now)
-            self._schedule(now, reading)
+            if not self.hold:
+                self._schedule(now, reading)
             self._save_state()
         return self._snapshot(now, reading)
 

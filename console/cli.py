@@ -1,0 +1,167 @@
+"""`foldwatch`: up, status, stop, demo. Imports nothing heavy at the top so --help is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="foldwatch",
+        description="Run, watch and finish nnU-Net-style cross-validation from one console.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run an experiment (console, or --headless)")
+    up.add_argument("experiment", type=Path, help="experiment YAML file")
+    up.add_argument("--headless", action="store_true", help="no UI: lines and summary tables")
+    up.add_argument("--read-only", action="store_true",
+                    help="watch an experiment another console controls; change nothing")
+    up.add_argument("--stop-on-exit", action="store_true",
+                    help="stop the runs when quitting (default: they keep running)")
+    up.add_argument("--mouse", action="store_true", help="enable the mouse in the console")
+    up.add_argument("--chaos", type=float, metavar="SECONDS", default=None,
+                    help="SIGKILL a random running fold about every SECONDS (watchdog demo)")
+    st = sub.add_parser("status", help="the runs table (works while another console runs)")
+    st.add_argument("experiment", type=Path)
+    st.add_argument("--json", action="store_true", help="machine-readable snapshot")
+    sp = sub.add_parser("stop", help="stop the runs of an experiment (or one with --run)")
+    sp.add_argument("experiment", type=Path)
+    sp.add_argument("--run", metavar="C/K", help="one run, e.g. 3d_fullres/0 or find-best")
+    sp.add_argument("--no-wait", action="store_true", help="do not wait for the runs to end")
+    dm = sub.add_parser("demo", help="generate the demo dataset (if absent) and run it")
+    dm.add_argument("directory", nargs="?", type=Path, default=Path("demo-run"))
+    dm.add_argument("--headless", action="store_true")
+    dm.add_argument("--chaos", action="store_true", help="kill a random run now and then")
+    dm.add_argument("--mouse", action="store_true")
+    return p
+
+
+def _load(path: Path):
+    from contracts.experiment import load_experiment
+    return load_experiment(path)
+
+
+def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, mouse: bool,
+        chaos: float | None, title: str | None = None) -> int:
+    from console.engine import Engine
+    exp = _load(exp_path)
+    engine = Engine(exp, read_only=read_only, chaos_every_s=chaos)
+    if headless:
+        from console.headless import run_headless
+        return run_headless(engine, stop_on_exit=stop_on_exit)
+    from console.app import run_app
+    try:
+        return int(run_app(engine, title=title or f"foldwatch - {exp.experiment}", mouse=mouse)
+                   or 0)
+    finally:
+        if stop_on_exit and not read_only:
+            engine.stop_all()
+        engine.close()
+
+
+def _status(exp_path: Path, as_json: bool) -> int:
+    from console.engine import Engine
+    from console.status import gpu_lines, runs_table, snapshot_json
+    exp = _load(exp_path)
+    engine = Engine(exp, read_only=True)
+    try:
+        time.sleep(0.1)                 # give the sampler a moment for the GPU line
+        snap = engine.poll()
+    finally:
+        engine.close()
+    if as_json:
+        from contracts.jsonio import dumps
+        print(dumps(snapshot_json(snap), indent=2))
+        return 0
+    from rich.console import Console
+    c = Console()
+    for line in gpu_lines(snap):
+        c.print(line)
+    c.print(runs_table(snap, title=f"{exp.experiment}"))
+    return 0
+
+
+def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
+    from console.engine import Engine, send_request
+    from console.jobs import build_jobs
+    from console.lock import ConsoleLock
+    from console.model import ACTIVE_STATES
+    from console.state import load_state
+    from contracts.errors import ConfigError
+    exp = _load(exp_path)
+    lay = exp.layout
+    known = {j.key for j in build_jobs(exp)}
+    if run is not None and run not in known:
+        raise ConfigError(f"--run {run}: no such run in {exp_path}; runs are "
+                          + ", ".join(sorted(known)))
+    deadline = time.monotonic() + exp.watchdog.grace_period_s + 15
+    if ConsoleLock(lay.lock).is_held_elsewhere():
+        send_request(lay, "stop" if run else "stop_all", run)
+        print(f"asked the controlling console to stop {run or 'every run'}")
+        if not wait:
+            return 0
+        while time.monotonic() < deadline:
+            runs = load_state(lay.state)["runs"]
+            active = [k for k, r in runs.items() if (run is None or k == run)
+                      and r.get("state") in ACTIVE_STATES]
+            if not active:
+                print("stopped")
+                return 0
+            time.sleep(0.3)
+        print(f"still running after {exp.watchdog.grace_period_s + 15:.0f}s: {', '.join(active)}",
+              file=sys.stderr)
+        return 1
+    engine = Engine(exp, hold=True)   # no console: take control, adopt live runs, stop them
+    try:
+        engine.poll()
+        if run:
+            engine.stop(run)
+        else:
+            engine.stop_all()
+        while True:
+            snap = engine.poll()
+            active = [r.key for r in snap.runs if r.pid and (run is None or r.key == run)]
+            if not active or not wait:
+                break
+            if time.monotonic() > deadline:
+                print(f"still running: {', '.join(active)}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        engine.close()
+    print(f"stopped {run or 'every run'}")
+    return 0
+
+
+def _demo(directory: Path, headless: bool, chaos: bool, mouse: bool) -> int:
+    from console.demo import prepare_demo
+    exp_path = prepare_demo(directory)
+    return _up(exp_path, headless=headless, read_only=False, stop_on_exit=False, mouse=mouse,
+               chaos=45.0 if chaos else None, title="foldwatch demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from contracts.errors import UserError
+    try:
+        if args.command == "up":
+            return _up(args.experiment, headless=args.headless, read_only=args.read_only,
+                       stop_on_exit=args.stop_on_exit, mouse=args.mouse, chaos=args.chaos)
+        if args.command == "status":
+            return _status(args.experiment, args.json)
+        if args.command == "stop":
+            return _stop(args.experiment, args.run, not args.no_wait)
+        if args.command == "demo":
+            return _demo(args.directory, args.headless, args.chaos, args.mouse)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

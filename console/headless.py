@@ -1,0 +1,84 @@
+"""`foldwatch up --headless`: the engine without a UI. One line per state change, the
+watchdog's decisions, a periodic summary table; exit 0 when everything completed, else 1."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from console.status import gpu_lines, runs_table
+
+SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refit", "adopt",
+                   "reschedule", "gpu_lost", "reset", "request"}
+
+
+def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float = 60.0,
+                 tick_s: float = 0.5, out=None) -> int:
+    from rich.console import Console
+    console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+    interrupted = threading.Event()
+
+    def on_signal(signum, frame):
+        interrupted.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    prev: dict[str, str] = {}
+    seen_decisions = None
+    last_summary = time.monotonic()
+    code = 1
+    try:
+        snap = engine.poll()
+        console.print(gpu_lines(snap)[0] if snap.cpu_mode else "\n".join(gpu_lines(snap)))
+        while True:
+            stamp = time.strftime("%H:%M:%S")
+            for r in snap.runs:
+                before = prev.get(r.key)
+                if before != r.state:
+                    if before is not None or r.state not in ("queued", "stopped"):
+                        where = f" on {r.device}" if r.device and r.state in ("starting", "running") else ""
+                        note = f"  ({r.message})" if r.message and r.state != "running" else ""
+                        console.print(f"{stamp} {r.key}: {before or '-'} -> {r.state}{where}{note}")
+                    prev[r.key] = r.state
+            fresh = snap.decisions if seen_decisions is None else [
+                d for d in snap.decisions if d.t > seen_decisions]
+            for d in fresh:
+                if d.action in SHOWN_DECISIONS and seen_decisions is not None:
+                    console.print(f"{stamp} watchdog {d.action} {d.run_key or ''}: {d.reason}")
+            if snap.decisions:
+                seen_decisions = max(seen_decisions or 0.0, snap.decisions[-1].t)
+            elif seen_decisions is None:
+                seen_decisions = 0.0
+            if snap.finished:
+                console.print(runs_table(snap, title="final"))
+                code = 0 if snap.succeeded else 1
+                console.print("all runs completed" if code == 0 else
+                              "finished, but not every run completed")
+                return code
+            if time.monotonic() - last_summary >= summary_every_s:
+                last_summary = time.monotonic()
+                console.print(runs_table(snap, title=time.strftime("%H:%M:%S")))
+            if interrupted.wait(tick_s):
+                break
+            snap = engine.poll()
+        # interrupted by SIGINT/SIGTERM
+        if stop_on_exit:
+            console.print("stopping every run (--stop-on-exit)...")
+            engine.stop_all()
+            deadline = time.monotonic() + engine.exp.watchdog.grace_period_s + 10
+            while time.monotonic() < deadline:
+                snap = engine.poll()
+                if not any(r.pid for r in snap.runs):
+                    break
+                time.sleep(0.2)
+        else:
+            alive = [r.key for r in snap.runs if r.pid]
+            if alive:
+                console.print(f"leaving {len(alive)} run(s) running ({', '.join(alive)}); "
+                              "`foldwatch up` again adopts them, `foldwatch stop` stops them")
+        return 1
+    finally:
+        engine.close()
+        for s, h in old.items():
+            signal.signal(s, h)
