@@ -7,6 +7,7 @@ reported and NVML is initialised again later.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -98,8 +99,10 @@ class NvmlSampler:
 
     def sample_now(self) -> NvmlReading:
         """One sampling pass on the calling thread (the background thread calls this)."""
-        nv = self._module()
         now = self.clock()
+        if os.environ.get("FOLDWATCH_NO_NVML"):
+            return self._store(NvmlReading(now, False, [], "NVML disabled (FOLDWATCH_NO_NVML): CPU mode"))
+        nv = self._module()
         if not self._initialised:
             if now < self._next_init:
                 return self._latest
