@@ -135,7 +135,8 @@ class FakeNvml(SimpleNamespace):
 
 def gpu(name="Fake GPU", util=10, mem=(1000, 24000), procs=(), **kw) -> dict:
     d = {"name": name, "uuid": f"GPU-{name}", "util": util, "mem": mem, "temp": 40,
-         "power_mw": 100000, "limit_mw": 300000, "procs": list(procs)}
+         "power_mw": 100000, "limit_mw": 300000,
+         "procs": procs if isinstance(procs, BaseException) else list(procs)}
     d.update(kw)
     return d
 
