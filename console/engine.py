@@ -198,14 +198,16 @@ class Engine:
 
     def _tail(self, run: Run, now: float) -> None:
         before = run.tailer.offset, run.tailer.resets
-        events = run.tailer.read()
-        for ev in events:
+
+        def feed(ev: dict) -> None:
             run.metrics.feed(ev)
             if (ev.get("event") == "epoch" and run.restarts and run.handle is not None
                     and run.metrics.starts > run.starts_at_launch and not self.read_only):
                 self._decide(run, "reset", f"completed an epoch after restart; restart counter "
                              f"{run.restarts} -> 0")
                 run.restarts = 0
+
+        run.tailer.read_each(feed)
         if (run.tailer.offset, run.tailer.resets) != before:
             run.last_activity = now
             if run.state == "starting" and run.metrics.starts > run.starts_at_launch:

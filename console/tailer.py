@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 MAX_PARTIAL = 1 << 20   # a "line" longer than this without a newline is garbage, not a buffer
+CHUNK = 4 << 20         # read at most this much at once: memory stays flat on a huge backlog
 _ITER = b'"event": "iter"'
 
 
@@ -34,6 +35,26 @@ class Tailer:
         self.resets += 1
 
     def read(self, max_bytes: int | None = None) -> list[dict]:
+        """New events (all of them, or those in the next `max_bytes` bytes)."""
+        if max_bytes is not None:
+            return self._read(max_bytes)
+        out: list[dict] = []
+        while True:
+            before = self.offset
+            out += self._read(CHUNK)
+            if self.offset - before < CHUNK:
+                return out
+
+    def read_each(self, sink) -> None:
+        """Feed every new event to `sink` chunk by chunk (bounded memory on a long backlog)."""
+        while True:
+            before = self.offset
+            for ev in self._read(CHUNK):
+                sink(ev)
+            if self.offset - before < CHUNK:
+                return
+
+    def _read(self, max_bytes: int) -> list[dict]:
         try:
             st = os.stat(self.path)
         except (FileNotFoundError, NotADirectoryError):
@@ -51,7 +72,7 @@ class Tailer:
                 if os.fstat(f.fileno()).st_ino != self.inode:   # replaced between stat and open
                     return []
                 f.seek(self.offset)
-                data = f.read(max_bytes) if max_bytes else f.read()
+                data = f.read(max_bytes)
         except OSError:
             return []
         self.offset += len(data)

@@ -70,3 +70,13 @@ def test_run_metrics_history_is_bounded():
     assert m.history[0].epoch == 0 and m.history[-1].epoch > 19000
     assert m.epoch == 20000 and m.best_dice == 19999 / 20000
     assert m.eta_s() == (100000 - 20000) * 2.0
+
+
+def test_lines_across_chunk_boundaries(tmp_path, monkeypatch):
+    import console.tailer as tailer_mod
+    monkeypatch.setattr(tailer_mod, "CHUNK", 7)            # every line spans several reads
+    p = tmp_path / "m.jsonl"
+    p.write_bytes(b"".join(line(event="x", i=i) for i in range(50)))
+    got = []
+    Tailer(p).read_each(got.append)
+    assert [e["i"] for e in got] == list(range(50))
