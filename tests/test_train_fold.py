@@ -92,3 +92,24 @@ def test_bad_fold_and_missing_data_exit_codes(tmp_path):
     (exp.parent / "results/tiny/plans/3d_fullres.json").unlink()
     r = run_train(exp)
     assert r.returncode == 2 and "plan" in r.stderr
+
+
+def test_batch_overrides_are_accepted_on_resume_and_recorded(tmp_path):
+    exp = write_experiment(tmp_path, epochs=1, ipe=2)
+    assert run_train(exp, "--skip-validation").returncode == 0
+    r = run_train(exp, "--resume", "--batch-size", "1", "--grad-accumulation", "2",
+                  "--skip-validation")
+    assert r.returncode == 0, r.stderr
+    start = [e for e in _events(exp) if e["event"] == "start"][-1]
+    assert start["batch_size"] == 1 and start["grad_accumulation"] == 2
+    assert start["overrides"] == {"batch_size": 1, "grad_accumulation": 2}
+    assert start["effective_batch"] == 2
+
+
+def test_2d_fold_trains_with_accumulation(tmp_path):
+    exp = write_experiment(tmp_path, dim=2, epochs=1, ipe=2, batch_size=4, num_workers=0)
+    r = run_train(exp, "--batch-size", "2", "--skip-validation", configuration="2d")
+    assert r.returncode == 0, r.stderr
+    events = list(iter_jsonl(exp.parent / "results/tiny/2d/fold_0/metrics.jsonl"))
+    assert events[0]["grad_accumulation"] == 2 and events[-1]["status"] == "completed"
+    assert [e["event"] for e in events].count("epoch") == 1
