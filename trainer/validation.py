@@ -53,8 +53,12 @@ def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
 
 
 def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[str], out_dir: Path,
-                  log: RunLog, *, mirror: bool, overlap: float, device) -> dict:
-    """Write validation/<case>.nii.gz, .npz and summary.json; cases already written are kept."""
+                  log: RunLog, *, mirror: bool, overlap: float, device,
+                  stop=None) -> dict | None:
+    """Write validation/<case>.nii.gz, .npz and summary.json; cases already written are kept.
+
+    Returns None when `stop` was requested: the cases written so far stay for the next attempt.
+    """
     import nibabel as nib
 
     from .geometry import to_original
@@ -85,6 +89,8 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
             m.setdefault("case", case)
             per_case.append(m)
         log.progress("validation", i + 1, len(cases), case=case)
+        if stop is not None and stop.requested and i + 1 < len(cases):
+            return None
     summary = summarize(per_case, fg)
     atomic_write_json(out_dir / "summary.json", summary)
     return summary

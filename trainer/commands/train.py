@@ -156,7 +156,11 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev)
+                                device=dev, stop=stop)
+        if summary is None:
+            print("stopped during validation; --resume finishes the remaining cases", flush=True)
+            log.stopped()
+            return 0
         fg = summary.get("foreground_mean", {}).get("Dice") if isinstance(summary, dict) else None
         log.event("validation", foreground_dice=fg, cases=len(split["val"]))
     return log.exit_code
