@@ -115,3 +115,15 @@ def test_amp_training_step_on_cuda(tmp_path):
         losses = [t.step(t.train_data[i]) for i in range(3)]
         assert all(np.isfinite(losses))
         assert t.checkpoint_state()["scaler"]["scale"] > 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    plan, _ = _plan(tmp_path, 3)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        net = build_network(plan, grad_checkpointing=ckpt).train()
+        x = torch.randn(2, 1, *plan.patch_size, generator=torch.Generator().manual_seed(1))
+        net(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -22,6 +22,8 @@ def cpu_threads() -> int:
 def pick_device() -> torch.device:
     """CUDA when a GPU is visible (the console sets CUDA_VISIBLE_DEVICES), else the CPU."""
     torch.set_num_threads(cpu_threads())
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its kernels
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
