@@ -113,3 +113,23 @@ def test_2d_fold_trains_with_accumulation(tmp_path):
     events = list(iter_jsonl(exp.parent / "results/tiny/2d/fold_0/metrics.jsonl"))
     assert events[0]["grad_accumulation"] == 2 and events[-1]["status"] == "completed"
     assert [e["event"] for e in events].count("epoch") == 1
+
+
+def test_cuda_out_of_memory_exits_75_with_failed_end(tmp_path, monkeypatch):
+    """No GPU here: the step raises what torch raises on a CUDA OOM (torch.OutOfMemoryError)."""
+    from trainer.cli import main
+    from trainer.training import FoldTrainer
+
+    def oom(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "
+                                     "79.19 GiB total capacity; 77.01 GiB already allocated)")
+
+    monkeypatch.setattr(FoldTrainer, "step", oom)
+    monkeypatch.setenv("FOLDWATCH_CPU_THREADS", "1")
+    exp = write_experiment(tmp_path, epochs=1, ipe=2, num_workers=0)
+    code = main(["train", "--experiment", str(exp), "--configuration", "3d_fullres",
+                 "--fold", "0"])
+    assert code == 75
+    end = _events(exp)[-1]
+    assert end["event"] == "end" and end["status"] == "failed" and end["exit_code"] == 75
+    assert "out of memory" in end["error"]
