@@ -102,22 +102,19 @@ def check_dataset(info: DatasetInfo, workers: int = 1,
             [(c, declared, False) for c in info.test_cases]
     results = run_all(check_case, items, workers,
                       (lambda done, *_: progress(done, len(items))) if progress else None)
-    seen = set(problems)
+    # The layout scan and the per-case check can both notice a missing file: report it once.
+    missing = {p.split(": ")[0] for p in problems if "missing" in p}
     for r in results:
         for p in r:
-            if p not in seen:      # a missing label is found by the layout scan and per case
-                seen.add(p)
-                problems.append(p)
-    return _dedupe_missing_labels(problems)
-
-
-def _dedupe_missing_labels(problems: list[str]) -> list[str]:
-    """The layout scan names the missing label's path; drop the per-case duplicate."""
-    named = {p.split(": case ")[1].split(":")[0] for p in problems
-             if ": label file is missing" in p and ": case " in p and not p.startswith("case ")}
-    return [p for p in problems
-            if not (p.startswith("case ") and p.split(":")[0][5:] in named
-                    and "label file is missing" in p)]
+            key = p.split(": ")[0]
+            if "missing" in p and key in missing:
+                continue
+            if p.startswith("case ") and "label file is missing" in p:
+                cid = p[5:].split(":")[0]
+                if any(f"case {cid}: label file is missing" in q for q in problems):
+                    continue
+            problems.append(p)
+    return problems
 
 
 def require_valid(info: DatasetInfo, workers: int = 1) -> None:
