@@ -38,7 +38,9 @@ def test_behaves_like_ct(small_demo):
         air = data[:3, :3, :].mean()
         assert -1100 < air < -900                                  # HU: air around the body
         organ, lesion = data[seg == 1].mean(), data[seg == 2].mean()
-        assert organ - lesion > 60                                 # distinct intensities
+        assert abs(organ - lesion) > 60                            # distinct intensities
+        body = data[(seg == 0) & (data > -500)].mean()
+        assert organ - body > 50                                   # organ stands out too
         assert data[seg == 1].std() > 5                            # noisy
         shapes.add(data.shape)
         spacings.append(zooms)
