@@ -128,3 +128,24 @@ def test_preprocess_without_plan_is_a_clear_error(small_demo, tmp_path):
     assert r.returncode == 2 and "no plan yet" in r.stderr and "Traceback" not in r.stderr
     r = trainer("preprocess", "--experiment", exp, "--configuration", "2d")
     assert r.returncode == 2 and "no configuration '2d'" in r.stderr
+
+
+def test_canonical_order_matches_nibabel_for_permuted_axes(tmp_path):
+    """A sagittal-like file (axes permuted and flipped) ends up as as_closest_canonical, in z,y,x."""
+    from trainer.geometry import orientation_transform, to_canonical
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 3, (7, 9, 11)).astype(np.int16)
+    affine = np.zeros((4, 4))
+    affine[:3, :3] = [[0, 0, -0.9], [1.5, 0, 0], [0, -3.0, 0]]   # i->A, j->-S, k->-R
+    affine[:3, 3], affine[3, 3] = [10, -20, 30], 1
+    img = nib.Nifti1Image(arr, affine)
+    canon = nib.as_closest_canonical(img)
+    ours = to_canonical(arr, orientation_transform(affine))
+    assert np.array_equal(ours, np.asarray(canon.dataobj).transpose(2, 1, 0))
+    plan = _plan([3.0, 1.5, 0.9])
+    images = arr[None].astype(np.float32) * 100 - 500 + 1000 * (arr[None] > 0)
+    data, seg, props = preprocess_arrays(images, affine, plan, arr)
+    assert props["spacing"] == [3.0, 1.5, 0.9] and np.allclose(props["original"]["spacing_zyx"], [3.0, 1.5, 0.9])
+    assert np.array_equal(labels_to_original(seg, props), arr)
+    save_nifti(labels_to_original(seg, props), props, tmp_path / "p.nii.gz")
+    assert np.allclose(nib.load(str(tmp_path / "p.nii.gz")).affine, affine)
