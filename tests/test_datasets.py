@@ -89,3 +89,35 @@ def test_cases_in_folder(tmp_path):
         cases_in_folder(tmp_path, 2)
     text = str(e.value)
     assert "b_0001.nii.gz" in text and "channel 1 is missing" in text and "stray.nii.gz" in text
+
+
+def test_msd_4d_multichannel_images(small_demo, tmp_path):
+    """MSD ships multi-modal cases as one 4D file (x, y, z, channel): read, checked, preprocessed."""
+    import nibabel as nib
+    import numpy as np
+
+    from trainer.geometry import preprocess_image
+    from trainer.plans import ChannelNorm, Plan
+    info = load_dataset(small_demo)
+    entries = []
+    for c in info.cases[:5]:
+        img = nib.load(str(c.images[0]))
+        x = np.asarray(img.dataobj).astype(np.float32)
+        four = np.stack([x, 2 * x + 5], -1)
+        nib.save(nib.Nifti1Image(four, img.affine), str(tmp_path / f"{c.case_id}.nii.gz"))
+        entries.append({"image": f"{c.case_id}.nii.gz", "label": str(c.label)})
+    (tmp_path / "dl.json").write_text(json.dumps({
+        "labels": {"0": "background", "1": "organ", "2": "lesion"},
+        "modality": {"0": "CT", "1": "MR"}, "training": entries}))
+    r = trainer("check-dataset", tmp_path / "dl.json")
+    assert r.returncode == 0, r.stderr
+    plan = Plan("3d_fullres", 3, [3.0, 1.0, 1.0], [16, 32, 32], 2, [1, 1, 1], [], [], [],
+                [ChannelNorm("CT", "ct", [-50.0, 300.0], 120.0, 40.0), ChannelNorm("MR", "zscore")],
+                {"background": 0, "organ": 1, "lesion": 2}, ["CT", "MR"])
+    data, props = preprocess_image([tmp_path / "Demo_000.nii.gz"], plan)
+    assert data.shape[0] == 2 and abs(float(data[1].mean())) < 1e-3   # z-scored per case
+    exp = write_experiment(tmp_path / "e.yaml", tmp_path / "dl.json")
+    r = trainer("plan", "--experiment", exp)
+    assert r.returncode == 0, r.stderr
+    r = trainer("preprocess", "--experiment", exp, "--configuration", "3d_fullres")
+    assert r.returncode == 0, r.stderr

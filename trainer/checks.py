@@ -20,36 +20,42 @@ AFFINE_ATOL = 1e-3     # mm; world positions of neighbouring files must agree th
 AFFINE_RTOL = 1e-4
 
 
-def _load(path, case_id: str, problems: list[str]):
+def _load(path, case_id: str, problems: list[str], channels: bool = False):
     from .geometry import load_nifti
     try:
-        return load_nifti(path)
+        return load_nifti(path, channels=channels)
     except DatasetError as e:
         problems.append(f"{e} (case {case_id})" if "case" not in str(e) else str(e))
         return None
 
 
-def check_case(args: tuple[CaseFiles, list[int], bool]) -> list[str]:
+def check_case(args: tuple[CaseFiles, list[int], bool, int]) -> list[str]:
     """Every problem of one case (empty list: fine)."""
-    case, declared, need_label = args
+    case, declared, need_label, num_channels = args
+    multi = len(case.images) == 1 and num_channels > 1     # MSD: one 4D file for all channels
     problems: list[str] = []
     ref = None          # (path, shape, affine) of the first readable channel
     for c, path in enumerate(case.images):
         if not path.exists():
             problems.append(f"{path}: case {case.case_id}: channel {c} image file is missing; add it")
             continue
-        loaded = _load(path, case.case_id, problems)
+        loaded = _load(path, case.case_id, problems, channels=multi)
         if loaded is None:
             continue
         data, affine, _ = loaded
+        if multi:
+            if data.ndim != 4 or data.shape[3] != num_channels:
+                problems.append(f"{path}: case {case.case_id}: expected a 4D file with "
+                                f"{num_channels} channels, got shape {data.shape}")
+                continue
         bad = int((~np.isfinite(data)).sum())
         if bad:
             problems.append(f"{path}: case {case.case_id}: {bad} NaN/Inf voxel(s); replace them "
                             "(e.g. with the background intensity) and save again")
         if ref is None:
-            ref = (path, data.shape, affine)
+            ref = (path, data.shape[:3], affine)
         else:
-            _compare(path, case.case_id, data.shape, affine, ref, problems)
+            _compare(path, case.case_id, data.shape[:3], affine, ref, problems)
     if case.label is None:
         if need_label:
             problems.append(f"case {case.case_id}: label file is missing; add it to labelsTr")
@@ -98,8 +104,9 @@ def check_dataset(info: DatasetInfo, workers: int = 1,
     if not info.cases:
         problems.append(f"{info.source or info.root}: no training cases found")
     declared = sorted(info.labels.values())
-    items = [(c, declared, True) for c in info.cases] + \
-            [(c, declared, False) for c in info.test_cases]
+    nc = len(info.channel_names)
+    items = [(c, declared, True, nc) for c in info.cases] + \
+            [(c, declared, False, nc) for c in info.test_cases]
     results = run_all(check_case, items, workers,
                       (lambda done, *_: progress(done, len(items))) if progress else None)
     # The layout scan and the per-case check can both notice a missing file: report it once.

@@ -22,7 +22,7 @@ SAMPLES_PER_CASE = 10_000
 def case_fingerprint(args: tuple[CaseFiles, list[str], list[int]]) -> dict:
     """Spacing, cropped shape, sampled foreground intensities and class counts of one case."""
     case, channel_names, labels = args
-    images, affine = load_images(case.images)
+    images, affine = load_images(case.images, len(channel_names))
     seg, _, _ = load_nifti(case.label)
     transform = orientation_transform(affine)
     canon = to_canonical(images, transform)

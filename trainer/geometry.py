@@ -33,8 +33,11 @@ def is_ct(channel_name: str) -> bool:
     return channel_name.strip().lower() == "ct"
 
 
-def load_nifti(path: str | Path):
-    """(data float32 (I, J, K), affine, image); DatasetError for unreadable or non-3D files."""
+def load_nifti(path: str | Path, channels: bool = False):
+    """(data float32 (I, J, K), affine, image); DatasetError for unreadable or non-3D files.
+
+    channels=True also accepts an MSD-style 4D file (I, J, K, C), returned as it is.
+    """
     import nibabel as nib
     try:
         img = nib.load(str(path))
@@ -46,7 +49,7 @@ def load_nifti(path: str | Path):
                            "re-export it") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
+    if data.ndim != 3 and not (channels and data.ndim == 4):
         raise DatasetError(f"{path}: expected a 3D image, got shape {data.shape}; split 4D files "
                            "into one file per channel (_0000, _0001, ...)")
     return data, img.affine.astype(np.float64), img
@@ -173,8 +176,16 @@ def class_locations(seg: np.ndarray, labels: Sequence[int], seed: int,
     return out
 
 
-def load_images(image_paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(C, I, J, K) float32 stack of the channel files and the first channel's affine."""
+def load_images(image_paths: Sequence[str | Path],
+                num_channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(C, I, J, K) float32 stack of the channel files (or of one 4D MSD file) and the affine."""
+    if len(image_paths) == 1:
+        data, affine, _ = load_nifti(image_paths[0], channels=True)
+        stack = np.moveaxis(data, 3, 0) if data.ndim == 4 else data[None]
+        if num_channels is not None and stack.shape[0] != num_channels:
+            raise DatasetError(f"{image_paths[0]}: {stack.shape[0]} channel(s) in the file, "
+                               f"{num_channels} declared")
+        return np.ascontiguousarray(stack), affine
     arrays, affine = [], None
     for p in image_paths:
         data, aff, _ = load_nifti(p)
@@ -183,6 +194,8 @@ def load_images(image_paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarr
         elif data.shape != arrays[0].shape:
             raise DatasetError(f"{p}: shape {data.shape} differs from channel 0's {arrays[0].shape}")
         arrays.append(data)
+    if num_channels is not None and len(arrays) != num_channels:
+        raise DatasetError(f"{image_paths[0]}: {len(arrays)} channel file(s), {num_channels} declared")
     return np.stack(arrays), affine
 
 
@@ -219,11 +232,9 @@ def preprocess_arrays(images: np.ndarray, affine: np.ndarray, plan: Plan,
 
 def preprocess_image(image_paths: Sequence[str | Path], plan: Plan):
     """(data (C,Z,Y,X) float32, props) of one unlabeled case, as preprocessing does it."""
-    if len(image_paths) != len(plan.channel_names):
-        raise DatasetError(f"{image_paths[0] if image_paths else '?'}: {len(image_paths)} channel "
-                           f"file(s) given, the plan expects {len(plan.channel_names)} "
-                           f"({', '.join(plan.channel_names)})")
-    images, affine = load_images(image_paths)
+    if not image_paths:
+        raise DatasetError("preprocess_image: no image files given")
+    images, affine = load_images(image_paths, len(plan.channel_names))
     data, _, props = preprocess_arrays(images, affine, plan)
     props["image_files"] = [str(Path(p).resolve()) for p in image_paths]
     return data, props

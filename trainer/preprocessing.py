@@ -79,7 +79,7 @@ def preprocess_case(args: tuple[CaseFiles, dict, str, str]) -> dict:
         return {"case": case.case_id, "skipped": True}
     plan = Plan.from_dict(plan_dict)
     stamp = source_stamp(case)
-    images, affine = load_images(case.images)
+    images, affine = load_images(case.images, len(plan.channel_names))
     seg = None
     if case.label is not None:
         raw, _, _ = load_nifti(case.label)
