@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input
@@ -134,6 +136,11 @@ class FoldwatchApp(App):
         self.quit_mode = "leave"               # or "stop-all"
         self._polling = False
         self.polls = 0
+        self.notices: deque[str] = deque(maxlen=100)    # what notify() said, newest last
+
+    def notify(self, message: str, *args, **kwargs) -> None:
+        self.notices.append(str(message))
+        super().notify(message, *args, **kwargs)
 
     # -- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -145,7 +152,7 @@ class FoldwatchApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(RunsTable).focus()
+        self.main_widget(RunsTable).focus()
         self.set_interval(self.poll_interval, self.request_poll)
         self.request_poll()
 
@@ -172,7 +179,13 @@ class FoldwatchApp(App):
             self.notify(f"{where} failed: {type(error).__name__}: {error}", severity="error",
                         title="engine error", timeout=8)
 
+    def main_widget(self, selector):
+        """A widget of the main screen, whichever screen is on top."""
+        return self.screen_stack[0].query_one(selector)
+
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        if not self.screen_stack or not self.is_running:
+            return                   # a poll that finished while the app was closing
         old, snap = self.snapshot, message.snapshot
         self.snapshot = snap
         self.polls += 1
@@ -180,8 +193,11 @@ class FoldwatchApp(App):
             self.read_only = snap.read_only
             self.refresh_bindings()
         self.sub_title = self._status_line(snap)
-        self.query_one(GpuPanel).show(snap)
-        self.query_one(RunsTable).show(snap.runs, self.filter_text)
+        try:
+            self.main_widget(GpuPanel).show(snap)
+            self.main_widget(RunsTable).show(snap.runs, self.filter_text)
+        except NoMatches:            # main screen torn down (closing)
+            return
         for text, severity in describe_changes(old, snap):
             self.notify(text, severity=severity, timeout=6)
         if isinstance(self.screen, DetailScreen):
@@ -212,7 +228,7 @@ class FoldwatchApp(App):
 
     # -- helpers ------------------------------------------------------------------------------
     def selected_run(self) -> RunView | None:
-        key = self.query_one(RunsTable).selected_key
+        key = self.main_widget(RunsTable).selected_key
         if key is None or self.snapshot is None:
             return None
         return next((r for r in self.snapshot.runs if r.key == key), None)
@@ -312,27 +328,27 @@ class FoldwatchApp(App):
         self._run_stages("predict")
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main_widget("#filter")
         box.remove_class("hidden")
         box.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self.main_widget("#filter")
         if box.has_class("hidden"):
             return
         box.value = ""
         box.add_class("hidden")
-        self.query_one(RunsTable).focus()
+        self.main_widget(RunsTable).focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
         if self.snapshot is not None:
-            self.query_one(RunsTable).show(self.snapshot.runs, self.filter_text)
+            self.main_widget(RunsTable).show(self.snapshot.runs, self.filter_text)
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
-        self.query_one(RunsTable).focus()
+        self.main_widget(RunsTable).focus()
 
     @on(DataTable.RowSelected, "#runs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:

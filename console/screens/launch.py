@@ -34,7 +34,9 @@ def launch_choices(snap: Snapshot) -> tuple[list[str], list[int], list[tuple[int
 
 
 class LaunchScreen(ModalScreen[LaunchRequest | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("enter", "launch", "Launch")]
+    # Enter launches from anywhere in the dialog (a checkbox would take it as a toggle).
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("enter", "launch", "Launch", priority=True)]
 
     def __init__(self, snap: Snapshot) -> None:
         super().__init__()
@@ -72,6 +74,9 @@ class LaunchScreen(ModalScreen[LaunchRequest | None]):
         return LaunchRequest(self._checked("cfg"), [int(x) for x in self._checked("fold")], gpus)
 
     def action_launch(self) -> None:
+        if self.focused is not None and self.focused.id == "cancel":
+            self.dismiss(None)
+            return
         req = self.request()
         if not req.configurations or not req.folds or req.gpus == []:
             self.notify("choose at least one configuration, one fold"

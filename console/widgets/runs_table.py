@@ -12,7 +12,7 @@ from console.widgets.fmt import bar, duration, num
 COLUMNS = [("config", "Config"), ("fold", "Fold/stage"), ("state", "State"), ("device", "Dev"),
            ("epoch", "Epoch"), ("dice", "Dice"), ("best", "Best"), ("loss", "Loss"),
            ("speed", "smp/s"), ("eta", "ETA"), ("restarts", "Rst"), ("age", "Last")]
-STAGE_NAMES = ("preprocess", "crossval", "find-best", "predict")
+STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict")
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
                "backoff": "yellow", "completed": "bold blue", "failed": "bold red",
