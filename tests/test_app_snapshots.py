@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from console.app import FoldwatchApp
+from console.screentext import screen_text
 from console.widgets.runs_table import RunsTable
 from ui_engine import ScriptedEngine
 
@@ -13,7 +14,15 @@ async def _first_snapshot(pilot):
         if app.snapshot is not None:
             break
         await pilot.pause(0.05)
-    await pilot.pause(0.1)
+    await _footer(pilot, "q Quit")
+
+
+async def _footer(pilot, text):
+    """The footer fills in a moment after the bindings: wait for it, not for a fixed time."""
+    for _ in range(100):
+        await pilot.pause(0.05)
+        if text in screen_text(pilot.app):
+            return
 
 
 async def _detail(pilot):
@@ -26,7 +35,7 @@ async def _detail(pilot):
         if getattr(app.screen, "data", None) is not None:
             break
         await pilot.pause(0.05)
-    await pilot.pause(0.2)
+    await _footer(pilot, "esc Back")
 
 
 def _app(**kw):
