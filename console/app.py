@@ -175,7 +175,7 @@ class FoldwatchApp(App):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             error = event.worker.error
-            where = "engine poll" if event.worker.group == "poll" else event.worker.name
+            where = "engine poll" if event.worker.group == "poll" else repr(event.worker.name)
             self.notify(f"{where} failed: {type(error).__name__}: {error}", severity="error",
                         title="engine error", timeout=8)
 
@@ -217,14 +217,13 @@ class FoldwatchApp(App):
     # -- engine calls off the event loop ---------------------------------------------------------
     def call_engine(self, description: str, fn: Callable[[], object]) -> None:
         """Run an engine action in a worker, then poll; errors become notifications."""
-        self._act(description, fn)
-
-    @work(thread=True, group="action", exit_on_error=False)
-    def _act(self, description: str, fn: Callable[[], object]) -> None:
-        with self.engine_lock:
-            fn()
-        self.call_from_thread(self.notify, description, timeout=3)
-        self.call_from_thread(self.request_poll)
+        def act() -> None:
+            with self.engine_lock:
+                fn()
+            self.call_from_thread(self.notify, description, timeout=3)
+            self.call_from_thread(self.request_poll)
+        self.run_worker(act, name=description, group="action", thread=True,
+                        exit_on_error=False)
 
     # -- helpers ------------------------------------------------------------------------------
     def selected_run(self) -> RunView | None:
@@ -280,14 +279,21 @@ class FoldwatchApp(App):
                 self.call_engine(description, fn)
         self.push_screen(ConfirmScreen(question, yes), done)
 
+    def _active(self, run: RunView | None, verb: str, states=ACTIVE_STATES) -> RunView | None:
+        if run is not None and run.state not in states:
+            self.notify(f"{run.label} is {run.state}: nothing to {verb}", severity="warning")
+            return None
+        return run
+
     def action_stop(self) -> None:
-        if run := self._with_run("stop"):
+        if run := self._active(self._with_run("stop"), "stop",
+                               ACTIVE_STATES | {"queued", "backoff"}):
             self._confirmed(f"Stop {run.label}? (SIGTERM, then SIGKILL after the grace period; "
                             "resume later with r)", "Stop", f"stopping {run.label}",
                             lambda: self.engine.stop(run.key))
 
     def action_kill(self) -> None:
-        if run := self._with_run("kill"):
+        if run := self._active(self._with_run("kill"), "kill"):
             self._confirmed(f"Kill {run.label} now (SIGKILL)?", "Kill", f"killing {run.label}",
                             lambda: self.engine.kill(run.key))
 

@@ -250,3 +250,37 @@ def test_notifications_for_restarts_failures_completions():
         ("2d/0 restarted (attempt 1): exit -9", "warning"),
         ("2d/1 failed: exit 3: dataset", "error"), ("2d/2 completed", "information")]
     assert describe_changes(_snap(b), _snap(b)) == []
+
+
+@pytest.mark.asyncio
+async def test_palette_runs_an_action_and_engine_errors_are_notified():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"toggle the watchdog")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: eng.calls == [("watchdog", False)], what="palette action")
+        eng.read_only = True                       # the engine refuses; the app must survive
+        await select(pilot, app, "2d/0")
+        app.call_engine("resuming 2d/0", lambda: eng.resume("2d/0"))
+        await wait_for(pilot, lambda: any("'resuming 2d/0' failed" in n for n in app.notices),
+                       what="error notification")
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_kill_on_a_run_that_is_not_running_does_nothing():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/3")
+        await pilot.press("k")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("2d/3 is completed" in n for n in app.notices)
+        await select(pilot, app, "2d/1")
+        await pilot.press("k", "y")
+        await wait_for(pilot, lambda: eng.calls == [("kill", "2d/1")], what="kill call")
