@@ -194,8 +194,9 @@ class FoldwatchApp(App):
             self.refresh_bindings()
         self.sub_title = self._status_line(snap)
         try:
-            self.main_widget(GpuPanel).show(snap)
-            self.main_widget(RunsTable).show(snap.runs, self.filter_text)
+            with self.batch_update():    # one repaint for the whole tick
+                self.main_widget(GpuPanel).show(snap)
+                self.main_widget(RunsTable).show(snap.runs, self.filter_text)
         except NoMatches:            # main screen torn down (closing)
             return
         for text, severity in describe_changes(old, snap):
