@@ -27,6 +27,12 @@ def prepare_demo(directory: Path) -> Path:
     data = directory / DATASET_NAME
     if not (data / "dataset.json").exists():
         cmd = [*trainer_prefix(), "make-demo-data", str(data), "--seed", "0"]
+        if data.is_dir() and any(data.iterdir()):
+            # dataset.json is written last: an earlier generation was interrupted; the
+            # same seed rewrites the same synthetic files
+            cmd.append("--force")
+            print(f"{data}: incomplete demo dataset (no dataset.json); generating it again",
+                  flush=True)
         print(f"generating the demo dataset in {data} ...", flush=True)
         done = subprocess.run(cmd)
         if done.returncode != 0:

@@ -43,3 +43,14 @@ def test_demo_generation_failure_is_a_dataset_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="exit 4"):
         prepare_demo(tmp_path / "d")
     assert not (tmp_path / "d" / "demo.yaml").exists()
+
+
+def test_interrupted_generation_is_redone_with_force(tmp_path, monkeypatch):
+    script = tmp_path / "standin.py"
+    script.write_text(STANDIN.replace("out.mkdir(parents=True)", "out.mkdir(parents=True, exist_ok=True)"))
+    monkeypatch.setenv("FOLDWATCH_TRAINER", f"{sys.executable} {script}")
+    half = tmp_path / "demo" / "Dataset900_Demo" / "imagesTr"
+    half.mkdir(parents=True)
+    prepare_demo(tmp_path / "demo")
+    argv = json.loads((half.parent / "dataset.json").read_text())["argv"]
+    assert argv[-1] == "--force"
