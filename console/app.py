@@ -207,10 +207,10 @@ class FoldwatchApp(App):
     def _status_line(self, snap: Snapshot) -> str:
         active = sum(1 for r in snap.runs if r.state in ACTIVE_STATES)
         done = sum(1 for r in snap.runs if r.state == "completed")
-        parts = [f"{active} active, {done}/{len(snap.runs)} done",
+        parts = [f"{active} active", f"{done}/{len(snap.runs)} done",
                  "watchdog on" if snap.watchdog_enabled else "watchdog OFF"]
-        if snap.read_only:
-            parts.append("read-only")
+        if snap.read_only:           # first: the header cuts the end off at 80 columns
+            parts.insert(0, "READ-ONLY")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
         return " · ".join(parts)

@@ -58,7 +58,7 @@ async def test_launch_dialog_escape_launches_nothing():
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None)
         await pilot.press("l")
-        assert "CPU mode: 2 slots" in screen_text(app)
+        assert "CPU mode: 3 slots" in screen_text(app)
         await pilot.press("escape")
         await pilot.pause(0.2)
         assert eng.calls == [] and not isinstance(app.screen, LaunchScreen)
@@ -128,7 +128,7 @@ async def test_read_only_hides_every_changing_action():
         await pilot.pause(0.2)
         assert eng.calls == [] and app.screen is app.screen_stack[0]
         text = screen_text(app)
-        assert "Launch" not in text and "Stop" not in text and "read-only" in text
+        assert "Launch" not in text and "Stop" not in text and "READ-ONLY" in text
         assert "Filter" in text and "Quit" in text
         await pilot.press("enter")                 # looking is still allowed
         assert isinstance(app.screen, DetailScreen)

@@ -10,7 +10,7 @@ from console.model import Decision, EpochPoint, GpuProcessView, GpuView, RunView
 T0 = 1_800_000_000.0     # a fixed clock: no wall time reaches the screen
 
 
-def demo_runs() -> list[RunView]:
+def demo_runs(cpu_mode: bool = False) -> list[RunView]:
     runs = []
     states = ["running", "running", "backoff", "completed", "queued"]
     for cfg in ("2d", "3d_fullres"):
@@ -20,7 +20,8 @@ def demo_runs() -> list[RunView]:
             runs.append(RunView(
                 key=f"{cfg}/{k}", kind="fold", label=f"{cfg}/{k}", state=st,
                 configuration=cfg, fold=k,
-                device=(f"gpu{k % 2}" if st == "running" else None),
+                device=((f"cpu{k % 2}" if cpu_mode else f"gpu{k % 2}") if st == "running"
+                        else None),
                 pid=(4000 + k if st == "running" else None),
                 epoch=done, epochs=8, iteration=5 if st == "running" else None,
                 iterations_per_epoch=12,
@@ -67,7 +68,7 @@ class ScriptedEngine:
         self.cpu_mode = cpu_mode
         self.poll_delay = poll_delay
         self.fail_polls = fail_polls
-        self.runs = demo_runs()
+        self.runs = demo_runs(cpu_mode)
         self.gpus = [] if cpu_mode else demo_gpus()
         self.watchdog = True
         self.calls: list[tuple] = []
@@ -91,7 +92,7 @@ class ScriptedEngine:
                 self.fail_polls -= 1
                 raise OSError("state.json: disk full (scripted)")
             return Snapshot(time=T0, runs=[RunView(**vars(r)) for r in self.runs],
-                            gpus=list(self.gpus), cpu_mode=self.cpu_mode, cpu_slots=2,
+                            gpus=list(self.gpus), cpu_mode=self.cpu_mode, cpu_slots=3 if self.cpu_mode else 2,
                             nvml_message="no NVIDIA driver" if self.cpu_mode else None,
                             watchdog_enabled=self.watchdog, read_only=self.read_only,
                             finished=False, succeeded=False, decisions=list(self.decisions))

@@ -15,7 +15,8 @@ def gpu_line(g: GpuView) -> Text:
     t.append(f"gpu{g.index} ", style="bold")
     if g.lost:
         t.append("LOST", style="bold red")
-        t.append(f"  {g.name or ''}  runs rescheduled elsewhere")
+        t.append(f" {g.name} -" if g.name else "")
+        t.append(" its runs are rescheduled elsewhere")
         return t
     if not g.selected:
         t.append("(not used) ", style="dim")

@@ -11,7 +11,7 @@ from console.widgets.fmt import bar, duration, num
 # Most wanted first: at 80 columns everything up to Loss is visible, the rest scrolls.
 COLUMNS = [("config", "Config"), ("fold", "Fold/stage"), ("state", "State"), ("device", "Dev"),
            ("epoch", "Epoch"), ("dice", "Dice"), ("best", "Best"), ("loss", "Loss"),
-           ("speed", "smp/s"), ("eta", "ETA"), ("restarts", "Rst"), ("age", "Last")]
+           ("speed", "smp/s"), ("eta", "ETA"), ("restarts", "Rst"), ("age", "Last"), ("note", "Note")]
 STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict")
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
@@ -46,6 +46,7 @@ def row_cells(r: RunView) -> dict[str, object]:
         "eta": duration(r.eta_s) if r.state in ("starting", "running", "stalled") else "-",
         "restarts": str(r.restarts),
         "age": duration(r.last_event_age_s),
+        "note": (r.message or "")[:60],
     }
 
 
