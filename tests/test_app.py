@@ -284,3 +284,21 @@ async def test_kill_on_a_run_that_is_not_running_does_nothing():
         await select(pilot, app, "2d/1")
         await pilot.press("k", "y")
         await wait_for(pilot, lambda: eng.calls == [("kill", "2d/1")], what="kill call")
+
+
+def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
+    import console.app as app_mod
+    seen = {}
+
+    def fake_run(self, **kw):             # no terminal here: record how the app was started
+        seen.update(kw)
+        self.snapshot = ScriptedEngine().poll()
+        self.quit_mode = "leave"
+
+    monkeypatch.setattr(app_mod.FoldwatchApp, "run", fake_run)
+    assert app_mod.run_app(ScriptedEngine(), title="t") == 0
+    assert seen == {"mouse": False}
+    out = capsys.readouterr().out
+    assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
+    app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
+    assert seen == {"mouse": True}

@@ -41,6 +41,20 @@ async def test_crash_is_restarted_while_the_app_is_open(tmp_path, monkeypatch):
             assert {"running", "completed"} <= seen
         argvs = [c["argv"] for c in calls(engine.layout.fold_dir("2d", 0))]
         assert len(argvs) == 2 and "--resume" in argvs[1]
+        # a second console joining read-only: the real snapshot hides every changing action
+        viewer = Engine(path, read_only=True, sampler=cpu_sampler())
+        try:
+            app2 = FoldwatchApp(viewer, poll_interval=0.1)
+            async with app2.run_test(size=(80, 24)) as pilot:
+                for _ in range(200):
+                    if app2.snapshot is not None:
+                        break
+                    await pilot.pause(0.05)
+                assert app2.snapshot.read_only and "READ-ONLY" in app2.sub_title
+                assert not app2.check_action("stop", ()) and not app2.check_action("launch", ())
+                assert app2.check_action("detail", ())
+        finally:
+            viewer.close()
     finally:
         engine.stop_all()
         engine.close()

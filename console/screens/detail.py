@@ -102,19 +102,21 @@ class DetailScreen(Screen):
         self.post_message(DetailLoaded(data))
 
     def on_detail_loaded(self, message: DetailLoaded) -> None:
+        replot = self.data is None or message.data.history != self.data.history
         self.data = message.data
-        self.show(self.app.snapshot)
+        self.show(self.app.snapshot, replot=replot)
 
-    def show(self, snap: Snapshot | None) -> None:
+    def show(self, snap: Snapshot | None, replot: bool = True) -> None:
         if snap is None or self.data is None:
             return
         run = next((r for r in snap.runs if r.key == self.key), None)
         points = self.data.history
         self.query_one("#detail-summary", Static).update(summary_text(run, self.key, points))
-        self._plot("#loss-plot", "Loss per epoch", points,
-                   [("train", lambda p: p.train_loss), ("val", lambda p: p.val_loss)])
-        self._plot("#dice-plot", "Validation Dice per epoch", points,
-                   [("dice", lambda p: p.val_dice), ("EMA", lambda p: p.ema_dice)])
+        if replot:                   # curves change once per epoch, not every tick
+            self._plot("#loss-plot", "Loss per epoch", points,
+                       [("train", lambda p: p.train_loss), ("val", lambda p: p.val_loss)])
+            self._plot("#dice-plot", "Validation Dice per epoch", points,
+                       [("dice", lambda p: p.val_dice), ("EMA", lambda p: p.ema_dice)])
         decisions = [d for d in snap.decisions if d.run_key == self.key]
         self.query_one("#detail-side", Static).update(
             side_text(snap.time, self.data.checkpoints, decisions))
