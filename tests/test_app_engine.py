@@ -7,6 +7,7 @@ import pytest
 
 from console.app import FoldwatchApp
 from console.engine import Engine
+from console.screentext import screen_text
 from console.widgets.runs_table import RunsTable
 from engine_helpers import calls, cpu_sampler, use_fake_trainer, write_experiment
 
@@ -39,6 +40,16 @@ async def test_crash_is_restarted_while_the_app_is_open(tmp_path, monkeypatch):
             assert str(table.get_cell("2d/0", "state")) == "completed"
             assert str(table.get_cell("2d/0", "restarts")) in ("0", "1")  # reset after an epoch
             assert {"running", "completed"} <= seen
+            # the detail view reads the real run's history, stderr and decisions
+            table.move_cursor(row=[str(k.value) for k in table.rows].index("2d/0"))
+            await pilot.press("enter")
+            for _ in range(200):
+                if getattr(app.screen, "data", None) is not None:
+                    break
+                await pilot.pause(0.05)
+            assert [p.epoch for p in app.screen.data.history] == [0, 1, 2, 3]
+            text = screen_text(app)
+            assert "restart" in text and "Loss per epoch" in text
         argvs = [c["argv"] for c in calls(engine.layout.fold_dir("2d", 0))]
         assert len(argvs) == 2 and "--resume" in argvs[1]
         # a second console joining read-only: the real snapshot hides every changing action
