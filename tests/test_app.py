@@ -108,7 +108,7 @@ async def test_detail_view_shows_this_runs_curves_files_and_decisions():
         assert "[2d/0] epoch 3: loss ok" in text
         assert "checkpoint: epoch 3 saved" in text
         assert "exit -9" not in text               # 2d/2's decision is not shown here
-        assert [p.epoch for p in app.screen.data.history] == [1, 2, 3]
+        assert [p.epoch for p in app.screen.data.history] == [0, 1, 2]
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
 

@@ -103,7 +103,7 @@ class ScriptedEngine:
         r = self._run(key)
         return [EpochPoint(e, 1.0 - 0.1 * e, 1.05 - 0.09 * e, 0.4 + 0.06 * e,
                            0.38 + 0.055 * e, 0.01 * (1 - e / 8) ** 0.9)
-                for e in range(1, (r.epoch or 0) + 1)]
+                for e in range(r.epoch or 0)]    # 0-based, like the engine
 
     def stderr_tail(self, key, lines=40):
         return [f"[{key}] epoch {e}: loss ok" for e in range(1, 4)][-lines:]
