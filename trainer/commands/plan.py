@@ -1,0 +1,79 @@
+"""`python -m trainer plan --experiment FILE`: check the dataset, fingerprint, plans, splits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, type=Path, help="experiment YAML file")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+    parser.add_argument("--skip-check", action="store_true",
+                        help="do not run check-dataset first (it reads every file)")
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
+    """splits.json: the user's file or nnU-Net's KFold; an existing different one is kept."""
+    from contracts.jsonio import atomic_write_json, read_json
+    from trainer.splits import kfold_splits, read_splits_file, validate_splits
+
+    if exp.splits is not None:
+        src = exp.resolve(exp.splits)
+        wanted = validate_splits(read_splits_file(src), case_ids, str(src), exp.folds)
+        source = str(src)
+    else:
+        wanted, source = kfold_splits(case_ids), "nnU-Net KFold(5, shuffle, seed 12345)"
+    path = layout.splits
+    if path.exists():
+        try:
+            existing = read_json(path)
+        except ValueError:
+            existing = None
+        if existing != wanted:
+            _warn(f"{path} exists and differs from the splits this run would write ({source}); "
+                  "it is KEPT because trained folds depend on it. Delete it (and the folds trained "
+                  "on it) to use the new splits.")
+            log.event("splits_kept", path=str(path), wanted_source=source)
+            return existing
+        return existing
+    atomic_write_json(path, wanted)
+    return wanted
+
+
+def run(args: argparse.Namespace) -> int:
+    from contracts.experiment import load_experiment
+    from contracts.jsonio import atomic_write_json
+    from trainer.checks import require_valid
+    from trainer.datasets import load_dataset, require_consistent
+    from trainer.fingerprint import compute_fingerprint
+    from trainer.planning import plan_configuration
+    from trainer.runlog import RunLog
+    from trainer.workers import default_workers
+
+    exp = load_experiment(args.experiment)
+    layout = exp.layout
+    workers = args.workers or default_workers()
+    with RunLog(layout.stage_dir("plan"), stage="plan", experiment=exp.experiment) as log:
+        info = require_consistent(load_dataset(exp.dataset_path))
+        n = len(info.cases)
+        if not args.skip_check:
+            log.progress("check-dataset", 0, n)
+            require_valid(info, workers)
+            log.progress("check-dataset", n, n)
+        fp = compute_fingerprint(info, workers, lambda d, t: log.progress("fingerprint", d, t))
+        atomic_write_json(layout.fingerprint, fp)
+        for name, cfg in exp.configurations.items():
+            plan = plan_configuration(name, cfg, fp, info.file_ending)
+            plan.save(layout.plan(name))
+            print(f"{name}: spacing {[round(s, 3) for s in plan.spacing]} patch {plan.patch_size} "
+                  f"levels {len(plan.strides)} batch {plan.batch_size} -> {layout.plan(name)}")
+        splits = write_splits(exp, layout, info.case_ids, log)
+        print(f"fingerprint: {layout.fingerprint}; splits: {layout.splits} "
+              f"({len(splits)} folds over {n} cases)")
+    return log.exit_code

@@ -1,0 +1,69 @@
+"""`python -m trainer preprocess --experiment FILE --configuration C`: fill the cache once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--experiment", required=True, type=Path, help="experiment YAML file")
+    parser.add_argument("--configuration", required=True, help="e.g. 3d_fullres")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from filelock import FileLock, Timeout
+
+    from contracts.errors import ConfigError
+    from contracts.experiment import load_experiment
+    from trainer.datasets import load_dataset, require_consistent
+    from trainer.plans import Plan
+    from trainer.preprocessing import preprocess_case, preprocessing_digest
+    from trainer.runlog import RunLog
+    from trainer.workers import default_workers, run_all
+
+    exp = load_experiment(args.experiment)
+    c = args.configuration
+    if c not in exp.configurations:
+        raise ConfigError(f"{args.experiment}: no configuration {c!r} (has: "
+                          f"{', '.join(exp.configurations)})")
+    layout = exp.layout
+    out_dir = layout.preprocessed(c)
+    stage = f"preprocess-{c}"
+    workers = args.workers or default_workers()
+    with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log:
+        plan = Plan.load(layout.plan(c))
+        info = require_consistent(load_dataset(exp.dataset_path))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(out_dir.parent / f".{c}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"{out_dir}: another preprocess of {c} is running; waiting for it",
+                  file=sys.stderr)
+            log.event("waiting", reason="another preprocess holds the lock")
+            lock.acquire()
+        try:
+            digest = preprocessing_digest(plan)
+            items = [(case, plan.to_dict(), str(out_dir), digest) for case in info.cases]
+            total = len(items)
+            t0 = time.monotonic()
+            log.progress(stage, 0, total)
+            skipped = 0
+
+            def on_done(done, item, result):
+                nonlocal skipped
+                skipped += bool(result["skipped"])
+                log.progress(stage, done, total, case=result["case"], skipped=result["skipped"])
+
+            run_all(preprocess_case, items, workers, on_done)
+        finally:
+            lock.release()
+        secs = time.monotonic() - t0
+        log.event("summary", cases=total, skipped=skipped, seconds=round(secs, 3))
+        print(f"{c}: {total - skipped} case(s) preprocessed, {skipped} already up to date, "
+              f"{secs:.1f}s -> {out_dir}")
+    return log.exit_code

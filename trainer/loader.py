@@ -1,0 +1,78 @@
+"""Training batches from DataLoader worker processes, reproducible for exact resume.
+
+Every sample is drawn from its own generator seeded by (seed, epoch, iteration, index in
+the batch), so the data of an iteration does not depend on which worker made it, on the
+number of workers, nor on where a resumed run starts inside an epoch.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import augment
+from .preprocessed import load_case
+from .sampling import sample_patch
+
+VALIDATION_STREAM = 1_000_003  # keeps validation draws apart from training iterations
+
+
+def oversampled(index: int, batch: int, fraction: float) -> bool:
+    """nnU-Net: the last `fraction` of each batch must contain foreground."""
+    return index >= round(batch * (1 - fraction))
+
+
+class PatchBatches(Dataset):
+    """Item i = the whole effective batch of iteration i of `epoch`."""
+
+    def __init__(self, folder, cases: list[str], patch_size: list[int], labels: list[int],
+                 batch: int, oversample: float, seed: int, augment_data: bool = True) -> None:
+        self.folder, self.cases = folder, list(cases)
+        self.patch_size, self.labels = list(patch_size), list(labels)
+        self.batch, self.oversample, self.seed = batch, oversample, seed
+        self.augment_data = augment_data
+        self.epoch, self.length = 0, 0
+        self._cache: dict[str, tuple] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _case(self, case: str):
+        if case not in self._cache:
+            data, seg, props = load_case(self.folder, case, mmap=True)
+            self._cache[case] = (data, seg, props)
+        return self._cache[case]
+
+    def sample(self, iteration: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, iteration, index])
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        data, seg, props = self._case(case)
+        force = oversampled(index, self.batch, self.oversample)
+        img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
+        if self.augment_data:
+            img, lab = augment(img, lab, rng)
+        return img, lab
+
+    def __getitem__(self, iteration: int) -> dict:
+        pairs = [self.sample(iteration, j) for j in range(self.batch)]
+        return {"image": torch.from_numpy(np.stack([p[0] for p in pairs])),
+                "label": torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))}
+
+
+def _worker_init(_: int) -> None:
+    # Stopping is the main process's job: it finishes the iteration and shuts workers down.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def epoch_loader(source: PatchBatches, epoch: int, start: int, stop: int,
+                 num_workers: int) -> DataLoader:
+    """Batches start..stop-1 of `epoch`, made ahead by `num_workers` processes (0: inline)."""
+    source.epoch, source.length = epoch, stop
+    return DataLoader(source, batch_size=None, sampler=range(start, stop),
+                      num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
+                      prefetch_factor=2 if num_workers else None, persistent_workers=False)
