@@ -58,6 +58,9 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
     finally:
         if stop_on_exit and not read_only:
             engine.stop_all()
+            deadline = time.monotonic() + exp.watchdog.grace_period_s + 10
+            while any(r.pid for r in engine.poll().runs) and time.monotonic() < deadline:
+                time.sleep(0.2)
         engine.close()
 
 
