@@ -116,7 +116,7 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
         print(f"still running after {exp.watchdog.grace_period_s + 15:.0f}s: {', '.join(active)}",
               file=sys.stderr)
         return 1
-    engine = Engine(exp, hold=True)   # no console: take control, adopt live runs, stop them
+    engine = Engine(exp, hold=True, autostart=False)   # no console: take control, adopt live runs, stop them
     try:
         engine.poll()
         if run:

@@ -131,11 +131,17 @@ class Engine:
                 run.starts_at_launch = max(0, run.metrics.starts - 1)
                 self._on_exit(run, None, now, unattended=True)
                 continue
+            if state == "stopped" and autostart and rec.get("wanted", True):
+                # `foldwatch up` again after a stop: carry on where the run left off
+                run.state, run.wanted, run.message = "queued", True, None
+                self._decide(run, "resume", "stopped in an earlier session; queued again")
+                continue
             if state in FINAL_STATES:
                 run.state, run.wanted = state, bool(rec.get("wanted", True))
                 continue
             if state in ("queued", "backoff"):
-                run.state, run.wanted = "queued", bool(rec.get("wanted", True))
+                run.state = "queued"
+                run.wanted = autostart or bool(rec.get("wanted", True))
                 continue
             end = run.metrics.end
             if end is not None and end.get("status") == "completed" and end.get("exit_code", 0) == 0:
