@@ -135,7 +135,7 @@ def test_out_of_memory_refits_batch_size(make_engine):
 
 def test_stalled_run_is_killed_and_restarted(make_engine):
     eng = make_engine({"2d/0": [{"then": "hang", "at": 1, "ignore_term": True}, {}]}, folds=(0,),
-                      watchdog={"stall_timeout_s": 1.0, "grace_period_s": 0.5},
+                      watchdog={"stall_timeout_s": 4.0, "grace_period_s": 0.5},
                       pipeline={"evaluate": False, "find_best": False, "postprocess": False,
                                 "predict_test": False})
     snap = poll_until(eng, lambda s: s.finished)
