@@ -81,7 +81,8 @@ class Engine:
         if not read_only:
             self._lock = ConsoleLock(self.layout.lock)
             self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-        self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+        if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
+            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
         self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
         self._events_tail = Tailer(self.layout.console_events)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
