@@ -25,7 +25,8 @@ def chosen(exp: Experiment) -> tuple[list[str], Postprocessing]:
         post = (Postprocessing.from_dict(read_json(layout.postprocessing))
                 if layout.postprocessing.exists() else Postprocessing())
         return best, post
-    if len(exp.configurations) == 1:
+    if len(exp.configurations) == 1 or not exp.pipeline.find_best:
+        # nothing to choose from (or choosing switched off): all configurations, averaged
         return list(exp.configurations), Postprocessing()
     raise ConfigError(f"{layout.best_configuration}: not found; run `python -m trainer find-best "
                       f"--experiment {exp.source}` first (or keep one configuration)")
@@ -79,6 +80,10 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         where = input_dir
         cases = cases_in_folder(input_dir, len(first.channel_names), first.file_ending)
     if not cases:
+        if input_dir is None and not exp.test_images:
+            print(f"{where}: the dataset has no test images; nothing to predict")
+            return {"predicted": 0, "kept": 0, "output": None, "configurations": configurations,
+                    "postprocessing": post.to_dict()}
         raise DatasetError(f"{where}: no images named <case>_0000{first.file_ending} to predict")
     out = output_dir or exp.layout.predictions
     out.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,11 @@ from contracts.errors import ConfigError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_bytes, atomic_write_json, read_json
 
-from .crossval import case_folds
+from .crossval import case_folds, gather
 from .ensembling import iter_validation_pairs
 from .metrics import case_metrics, summarize
 from .plans import Plan
-from .postprocessing import decide
+from .postprocessing import Postprocessing, decide
 
 
 def _labels(exp: Experiment) -> tuple[list[int], list[int]]:
@@ -52,15 +52,17 @@ def find_best(exp: Experiment, log=None) -> dict:
     scores: dict[tuple[str, ...], float | None] = {}
     for cfg in exp.configurations:
         path = layout.crossval(cfg) / "summary.json"
-        if not path.exists():
-            raise ConfigError(f"{cfg}: no cross-validation summary ({path}); run `python -m "
-                              f"trainer crossval --experiment {exp.source} --configuration {cfg}`")
-        scores[(cfg,)] = read_json(path)["foreground_mean"]["Dice"]
+        # pipeline.evaluate off: the summary is made here (same function as the crossval stage)
+        cv = read_json(path) if path.exists() else gather(exp, cfg)
+        scores[(cfg,)] = cv["foreground_mean"]["Dice"]
     for pair in itertools.combinations(sorted(exp.configurations), 2):
         scores[pair] = score_ensemble(exp, pair, folds_of, values, fg, log)["foreground_mean"]["Dice"]
     best = min(scores, key=lambda n: _key(n, scores[n]))
-    post, report = decide(((p, r) for _, p, r in
-                           iter_validation_pairs(exp, best, folds_of, values)), fg)
+    if exp.pipeline.postprocess:
+        post, report = decide(((p, r) for _, p, r in
+                               iter_validation_pairs(exp, best, folds_of, values)), fg)
+    else:
+        post, report = Postprocessing(), {"disabled": "pipeline.postprocess is false"}
     result = {
         "configurations": list(best),
         "ensemble": len(best) > 1,

@@ -29,6 +29,8 @@ def run(args) -> int:
     with RunLog(exp.layout.stage_dir("predict"), stage="predict") as log:
         r = predict_folder(exp, args.input, args.output, save_probabilities=args.save_probabilities,
                            overwrite=args.overwrite, device=args.device, log=log)
+        if r["output"] is None:
+            return 0
         line = f"{r['predicted']} predicted, {r['kept']} kept -> {r['output']}"
         if "foreground_mean_dice" in r:
             line += f"; test-set foreground mean Dice {r['foreground_mean_dice']:.4f}"
