@@ -40,7 +40,7 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
     if device is None:
         device = next(networks[0].parameters()).device
     device = torch.device(device)
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    x = torch.from_numpy(np.array(data, dtype=np.float32))  # a writable copy of a memmap
     if plan.dim == 2:
         x = x.permute(1, 0, 2, 3)        # slices become the batch: (Z, C, Y, X)
     else:

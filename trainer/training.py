@@ -15,7 +15,7 @@ import torch
 
 from contracts.experiment import Configuration
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .loader import VALIDATION_STREAM, PatchBatches, epoch_loader
 from .loss import DeepSupervisionLoss, dice_ce
 from .network import build_network, deep_supervision_weights, split_outputs
@@ -23,8 +23,9 @@ from .plans import Plan
 from .runlog import RunLog
 from .signals import StopRequest
 
-# Hyperparameters that do not change the trained weights, or that may change on resume
-# (out-of-memory refit keeps the effective batch): left out of the hyperparameter hash.
+# Settings that do not change the trained weights (batches do not depend on the worker
+# count; the other two only affect the final validation): left out of the hash, so they
+# may change on resume. The --batch-size/--grad-accumulation overrides are never hashed.
 NOT_HASHED = ("num_workers", "tta_mirroring", "sliding_window_overlap")
 
 ITER_LOG_INTERVAL_S = float(os.environ.get("FOLDWATCH_ITER_LOG_S", "5"))
@@ -246,7 +247,3 @@ class FoldTrainer:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except ImportError:
             return float("nan")
-
-
-def peek_checkpoint(path: Path) -> dict | None:
-    return load_checkpoint(path) if path.exists() else None

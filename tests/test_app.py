@@ -1,0 +1,304 @@
+"""Pilot tests of the console app over a scripted engine (and one over the real engine)."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from console.app import FoldwatchApp, describe_changes
+from console.model import RunView, Snapshot
+from console.screens.confirm import ConfirmScreen
+from console.screens.detail import DetailScreen
+from console.screens.help import HelpScreen
+from console.screens.launch import LaunchScreen
+from console.screentext import screen_text
+from console.widgets.runs_table import RunsTable
+from ui_engine import ScriptedEngine
+
+async def wait_for(pilot, cond, timeout=10.0, what="condition"):
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rows(app) -> list[str]:
+    table = app.query_one(RunsTable)
+    return [str(k.value) for k in table.rows]
+
+
+async def select(pilot, app, key):
+    table = app.query_one(RunsTable)
+    table.move_cursor(row=rows(app).index(key))
+    await pilot.pause()
+    assert table.selected_key == key
+
+
+@pytest.mark.asyncio
+async def test_launch_dialog_passes_configurations_folds_and_gpus():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None, what="first snapshot")
+        await pilot.press("l")
+        assert isinstance(app.screen, LaunchScreen)
+        # focus starts on the first checkbox (2d): tab to 3d_fullres and untick it,
+        # then to fold 0, 1 and untick fold 1
+        await pilot.press("tab", "space", "tab", "tab", "space", "enter")
+        await wait_for(pilot, lambda: eng.calls, what="launch call")
+        assert eng.calls == [("launch", ["2d"], [0, 2, 3, 4], [0, 1])]   # lost gpu2 not offered
+        assert not isinstance(app.screen, LaunchScreen)
+
+
+@pytest.mark.asyncio
+async def test_launch_dialog_escape_launches_nothing():
+    eng = ScriptedEngine(cpu_mode=True)
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("l")
+        assert "CPU mode: 3 slots" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert eng.calls == [] and not isinstance(app.screen, LaunchScreen)
+
+
+@pytest.mark.asyncio
+async def test_stop_asks_first_and_only_yes_stops():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/0")
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert eng.calls == []
+        await pilot.press("s")
+        await pilot.press("enter")          # focus is on "No": Enter is the safe answer
+        await pilot.pause(0.2)
+        assert eng.calls == []
+        await pilot.press("s", "y")
+        await wait_for(pilot, lambda: eng.calls == [("stop", "2d/0")], what="stop call")
+        table = app.query_one(RunsTable)
+        await wait_for(pilot, lambda: str(table.get_cell("2d/0", "state")) == "stopped",
+                       what="row updated in place")
+        assert table.selected_key == "2d/0"        # the cursor stayed on the run
+
+
+@pytest.mark.asyncio
+async def test_detail_view_shows_this_runs_curves_files_and_decisions():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/0")
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        await wait_for(pilot, lambda: app.screen.data is not None, what="detail data")
+        polls = app.polls
+        await wait_for(pilot, lambda: app.polls >= polls + 2, what="snapshots behind the detail")
+        assert isinstance(app.screen, DetailScreen) and app.is_running
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "epoch 3/8" in text and "Loss per epoch" in text
+        assert "latest.pt  30s ago" in text
+        assert "[2d/0] epoch 3: loss ok" in text
+        assert "checkpoint: epoch 3 saved" in text
+        assert "exit -9" not in text               # 2d/2's decision is not shown here
+        assert [p.epoch for p in app.screen.data.history] == [0, 1, 2]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailScreen)
+
+
+@pytest.mark.asyncio
+async def test_read_only_hides_every_changing_action():
+    eng = ScriptedEngine(read_only=True)
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/0")
+        for action in ("launch", "stop", "kill", "resume", "scratch", "watchdog", "crossval",
+                       "find_best", "predict", "quit_stop_all"):
+            assert app.check_action(action, ()) is False, action
+        assert app.check_action("detail", ()) and app.check_action("filter", ())
+        await pilot.press("l", "s", "k", "r", "x", "w", "e", "b", "p")
+        await pilot.pause(0.2)
+        assert eng.calls == [] and app.screen is app.screen_stack[0]
+        text = screen_text(app)
+        assert "Launch" not in text and "Stop" not in text and "READ-ONLY" in text
+        assert "Filter" in text and "Quit" in text
+        await pilot.press("enter")                 # looking is still allowed
+        assert isinstance(app.screen, DetailScreen)
+
+
+@pytest.mark.asyncio
+async def test_palette_offers_only_allowed_actions():
+    from console.app import FoldwatchCommands
+    for read_only, expect_stop in ((False, True), (True, False)):
+        app = FoldwatchApp(ScriptedEngine(read_only=read_only))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.snapshot is not None)
+            provider = FoldwatchCommands(app.screen)
+            names = [c[1] for c in provider._commands()]
+            assert ("stop" in names) is expect_stop and "help" in names
+
+
+@pytest.mark.asyncio
+async def test_filter_narrows_rows_and_escape_restores():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        total = len(rows(app))
+        assert total == 16
+        await pilot.press("slash")
+        assert app.focused is app.query_one("#filter", Input)
+        await pilot.press(*"3d run")
+        await pilot.pause(0.1)
+        assert rows(app) == ["3d_fullres/0"]
+        await pilot.press("enter")                 # back to the table, filter kept
+        await pilot.pause(0.6)                     # a poll or so later still filtered
+        assert rows(app) == ["3d_fullres/0"]
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert len(rows(app)) == total
+
+
+@pytest.mark.asyncio
+async def test_slow_engine_does_not_freeze_keys():
+    eng = ScriptedEngine(poll_delay=2.0)
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, eng.in_poll.is_set, what="poll in flight")
+        await pilot.press("question_mark")
+        # the key was handled while the engine was still inside its first poll()
+        assert isinstance(app.screen, HelpScreen)
+        assert eng.in_poll.is_set() and eng.polls == 0
+        await pilot.press("escape", "slash", *"2d")
+        assert app.query_one("#filter", Input).value == "2d" and eng.polls == 0
+        await wait_for(pilot, lambda: app.snapshot is not None, what="slow snapshot")
+        assert rows(app) and all(k.startswith("2d") or "2d" in k for k in rows(app))
+        assert eng.polls == 1      # ticks during a slow poll are skipped, not queued
+
+
+@pytest.mark.asyncio
+async def test_poll_error_is_a_notification_not_an_exit():
+    eng = ScriptedEngine(fail_polls=1)
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: any("disk full" in n for n in app.notices),
+                       what="error notification")
+        await wait_for(pilot, lambda: app.snapshot is not None, what="recovery")
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_quit_leaves_runs_and_shift_q_asks_before_stopping_all():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("Q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.press("q")
+    assert app.quit_mode == "leave" and app.return_value == "leave"
+    assert eng.calls == []
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("Q", "y")
+    assert app.quit_mode == "stop-all"
+
+
+@pytest.mark.asyncio
+async def test_watchdog_toggle_and_stage_now():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("w")
+        await wait_for(pilot, lambda: "watchdog OFF" in app.sub_title, what="watchdog off")
+        await select(pilot, app, "3d_fullres/0")
+        await pilot.press("e", "b", "p")
+        await wait_for(pilot, lambda: len(eng.calls) == 4)
+        assert eng.calls == [("watchdog", False), ("stage", "crossval-3d_fullres"),
+                             ("stage", "find-best"), ("stage", "predict")]
+
+
+def test_no_color_is_honoured(monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert FoldwatchApp(ScriptedEngine()).no_color
+
+
+def _snap(runs):
+    return Snapshot(time=0, runs=runs, gpus=[], cpu_mode=True, cpu_slots=2, nvml_message=None,
+                    watchdog_enabled=True, read_only=False, finished=False, succeeded=False)
+
+
+def test_notifications_for_restarts_failures_completions():
+    a = [RunView("2d/0", "fold", "2d/0", "running"), RunView("2d/1", "fold", "2d/1", "running"),
+         RunView("2d/2", "fold", "2d/2", "running")]
+    b = [RunView("2d/0", "fold", "2d/0", "backoff", restarts=1, message="exit -9"),
+         RunView("2d/1", "fold", "2d/1", "failed", message="exit 3: dataset"),
+         RunView("2d/2", "fold", "2d/2", "completed")]
+    assert describe_changes(None, _snap(b)) == []
+    assert describe_changes(_snap(a), _snap(b)) == [
+        ("2d/0 restarted (attempt 1): exit -9", "warning"),
+        ("2d/1 failed: exit 3: dataset", "error"), ("2d/2 completed", "information")]
+    assert describe_changes(_snap(b), _snap(b)) == []
+
+
+@pytest.mark.asyncio
+async def test_palette_runs_an_action_and_engine_errors_are_notified():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"toggle the watchdog")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: eng.calls == [("watchdog", False)], what="palette action")
+        eng.read_only = True                       # the engine refuses; the app must survive
+        await select(pilot, app, "2d/0")
+        app.call_engine("resuming 2d/0", lambda: eng.resume("2d/0"))
+        await wait_for(pilot, lambda: any("'resuming 2d/0' failed" in n for n in app.notices),
+                       what="error notification")
+        assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_kill_on_a_run_that_is_not_running_does_nothing():
+    eng = ScriptedEngine()
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/3")
+        await pilot.press("k")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert any("2d/3 is completed" in n for n in app.notices)
+        await select(pilot, app, "2d/1")
+        await pilot.press("k", "y")
+        await wait_for(pilot, lambda: eng.calls == [("kill", "2d/1")], what="kill call")
+
+
+def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
+    import console.app as app_mod
+    seen = {}
+
+    def fake_run(self, **kw):             # no terminal here: record how the app was started
+        seen.update(kw)
+        self.snapshot = ScriptedEngine().poll()
+        self.quit_mode = "leave"
+
+    monkeypatch.setattr(app_mod.FoldwatchApp, "run", fake_run)
+    assert app_mod.run_app(ScriptedEngine(), title="t") == 0
+    assert seen == {"mouse": False}
+    out = capsys.readouterr().out
+    assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
+    app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
+    assert seen == {"mouse": True}

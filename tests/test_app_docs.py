@@ -1,0 +1,46 @@
+"""docs/console.md carries a text capture of the main screen; keep it in step with the app.
+
+Regenerate with FOLDWATCH_UPDATE_DOCS=1 pytest tests/test_app_docs.py."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from console.app import FoldwatchApp, key_table
+from console.screentext import screen_text
+from ui_engine import ScriptedEngine
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "console.md"
+BLOCK = re.compile(r"(<!-- capture:(\w+) -->\n```text\n)(.*?)(```\n)", re.S)
+
+
+async def capture() -> dict[str, str]:
+    app = FoldwatchApp(ScriptedEngine(), title="foldwatch - demo", poll_interval=60)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(200):
+            if app.snapshot is not None:
+                break
+            await pilot.pause(0.05)
+        for _ in range(100):            # the footer fills in a moment after the bindings
+            await pilot.pause(0.05)
+            main = screen_text(app)
+            if "q Quit" in main:
+                break
+    return {"main": main, "keys": key_table() + "\n"}
+
+
+@pytest.mark.asyncio
+async def test_docs_capture_matches_the_app():
+    blocks = await capture()
+    assert "gpu0" in blocks["main"] and "2d          0" in blocks["main"]
+    text = DOC.read_text()
+    new = BLOCK.sub(lambda m: m.group(1) + blocks[m.group(2)] + m.group(4), text)
+    if os.environ.get("FOLDWATCH_UPDATE_DOCS"):
+        DOC.write_text(new)
+    assert {m.group(2) for m in BLOCK.finditer(text)} == set(blocks)
+    assert new == text, "docs/console.md is stale: FOLDWATCH_UPDATE_DOCS=1 pytest " \
+                        "tests/test_app_docs.py"

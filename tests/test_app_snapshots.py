@@ -1,0 +1,60 @@
+"""SVG snapshots (pytest-textual-snapshot) of the console with deterministic data."""
+
+from __future__ import annotations
+
+from console.app import FoldwatchApp
+from console.screentext import screen_text
+from console.widgets.runs_table import RunsTable
+from ui_engine import ScriptedEngine
+
+
+async def _first_snapshot(pilot):
+    app = pilot.app
+    for _ in range(200):
+        if app.snapshot is not None:
+            break
+        await pilot.pause(0.05)
+    await _footer(pilot, "q Quit")
+
+
+async def _footer(pilot, text):
+    """The footer fills in a moment after the bindings: wait for it, not for a fixed time."""
+    for _ in range(100):
+        await pilot.pause(0.05)
+        if text in screen_text(pilot.app):
+            return
+
+
+async def _detail(pilot):
+    await _first_snapshot(pilot)
+    app = pilot.app
+    table = app.query_one(RunsTable)
+    table.move_cursor(row=[str(k.value) for k in table.rows].index("2d/0"))
+    await pilot.press("enter")
+    for _ in range(200):
+        if getattr(app.screen, "data", None) is not None:
+            break
+        await pilot.pause(0.05)
+    await _footer(pilot, "esc Back")
+
+
+def _app(**kw):
+    # a long poll interval: one snapshot, so the screen cannot change mid-capture
+    return FoldwatchApp(ScriptedEngine(**kw), title="foldwatch - demo", poll_interval=60)
+
+
+def test_main_screen_80x24(snap_compare):
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=_first_snapshot)
+
+
+def test_main_screen_160x48(snap_compare):
+    assert snap_compare(_app(), terminal_size=(160, 48), run_before=_first_snapshot)
+
+
+def test_main_screen_cpu_mode_read_only_80x24(snap_compare):
+    assert snap_compare(_app(cpu_mode=True, read_only=True), terminal_size=(80, 24),
+                        run_before=_first_snapshot)
+
+
+def test_detail_screen_100x30(snap_compare):
+    assert snap_compare(_app(), terminal_size=(100, 30), run_before=_detail)
