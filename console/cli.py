@@ -79,7 +79,7 @@ def _status(exp_path: Path, as_json: bool) -> int:
         print(dumps(snapshot_json(snap), indent=2))
         return 0
     from rich.console import Console
-    c = Console()
+    c = Console(width=None if sys.stdout.isatty() else 160)
     for line in gpu_lines(snap):
         c.print(line)
     c.print(runs_table(snap, title=f"{exp.experiment}"))
