@@ -32,9 +32,10 @@ def test_demo_generates_once_and_keeps_the_users_yaml(tmp_path, monkeypatch):
     assert exp.dataset_path == (demo / "Dataset900_Demo").resolve()
     assert exp.layout.root.is_relative_to(demo.resolve())
     assert "# The bundled demo" in path.read_text()          # comments survive
-    path.write_text(path.read_text().replace("epochs: 8", "epochs: 3"))
+    edited = path.read_text() + "# my edit\n"                # the user's own change
+    path.write_text(edited)
     assert prepare_demo(demo) == path
-    assert "epochs: 3" in path.read_text()
+    assert path.read_text() == edited
     assert (tmp_path / "calls.txt").read_text() == "x"       # generated once
 
 
