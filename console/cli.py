@@ -58,6 +58,9 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
     finally:
         if stop_on_exit and not read_only:
             engine.stop_all()
+            deadline = time.monotonic() + exp.watchdog.grace_period_s + 10
+            while any(r.pid for r in engine.poll().runs) and time.monotonic() < deadline:
+                time.sleep(0.2)
         engine.close()
 
 
@@ -76,7 +79,7 @@ def _status(exp_path: Path, as_json: bool) -> int:
         print(dumps(snapshot_json(snap), indent=2))
         return 0
     from rich.console import Console
-    c = Console()
+    c = Console(width=None if sys.stdout.isatty() else 160)
     for line in gpu_lines(snap):
         c.print(line)
     c.print(runs_table(snap, title=f"{exp.experiment}"))
@@ -113,7 +116,7 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
         print(f"still running after {exp.watchdog.grace_period_s + 15:.0f}s: {', '.join(active)}",
               file=sys.stderr)
         return 1
-    engine = Engine(exp, hold=True)   # no console: take control, adopt live runs, stop them
+    engine = Engine(exp, hold=True, autostart=False)   # no console: take control, adopt live runs, stop them
     try:
         engine.poll()
         if run:

@@ -81,7 +81,8 @@ class Engine:
         if not read_only:
             self._lock = ConsoleLock(self.layout.lock)
             self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-        self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+        if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
+            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
         self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
         self._events_tail = Tailer(self.layout.console_events)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
@@ -131,11 +132,17 @@ class Engine:
                 run.starts_at_launch = max(0, run.metrics.starts - 1)
                 self._on_exit(run, None, now, unattended=True)
                 continue
+            if state == "stopped" and autostart and rec.get("wanted", True):
+                # `foldwatch up` again after a stop: carry on where the run left off
+                run.state, run.wanted, run.message = "queued", True, None
+                self._decide(run, "resume", "stopped in an earlier session; queued again")
+                continue
             if state in FINAL_STATES:
                 run.state, run.wanted = state, bool(rec.get("wanted", True))
                 continue
             if state in ("queued", "backoff"):
-                run.state, run.wanted = "queued", bool(rec.get("wanted", True))
+                run.state = "queued"
+                run.wanted = autostart or bool(rec.get("wanted", True))
                 continue
             end = run.metrics.end
             if end is not None and end.get("status") == "completed" and end.get("exit_code", 0) == 0:

@@ -17,7 +17,10 @@ SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refi
 def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float = 60.0,
                  tick_s: float = 0.5, out=None) -> int:
     from rich.console import Console
-    console = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+    stream = out or sys.stdout
+    # A log file or pipe has no width: rich would squeeze the table into 80 columns.
+    width = None if getattr(stream, "isatty", lambda: False)() else 160
+    console = Console(file=stream, highlight=False, soft_wrap=True, width=width)
     interrupted = threading.Event()
 
     def on_signal(signum, frame):

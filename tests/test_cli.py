@@ -150,3 +150,12 @@ def test_headless_stop_on_exit_stops_runs(tmp_path, env):
         out, _ = p.communicate(timeout=30)
     assert p.returncode == 1
     assert state_of(exp)["2d/0"]["state"] == "stopped", out
+
+
+def test_help_imports_nothing_heavy():
+    probe = ("import sys\nfrom console.cli import main\ntry:\n    main(['--help'])\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('pydantic', 'yaml', 'rich', 'psutil', 'pynvml', 'textual',"
+             " 'console.engine') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

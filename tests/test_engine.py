@@ -135,7 +135,7 @@ def test_out_of_memory_refits_batch_size(make_engine):
 
 def test_stalled_run_is_killed_and_restarted(make_engine):
     eng = make_engine({"2d/0": [{"then": "hang", "at": 1, "ignore_term": True}, {}]}, folds=(0,),
-                      watchdog={"stall_timeout_s": 1.0, "grace_period_s": 0.5},
+                      watchdog={"stall_timeout_s": 4.0, "grace_period_s": 0.5},
                       pipeline={"evaluate": False, "find_best": False, "postprocess": False,
                                 "predict_test": False})
     snap = poll_until(eng, lambda s: s.finished)
@@ -187,3 +187,24 @@ def test_restart_from_scratch_moves_outputs_aside(make_engine):
     olds = [p for p in fold.parent.iterdir() if p.name.startswith("fold_0.old-")]
     assert len(olds) == 1 and (olds[0] / "metrics.jsonl").exists()
     assert len(calls(fold)) == 1 and "--resume" not in calls(fold)[0]["argv"]
+
+
+def test_up_again_continues_stopped_runs_and_keeps_completed(make_engine):
+    eng = make_engine({"2d/0": [{"then": "hang", "at": 1}, {}]}, folds=(0, 1),
+                      pipeline={"evaluate": False, "find_best": False, "postprocess": False,
+                                "predict_test": False})
+    poll_until(eng, lambda s: run_state(s, "2d/1") == "completed"
+               and eng.runs["2d/0"].metrics.epoch == 1)
+    eng.stop("2d/0")
+    poll_until(eng, lambda s: s.finished)
+    eng.close()
+    again = Engine(eng.exp, sampler=cpu_sampler())
+    try:
+        assert run_state(again.poll(), "2d/1") == "completed"
+        snap = poll_until(again, lambda s: s.finished)
+        assert snap.succeeded
+        c = calls(again.layout.fold_dir("2d", 0))
+        assert len(c) == 2 and "--resume" in c[1]["argv"]
+        assert len(calls(again.layout.fold_dir("2d", 1))) == 1
+    finally:
+        again.close()

@@ -63,8 +63,9 @@ def test_lost_gpu_reschedules_its_run(tmp_path, monkeypatch):
 
 def test_chaos_mode_kills_and_the_watchdog_recovers(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.3}})
-    exp = write_experiment(tmp_path, folds=(0,), pipeline=NO_STAGES, epochs=8)
-    eng = Engine(exp, sampler=cpu_sampler(), chaos_every_s=1.0, rng=random.Random(1))
+    exp = write_experiment(tmp_path, folds=(0,), pipeline=NO_STAGES, epochs=8,
+                           watchdog={"max_restarts": 20})
+    eng = Engine(exp, sampler=cpu_sampler(), chaos_every_s=2.0, rng=random.Random(1))
     try:
         snap = poll_until(eng, lambda s: s.finished)
         assert snap.succeeded

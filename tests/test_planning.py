@@ -85,7 +85,7 @@ def test_plan_on_demo(small_demo, tmp_path):
     write_experiment(exp_path, small_demo, splits=str(tmp_path / "mine.json"))
     r = trainer("plan", "--experiment", exp_path, "--skip-check")
     assert r.returncode == 0, r.stderr
-    assert "KEPT" in r.stderr
+    assert "KEPT" in r.stderr and "plan changed" not in r.stderr     # same data, same plans
     assert json.loads(layout.splits.read_text()) == splits
 
 
@@ -116,3 +116,13 @@ def test_plan_refuses_a_broken_dataset(small_demo, tmp_path):
     (d / "labelsTr" / "Demo_003.nii.gz").unlink()
     r = trainer("plan", "--experiment", write_experiment(tmp_path / "e.yaml", d))
     assert r.returncode == 3 and "Demo_003" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_auto_patch_shrinks_to_the_budget():
+    from trainer.planning import auto_patch
+    patch, strides, kernels, pools = auto_patch([200, 400, 400], [1.0, 1.0, 1.0], 128 ** 3)
+    assert np.prod(patch) <= 128 ** 3 and all(p % 2 ** n == 0 for p, n in zip(patch, pools))
+    ratio = [p / m for p, m in zip(patch, [200, 400, 400])]
+    assert max(ratio) - min(ratio) < 0.15                        # shrunk relative to the median
+    small, *_ = auto_patch([20, 40, 40], [3.0, 0.8, 0.8], 128 ** 3)
+    assert small[0] <= 24 and small[1] <= 48                     # never beyond the median (+ padding)

@@ -1,6 +1,5 @@
 """preprocess: cache format, geometry round trip, concurrent starts, skipping up-to-date cases."""
 
-import json
 import os
 import subprocess
 import sys

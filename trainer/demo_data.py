@@ -56,11 +56,11 @@ def make_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndar
     organ = (u / rox) ** 2 + (v / roy) ** 2 + ((z - oz) / roz) ** 2 <= 1
     organ &= body
 
-    # lesion(s): small spheres inside the organ, radius >= ~7 voxels in-plane
+    # lesion(s): small spheres inside the organ, radius >= ~8 voxels in-plane
     lesion = np.zeros_like(organ)
     inside = np.argwhere(organ)
     for _ in range(int(rng.integers(1, 3))):
-        r = rng.uniform(6.0, 8.5)                                    # mm
+        r = rng.uniform(7.5, 10.0)                                   # mm
         c = inside[int(rng.integers(len(inside)))] * spacing
         lesion |= (((x - c[0]) ** 2 + (y - c[1]) ** 2) / r ** 2
                    + (z - c[2]) ** 2 / max(r, 2.0 * thick) ** 2) <= 1

@@ -3,8 +3,9 @@
 Target spacing: the median spacing; with strongly anisotropic data (max/min > 3, and the
 coarse axis' extent in voxels too small) the coarse axis takes the 10th percentile instead.
 3d_lowres: twice as coarse (capped at the coarsest axis). 2d: in-plane spacing, z untouched.
-Patch size: the median resampled shape, shrunk along its longest (mm) axis until it fits the
-voxel budget, padded to be divisible by 2^pools. Topology: nnU-Net's get_pool_and_conv_props.
+Patch size: a spacing-shaped patch capped at the median resampled shape, shrunk along the
+axis largest relative to the median until it fits the voxel budget, padded to be divisible
+by 2^pools. Topology: nnU-Net's get_pool_and_conv_props.
 """
 
 from __future__ import annotations
@@ -93,17 +94,21 @@ def target_spacing(fp: dict, configuration: str, cfg: Configuration) -> tuple[li
 
 
 def auto_patch(median_shape: list[float], spacing: list[float], budget: int):
-    """Largest patch <= the median shape (and <= budget voxels after padding)."""
-    patch = [max(int(round(s)), 1) for s in median_shape]
+    """nnU-Net's way: a patch shaped by the spacing (same extent in mm per axis), capped at
+    the median shape, then shrunk along the axis largest relative to the median shape, one
+    divisor step at a time, until it fits the budget after padding."""
+    inv = 1.0 / np.asarray(spacing, float)
+    side = 256 if len(spacing) == 3 else 2048
+    initial = inv * (side ** len(spacing) / np.prod(inv)) ** (1 / len(spacing))
+    median = np.maximum(np.asarray(median_shape, float), 1)
+    patch = [max(int(round(min(i, m))), 1) for i, m in zip(initial, median)]
     while True:
         pools, strides, kernels, padded, divisor = pool_and_conv_props(spacing, patch)
         if int(np.prod(padded)) <= budget or max(patch) <= 2 * MIN_FEATURE_MAP:
             return padded, strides, kernels, pools
-        # shrink the axis that is longest in mm, by one divisor step (at least 10%)
-        mm = [p * s for p, s in zip(patch, spacing)]
-        axis = int(np.argmax(mm))
-        step = max(divisor[axis], int(patch[axis] * 0.1), 1)
-        patch[axis] = max(patch[axis] - step, 2 * MIN_FEATURE_MAP)
+        ratio = [p / m for p, m in zip(patch, median)]
+        axis = int(np.argsort(ratio, kind="stable")[-1])
+        patch[axis] = max(patch[axis] - max(divisor[axis], 1), 2 * MIN_FEATURE_MAP)
 
 
 def normalization(fp: dict) -> list[ChannelNorm]:

@@ -8,7 +8,6 @@ file's size and mtime, so an up-to-date case is skipped and a half-done one is r
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contracts.jsonio import atomic_write_bytes, atomic_write_json, fsync_dir
+from contracts.jsonio import atomic_write_json, fsync_dir
 
 from .datasets import CaseFiles
 from .geometry import class_locations, load_images, load_nifti, preprocess_arrays

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from trainer.checks import require_valid
     from trainer.datasets import load_dataset, require_consistent
     from trainer.fingerprint import compute_fingerprint
+    from contracts.errors import ConfigError
     from trainer.planning import plan_configuration
+    from trainer.plans import Plan
     from trainer.runlog import RunLog
     from trainer.workers import default_workers
 
@@ -70,7 +72,18 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(layout.fingerprint, fp)
         for name, cfg in exp.configurations.items():
             plan = plan_configuration(name, cfg, fp, info.file_ending)
-            plan.save(layout.plan(name))
+            old = layout.plan(name)
+            if old.exists():
+                try:
+                    changed = Plan.load(old).digest() != plan.digest()
+                except ConfigError:
+                    changed = True
+                if changed:
+                    _warn(f"{old}: the plan changed (dataset or experiment edited); preprocessing "
+                          "redoes the cache if spacing or normalization changed, and folds trained "
+                          "on the old plan will not resume")
+                    log.event("plan_changed", configuration=name, path=str(old))
+            plan.save(old)
             print(f"{name}: spacing {[round(s, 3) for s in plan.spacing]} patch {plan.patch_size} "
                   f"levels {len(plan.strides)} batch {plan.batch_size} -> {layout.plan(name)}")
         splits = write_splits(exp, layout, info.case_ids, log)

@@ -1,0 +1,65 @@
+"""The engine over the REAL trainer on the demo data: plan -> preprocess -> a fold that is
+killed with SIGKILL mid-training and resumed by the watchdog to completion."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from console.engine import Engine
+from contracts.jsonio import iter_jsonl
+from engine_helpers import REPO, actions, cpu_sampler, poll_until
+
+TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_per_epoch": 3,
+               "val_iterations": 1, "base_features": 4, "max_features": 16, "num_workers": 0,
+               "tta_mirroring": False}}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trainer.metrics") is None,
+                    reason="fold validation needs trainer/metrics.py (pipeline branch)")
+def test_real_trainer_killed_mid_training_is_resumed_to_completion(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
+    data = tmp_path / "data" / "Dataset900_Demo"
+    subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data)], cwd=REPO,
+                   check=True, capture_output=True, timeout=600)
+    exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    exp.update(experiment="itest", dataset=str(data), results=str(tmp_path / "results"),
+               folds=[0], configurations=TINY,
+               pipeline={"evaluate": False, "find_best": False, "postprocess": False,
+                         "predict_test": False})
+    exp["devices"] = {"cpu_slots": 1, "cpu_threads_per_run": 1}
+    exp["watchdog"].update(backoff_initial_s=0.5, backoff_max_s=1)
+    path = tmp_path / "itest.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    eng = Engine(path, sampler=cpu_sampler())
+    try:
+        poll_until(eng, lambda s: (eng.runs["2d/0"].metrics.epoch or 0) >= 1
+                   and eng.runs["2d/0"].handle is not None, timeout=900, every=0.2)
+        run = eng.runs["2d/0"]
+        os.killpg(run.handle.pid, signal.SIGKILL)          # kill -9 mid-training
+        snap = poll_until(eng, lambda s: s.finished, timeout=900, every=0.2)
+        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+        acts = actions(eng, "2d/0")
+        assert acts.count("launch") == 2 and "restart" in acts
+        launches = [d for d in eng.decisions.recent if d.action == "launch" and d.run_key == "2d/0"]
+        assert "--resume" in launches[1].reason
+        starts = [e for e in iter_jsonl(eng.layout.fold_dir("2d", 0) / "metrics.jsonl")
+                  if e["event"] == "start"]
+        assert len(starts) == 2 and (starts[1]["resumed_from"] or 0) >= 1
+        assert (eng.layout.fold_dir("2d", 0) / "checkpoints" / "final.pt").exists()
+    finally:
+        eng.stop_all()
+        deadline = time.monotonic() + 60
+        while any(r.handle for r in eng.runs.values()) and time.monotonic() < deadline:
+            eng.poll()
+            time.sleep(0.2)
+        eng.close()

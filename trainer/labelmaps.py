@@ -1,0 +1,40 @@
+"""Reading label maps and probability files for evaluation, ensembling and postprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from contracts.errors import DatasetError
+
+
+def read_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels as int16, affine) of a NIfTI label map; DatasetError when unreadable."""
+    import nibabel as nib
+    try:
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj).astype(np.int16), np.asarray(img.affine)
+    except Exception as e:  # nibabel raises several types for broken files
+        raise DatasetError(f"{path}: not a readable NIfTI label map ({e})") from None
+
+
+def read_probabilities(path: str | Path) -> np.ndarray:
+    """The `probabilities` array (K, I, J, K') of a validation/prediction .npz, as float32."""
+    try:
+        with np.load(path) as f:
+            return f["probabilities"].astype(np.float32)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: probabilities missing; re-run the fold's validation "
+                           "(`python -m trainer train ... --resume`)") from None
+    except (KeyError, ValueError, OSError) as e:
+        raise DatasetError(f"{path}: unreadable probabilities file ({e})") from None
+
+
+def argmax_labels(probs: np.ndarray, label_values: list[int]) -> np.ndarray:
+    """Class probabilities -> label map with the dataset's label values."""
+    return np.asarray(sorted(label_values), dtype=np.int16)[np.argmax(probs, 0)]
+
+
+def same_geometry(shape_a, affine_a, shape_b, affine_b, atol: float = 1e-3) -> bool:
+    return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=atol)

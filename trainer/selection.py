@@ -1,0 +1,93 @@
+"""find-best: single configurations and pairwise ensembles, the winner, its postprocessing."""
+
+from __future__ import annotations
+
+import itertools
+
+from contracts.errors import ConfigError
+from contracts.experiment import Experiment
+from contracts.jsonio import atomic_write_bytes, atomic_write_json, read_json
+
+from .crossval import case_folds, gather
+from .ensembling import iter_validation_pairs
+from .metrics import case_metrics, summarize
+from .plans import Plan
+from .postprocessing import Postprocessing, decide
+
+
+def _labels(exp: Experiment) -> tuple[list[int], list[int]]:
+    plans = [Plan.load(exp.layout.plan(c)) for c in exp.configurations]
+    label_sets = {tuple(sorted(p.labels.values())) for p in plans}
+    if len(label_sets) != 1:
+        raise ConfigError(f"the configurations' plans declare different label sets {label_sets}; "
+                          "re-run `python -m trainer plan`")
+    values = list(label_sets.pop())
+    return values, [v for v in values if v != 0]
+
+
+def score_ensemble(exp: Experiment, members: tuple[str, ...], folds_of, values, fg, log=None) -> dict:
+    per_case = []
+    for i, (case, pred, ref) in enumerate(iter_validation_pairs(exp, members, folds_of, values)):
+        m = case_metrics(pred, ref, fg)
+        m.update(case=case, fold=folds_of[case])
+        per_case.append(m)
+        if log:
+            log.progress("ensemble " + "+".join(members), i + 1, len(folds_of))
+    summary = summarize(per_case, fg)
+    summary["members"] = list(members)
+    atomic_write_json(exp.layout.ensemble(members) / "summary.json", summary)
+    return summary
+
+
+def _key(name: tuple[str, ...], dice) -> tuple:
+    # Higher Dice first; on a tie a single configuration beats an ensemble, then by name.
+    d = dice if dice is not None else float("-inf")
+    return (-d, len(name), name)
+
+
+def find_best(exp: Experiment, log=None) -> dict:
+    layout = exp.layout
+    values, fg = _labels(exp)
+    folds_of = case_folds(exp)
+    scores: dict[tuple[str, ...], float | None] = {}
+    for cfg in exp.configurations:
+        path = layout.crossval(cfg) / "summary.json"
+        # pipeline.evaluate off: the summary is made here (same function as the crossval stage)
+        cv = read_json(path) if path.exists() else gather(exp, cfg)
+        scores[(cfg,)] = cv["foreground_mean"]["Dice"]
+    for pair in itertools.combinations(sorted(exp.configurations), 2):
+        scores[pair] = score_ensemble(exp, pair, folds_of, values, fg, log)["foreground_mean"]["Dice"]
+    best = min(scores, key=lambda n: _key(n, scores[n]))
+    if exp.pipeline.postprocess:
+        post, report = decide(((p, r) for _, p, r in
+                               iter_validation_pairs(exp, best, folds_of, values)), fg)
+    else:
+        post, report = Postprocessing(), {"disabled": "pipeline.postprocess is false"}
+    result = {
+        "configurations": list(best),
+        "ensemble": len(best) > 1,
+        "foreground_mean_dice": scores[best],
+        "folds": list(exp.folds),
+        "candidates": {"+".join(n): d for n, d in sorted(scores.items(), key=lambda kv: _key(*kv))},
+    }
+    atomic_write_json(layout.best_configuration, result)
+    atomic_write_json(layout.postprocessing, {**post.to_dict(), "decided_on": list(best), **report})
+    atomic_write_bytes(layout.root / "how_to_predict.txt", _how_to(exp, result, post).encode())
+    return {"best": result, "postprocessing": post.to_dict(), "report": report}
+
+
+def _how_to(exp: Experiment, best: dict, post) -> str:
+    what = " + ".join(best["configurations"])
+    steps = []
+    if post.largest_component_all_foreground:
+        steps.append("keep the largest connected component of all foreground")
+    if post.largest_component_classes:
+        steps.append("keep the largest component of class(es) "
+                     + ", ".join(map(str, post.largest_component_classes)))
+    return (f"Best: {what} ({'ensemble' if best['ensemble'] else 'single configuration'}), "
+            f"cross-validation foreground mean Dice {best['foreground_mean_dice']:.4f}, "
+            f"folds {best['folds']} averaged.\n"
+            f"Postprocessing: {'; '.join(steps) if steps else 'none'}.\n\n"
+            f"Predict a folder of images named the nnU-Net way (CASE_0000.nii.gz ...):\n"
+            f"  python -m trainer predict --experiment {exp.source} -i INPUT_DIR -o OUTPUT_DIR\n"
+            f"Without -i/-o it predicts the dataset's imagesTs into {exp.layout.predictions}.\n")
