@@ -12,8 +12,9 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 
 def _sanitize(obj: Any) -> Any:
@@ -53,24 +54,54 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file, never half."""
+def atomic_write_file(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with what `write(f)` writes, so a crash leaves the old or the new file.
+
+    The temp file is in the same folder (same file system), flushed and fsynced before
+    os.replace; the folder is fsynced after. Serves JSON, checkpoints, .npy and .npz alike.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_named(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Like atomic_write_file for writers that need a file name (nibabel): the temp name
+    ends with the target's name, so extension-driven formats (.nii.gz) come out right."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.{path.name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def _unlink(p) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically."""
+    atomic_write_file(path, lambda f: f.write(data))
 
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:

@@ -4,7 +4,6 @@ a scripted pynvml built from the real library's exception classes, and a poll lo
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from contracts.errors import ConfigError
-from contracts.jsonio import fsync_dir
+from contracts.jsonio import atomic_write_file
 
 KINDS = ("latest", "best", "final")
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save to a temp file in the same folder, fsync, os.replace, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
+    """torch.save atomically: a kill at any instant leaves the previous checkpoint loadable."""
+    atomic_write_file(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

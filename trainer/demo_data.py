@@ -9,7 +9,6 @@ position and spacing. Intensities are kept well apart (learnable in minutes). Sm
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

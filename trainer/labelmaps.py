@@ -1,4 +1,4 @@
-"""Reading label maps and probability files for evaluation, ensembling and postprocessing."""
+"""Label maps (NIfTI) and probability files (.npz): reading them, and writing them atomically."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts.errors import DatasetError
+from contracts.jsonio import atomic_write_file, atomic_write_named
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -38,3 +39,15 @@ def argmax_labels(probs: np.ndarray, label_values: list[int]) -> np.ndarray:
 
 def same_geometry(shape_a, affine_a, shape_b, affine_b, atol: float = 1e-3) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=atol)
+
+
+def atomic_npz(path: Path, probabilities: np.ndarray) -> None:
+    """`probabilities` as float16 in a compressed .npz, written atomically."""
+    atomic_write_file(path, lambda f: np.savez_compressed(
+        f, probabilities=probabilities.astype(np.float16)))
+
+
+def atomic_nifti(labels: np.ndarray, props: dict, path: Path) -> None:
+    """A label map in the original geometry, written atomically."""
+    from .geometry import save_nifti
+    atomic_write_named(path, lambda tmp: save_nifti(labels, props, tmp))

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_json, read_json
 
-from .labelmaps import argmax_labels
+from .labelmaps import argmax_labels, atomic_nifti, atomic_npz
 from .plans import Plan
 from .postprocessing import Postprocessing
 
@@ -53,18 +51,12 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix if path.suffix == '.npz' else '.nii.gz'}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | None, *,
                    save_probabilities: bool = False, overwrite: bool = False,
                    device: str = "auto", log=None) -> dict:
     """Write <case>.nii.gz per input case; cases already predicted are kept unless overwrite."""
     from .datasets import cases_in_folder, load_dataset
-    from .geometry import preprocess_image, save_nifti, to_original
+    from .geometry import preprocess_image, to_original
     from .inference import predict_probabilities
 
     configurations, post = chosen(exp)
@@ -110,10 +102,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         probs /= len(configurations)
         seg = post.apply(argmax_labels(probs, values))
         target = out / f"{case.case_id}{first.file_ending}"
-        _atomic(target, lambda t: save_nifti(seg, props, t))
+        atomic_nifti(seg, props, target)
         if save_probabilities:
-            _atomic(out / f"{case.case_id}.npz",
-                    lambda t: np.savez_compressed(t, probabilities=probs.astype(np.float16)))
+            atomic_npz(out / f"{case.case_id}.npz", probs)
         if log:
             log.progress("predict", i + 1, len(todo), case=case.case_id)
         if bar:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from contracts.jsonio import atomic_write_json, fsync_dir
+from contracts.jsonio import atomic_write_file, atomic_write_json
 
 from .datasets import CaseFiles
 from .geometry import class_locations, load_images, load_nifti, preprocess_arrays
@@ -56,18 +55,7 @@ def is_up_to_date(out_dir: Path, case: CaseFiles, digest: str) -> bool:
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.ascontiguousarray(array))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_file(path, lambda f: np.save(f, np.ascontiguousarray(array)))
 
 
 def preprocess_case(args: tuple[CaseFiles, dict, str, str]) -> dict:

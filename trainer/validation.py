@@ -2,44 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from contracts.jsonio import atomic_write_json, fsync_dir
+from contracts.jsonio import atomic_write_json
 
 from .inference import predict_probabilities
+from .labelmaps import atomic_nifti, atomic_npz
 from .plans import Plan
 from .preprocessed import load_case
 from .runlog import RunLog
-
-
-def _atomic_npz(path: Path, probabilities: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, probabilities=probabilities.astype(np.float16))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def _atomic_nifti(labels: np.ndarray, props: dict, path: Path) -> None:
-    from .geometry import save_nifti
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    save_nifti(labels, props, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
@@ -80,8 +54,8 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
             probs = to_original(probs, props)
             pred = np.argmax(probs, 0).astype(np.int16)
             pred = np.asarray(labels, dtype=np.int16)[pred]
-            _atomic_npz(npz, probs)
-            _atomic_nifti(pred, props, nii)
+            atomic_npz(npz, probs)
+            atomic_nifti(pred, props, nii)
         if seg is not None:
             ref = reference_labels(seg, props)
             m = case_metrics(pred, ref, fg)
