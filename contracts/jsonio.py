@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -57,30 +56,27 @@ def fsync_dir(directory: Path) -> None:
 def atomic_write_file(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Replace `path` with what `write(f)` writes, so a crash leaves the old or the new file.
 
-    The temp file is in the same folder (same file system), flushed and fsynced before
-    os.replace; the folder is fsynced after. Serves JSON, checkpoints, .npy and .npz alike.
+    Serves JSON, checkpoints, .npy and .npz alike. The temp file is `.<name>.<random>.tmp`
+    in the same folder, so no reader's `*<suffix>` pattern mistakes it for a result.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "xb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+
+    path = Path(path)
+    _replace(path, path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"), to_file)
 
 
 def atomic_write_named(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Like atomic_write_file for writers that need a file name (nibabel): the temp name
-    ends with the target's name, so extension-driven formats (.nii.gz) come out right."""
+    """Like atomic_write_file for writers that need a file name and choose the format by its
+    extension (nibabel's .nii.gz): the temp name is `.<random>.<name>`."""
     path = Path(path)
+    _replace(path, path.with_name(f".{uuid.uuid4().hex[:8]}.{path.name}"), write)
+
+
+def _replace(path: Path, tmp: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp), fsync it, os.replace it onto path, fsync the folder; no temp left on error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.{path.name}")
     try:
         write(tmp)
         with open(tmp, "rb") as f:

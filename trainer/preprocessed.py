@@ -14,7 +14,8 @@ import numpy as np
 
 def list_cases(cfg_dir: str | Path) -> list[str]:
     """Case ids with cached arrays, sorted."""
-    return sorted(p.name[:-len("_data.npy")] for p in Path(cfg_dir).glob("*_data.npy"))
+    return sorted(p.name[:-len("_data.npy")] for p in Path(cfg_dir).glob("*_data.npy")
+                  if not p.name.startswith("."))   # never a temp file of an interrupted write
 
 
 def load_case(cfg_dir: str | Path, case: str, mmap: bool = True):
