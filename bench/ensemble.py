@@ -42,9 +42,9 @@ def setup(tmp: Path, mirror: bool) -> Path:
     import torch
 
     from contracts.experiment import load_experiment
-    from trainer.checkpoint import save_checkpoint
-    from trainer.network import build_network
-    from trainer.plans import Plan
+    from trainer.training.checkpoint import save_checkpoint
+    from trainer.training.network import build_network
+    from trainer.planning.plans import Plan
     e = load_experiment(exp)
     plan = Plan.load(e.layout.plan("3d_fullres"))
     for k in range(5):
@@ -61,11 +61,11 @@ def variant(exp_path: str, which: str, repeats: int) -> None:
     import torch
 
     from contracts.experiment import load_experiment
-    from trainer.datasets import load_dataset
-    from trainer.device import cpu_threads
-    from trainer.geometry import preprocess_image, to_original
-    from trainer.inference import load_fold_network, predict_probabilities
-    from trainer.plans import Plan
+    from trainer.data.datasets import load_dataset
+    from trainer.runtime.device import cpu_threads
+    from trainer.data.geometry import preprocess_image, to_original
+    from trainer.inference.sliding_window import load_fold_network, predict_probabilities
+    from trainer.planning.plans import Plan
 
     torch.set_num_threads(cpu_threads())
     exp = load_experiment(exp_path)

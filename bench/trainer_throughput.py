@@ -47,11 +47,11 @@ def main() -> None:
 
     from contracts.experiment import load_experiment
     from contracts.jsonio import read_json
-    from trainer.device import pick_device
-    from trainer.loader import epoch_loader
-    from trainer.plans import Plan
-    from trainer.runlog import RunLog
-    from trainer.training import FoldTrainer
+    from trainer.runtime.device import pick_device
+    from trainer.training.loader import epoch_loader
+    from trainer.planning.plans import Plan
+    from trainer.runtime.runlog import RunLog
+    from trainer.training.loop import FoldTrainer
 
     exp = load_experiment(exp_path)
     cfg = exp.configurations[a.configuration]

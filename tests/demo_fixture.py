@@ -24,7 +24,7 @@ def trainer(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def require_demo_pipeline() -> None:
     """Skip until the data and pipeline areas (demo, plan, preprocess, geometry, metrics) exist."""
     for mod in ("trainer.commands.make_demo_data", "trainer.commands.plan",
-                "trainer.commands.preprocess", "trainer.geometry", "trainer.metrics"):
+                "trainer.commands.preprocess", "trainer.data.geometry", "trainer.evaluation.metrics"):
         if importlib.util.find_spec(mod) is None:
             pytest.skip(f"{mod} is not in this checkout yet")
 

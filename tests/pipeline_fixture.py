@@ -14,8 +14,8 @@ import numpy as np
 import yaml
 
 from contracts.jsonio import atomic_write_json
-from trainer.metrics import case_metrics, summarize
-from trainer.plans import ChannelNorm, Plan
+from trainer.evaluation.metrics import case_metrics, summarize
+from trainer.planning.plans import ChannelNorm, Plan
 
 SHAPE = (6, 8, 8)
 AFFINE = np.diag([1.5, 0.8, 0.8, 1.0])

@@ -6,7 +6,7 @@ import pytest
 
 from contracts.errors import ConfigError, DatasetError
 from data_helpers import small_demo, trainer, write_experiment  # noqa: F401  (fixture)
-from trainer.datasets import cases_in_folder, load_dataset
+from trainer.data.datasets import cases_in_folder, load_dataset
 
 
 def test_nnunet_layout(small_demo):
@@ -96,8 +96,8 @@ def test_msd_4d_multichannel_images(small_demo, tmp_path):
     import nibabel as nib
     import numpy as np
 
-    from trainer.geometry import preprocess_image
-    from trainer.plans import ChannelNorm, Plan
+    from trainer.data.geometry import preprocess_image
+    from trainer.planning.plans import ChannelNorm, Plan
     info = load_dataset(small_demo)
     entries = []
     for c in info.cases[:5]:

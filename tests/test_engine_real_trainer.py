@@ -22,7 +22,7 @@ TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_p
                "tta_mirroring": False}}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("trainer.metrics") is None,
+@pytest.mark.skipif(importlib.util.find_spec("trainer.evaluation.metrics") is None,
                     reason="fold validation needs trainer/metrics.py (pipeline branch)")
 def test_real_trainer_killed_mid_training_is_resumed_to_completion(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

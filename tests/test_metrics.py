@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from contracts.jsonio import dumps
-from trainer.metrics import case_metrics, summarize
+from trainer.evaluation.metrics import case_metrics, summarize
 
 
 def test_counts_and_dice_by_hand():

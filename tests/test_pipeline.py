@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline_fixture import AFFINE, reference, write_experiment, write_fold_outputs
-from trainer.ensembling import average_probabilities
-from trainer.labelmaps import argmax_labels
-from trainer.postprocessing import Postprocessing, decide, keep_largest_foreground
+from trainer.inference.ensembling import average_probabilities
+from trainer.data.labelmaps import argmax_labels
+from trainer.evaluation.postprocessing import Postprocessing, decide, keep_largest_foreground
 
 ROOT = Path(__file__).resolve().parents[1]
 

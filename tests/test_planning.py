@@ -9,9 +9,9 @@ from sklearn.model_selection import KFold
 from contracts.errors import ConfigError
 from contracts.experiment import load_experiment
 from data_helpers import small_demo, trainer, write_experiment  # noqa: F401  (fixture)
-from trainer.planning import pool_and_conv_props
-from trainer.plans import Plan
-from trainer.splits import kfold_splits, validate_splits
+from trainer.planning.planner import pool_and_conv_props
+from trainer.planning.plans import Plan
+from trainer.data.splits import kfold_splits, validate_splits
 
 
 @pytest.mark.parametrize("n", [5, 6, 7, 8, 24, 101])
@@ -119,7 +119,7 @@ def test_plan_refuses_a_broken_dataset(small_demo, tmp_path):
 
 
 def test_auto_patch_shrinks_to_the_budget():
-    from trainer.planning import auto_patch
+    from trainer.planning.planner import auto_patch
     patch, strides, kernels, pools = auto_patch([200, 400, 400], [1.0, 1.0, 1.0], 128 ** 3)
     assert np.prod(patch) <= 128 ** 3 and all(p % 2 ** n == 0 for p, n in zip(patch, pools))
     ratio = [p / m for p, m in zip(patch, [200, 400, 400])]

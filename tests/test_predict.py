@@ -44,9 +44,9 @@ def _fake_final_checkpoints(path: Path, folds) -> None:
     """Untrained networks saved as the folds' final.pt: geometry does not need skill."""
     import torch
 
-    from trainer.checkpoint import save_checkpoint
-    from trainer.network import build_network
-    from trainer.plans import Plan
+    from trainer.training.checkpoint import save_checkpoint
+    from trainer.training.network import build_network
+    from trainer.planning.plans import Plan
 
     exp = load_experiment(path)
     plan = Plan.load(exp.layout.plan("3d_fullres"))

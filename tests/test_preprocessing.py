@@ -11,10 +11,10 @@ import pytest
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl
 from data_helpers import ROOT, env, small_demo, trainer, write_experiment  # noqa: F401
-from trainer.geometry import (labels_to_original, load_images, preprocess_arrays,
+from trainer.data.geometry import (labels_to_original, load_images, preprocess_arrays,
                               preprocess_image, save_nifti, to_original)
-from trainer.plans import ChannelNorm, Plan
-from trainer.preprocessed import list_cases, load_case
+from trainer.planning.plans import ChannelNorm, Plan
+from trainer.planning.preprocessed import list_cases, load_case
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _case(small_demo, n=0):
 
 def test_round_trip_at_native_spacing_is_exact(small_demo, tmp_path):
     images, affine, seg = _case(small_demo)
-    from trainer.geometry import canonical_spacing, orientation_transform
+    from trainer.data.geometry import canonical_spacing, orientation_transform
     plan = _plan(canonical_spacing(affine, orientation_transform(affine)))
     data, pseg, props = preprocess_arrays(images, affine, plan, seg)
     assert data.dtype == np.float32 and data.shape[1:] == pseg.shape
@@ -131,7 +131,7 @@ def test_preprocess_without_plan_is_a_clear_error(small_demo, tmp_path):
 
 def test_canonical_order_matches_nibabel_for_permuted_axes(tmp_path):
     """A sagittal-like file (axes permuted and flipped) ends up as as_closest_canonical, in z,y,x."""
-    from trainer.geometry import orientation_transform, to_canonical
+    from trainer.data.geometry import orientation_transform, to_canonical
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 3, (7, 9, 11)).astype(np.int16)
     affine = np.zeros((4, 4))

@@ -2,7 +2,7 @@ from contracts import exitcodes
 from contracts.errors import DatasetError
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
-from trainer.runlog import RunLog
+from trainer.runtime.runlog import RunLog
 
 
 def test_completed_and_failed_attempts_end_with_contract_events(tmp_path):

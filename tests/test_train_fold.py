@@ -118,7 +118,7 @@ def test_2d_fold_trains_with_accumulation(tmp_path):
 def test_cuda_out_of_memory_exits_75_with_failed_end(tmp_path, monkeypatch):
     """No GPU here: the step raises what torch raises on a CUDA OOM (torch.OutOfMemoryError)."""
     from trainer.cli import main
-    from trainer.training import FoldTrainer
+    from trainer.training.loop import FoldTrainer
 
     def oom(self, batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "

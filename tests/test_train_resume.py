@@ -77,7 +77,7 @@ def test_exact_resume_after_kill_and_sigterm_mid_epoch(tmp_path):
 
 WRITER = r"""
 import sys, torch
-from trainer.checkpoint import save_checkpoint
+from trainer.training.checkpoint import save_checkpoint
 path = sys.argv[1]
 i = 0
 while True:

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.augment import augment
-from trainer.inference import predict_probabilities
-from trainer.loader import PatchBatches, epoch_loader, oversampled
-from trainer.loss import dice_ce, soft_dice
-from trainer.network import build_network, deep_supervision_weights
-from trainer.plans import Plan
-from trainer.sampling import sample_patch
+from trainer.training.augment import augment
+from trainer.inference.sliding_window import predict_probabilities
+from trainer.training.loader import PatchBatches, epoch_loader, oversampled
+from trainer.training.loss import dice_ce, soft_dice
+from trainer.training.network import build_network, deep_supervision_weights
+from trainer.planning.plans import Plan
+from trainer.training.sampling import sample_patch
 from train_fixture import write_experiment
 
 torch.set_num_threads(1)
@@ -102,8 +102,8 @@ def test_batches_do_not_depend_on_worker_count_or_start(tmp_path):
 @pytest.mark.gpu
 def test_amp_training_step_on_cuda(tmp_path):
     from contracts.experiment import load_experiment
-    from trainer.runlog import RunLog
-    from trainer.training import FoldTrainer
+    from trainer.runtime.runlog import RunLog
+    from trainer.training.loop import FoldTrainer
     exp = load_experiment(write_experiment(tmp_path, epochs=1, ipe=2))
     cfg = exp.configurations["3d_fullres"]
     plan, folder = _plan(tmp_path / "p", 3)

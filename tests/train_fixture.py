@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from trainer.plans import ChannelNorm, Plan
+from trainer.planning.plans import ChannelNorm, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (16, 32, 32)

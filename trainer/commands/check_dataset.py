@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from contracts import exitcodes
-    from trainer.checks import check_dataset
-    from trainer.datasets import load_dataset
-    from trainer.workers import default_workers
+    from trainer.data.checks import check_dataset
+    from trainer.data.datasets import load_dataset
+    from trainer.runtime.workers import default_workers
 
     info = load_dataset(args.dataset)
     problems = check_dataset(info, args.workers or default_workers())

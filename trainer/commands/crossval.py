@@ -14,8 +14,8 @@ def run(args) -> int:
     from contracts.errors import ConfigError
     from contracts.experiment import load_experiment
 
-    from ..crossval import gather
-    from ..runlog import RunLog
+    from trainer.evaluation.crossval import gather
+    from trainer.runtime.runlog import RunLog
 
     exp = load_experiment(args.experiment)
     if args.configuration not in exp.configurations:

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ..evaluation import evaluate_folders
+    from trainer.evaluation.compare import evaluate_folders
     labels = None
     if args.labels:
         try:

@@ -12,8 +12,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from contracts.experiment import load_experiment
 
-    from ..runlog import RunLog
-    from ..selection import find_best
+    from trainer.runtime.runlog import RunLog
+    from trainer.evaluation.selection import find_best
 
     exp = load_experiment(args.experiment)
     with RunLog(exp.layout.stage_dir("find-best"), stage="find-best") as log:

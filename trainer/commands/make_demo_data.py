@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.force:
         raise ConfigError(f"{out}: folder is not empty; choose a new folder or pass --force "
                           "to write the demo files into it")
-    from trainer.demo_data import write_demo_dataset
+    from trainer.data.demo_data import write_demo_dataset
     write_demo_dataset(out, seed=args.seed, n_train=args.train, n_test=args.test)
     print(f"demo dataset: {out} ({args.train} training, {args.test} test cases, seed {args.seed})")
     return 0

@@ -21,7 +21,7 @@ def _warn(msg: str) -> None:
 def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
     """splits.json: the user's file or nnU-Net's KFold; an existing different one is kept."""
     from contracts.jsonio import atomic_write_json, read_json
-    from trainer.splits import kfold_splits, read_splits_file, validate_splits
+    from trainer.data.splits import kfold_splits, read_splits_file, validate_splits
 
     if exp.splits is not None:
         src = exp.resolve(exp.splits)
@@ -49,14 +49,14 @@ def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     from contracts.experiment import load_experiment
     from contracts.jsonio import atomic_write_json
-    from trainer.checks import require_valid
-    from trainer.datasets import load_dataset, require_consistent
-    from trainer.fingerprint import compute_fingerprint
+    from trainer.data.checks import require_valid
+    from trainer.data.datasets import load_dataset, require_consistent
+    from trainer.planning.fingerprint import compute_fingerprint
     from contracts.errors import ConfigError
-    from trainer.planning import plan_configuration
-    from trainer.plans import Plan
-    from trainer.runlog import RunLog
-    from trainer.workers import default_workers
+    from trainer.planning.planner import plan_configuration
+    from trainer.planning.plans import Plan
+    from trainer.runtime.runlog import RunLog
+    from trainer.runtime.workers import default_workers
 
     exp = load_experiment(args.experiment)
     layout = exp.layout

@@ -20,9 +20,9 @@ def run(args) -> int:
 
     import torch
 
-    from ..device import cpu_threads
-    from ..prediction import predict_folder
-    from ..runlog import RunLog
+    from trainer.runtime.device import cpu_threads
+    from trainer.inference.prediction import predict_folder
+    from trainer.runtime.runlog import RunLog
 
     exp = load_experiment(args.experiment)
     torch.set_num_threads(cpu_threads())

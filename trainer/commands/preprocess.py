@@ -19,11 +19,11 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import ConfigError
     from contracts.experiment import load_experiment
-    from trainer.datasets import load_dataset, require_consistent
-    from trainer.plans import Plan
-    from trainer.preprocessing import preprocess_case, preprocessing_digest
-    from trainer.runlog import RunLog
-    from trainer.workers import default_workers, run_all
+    from trainer.data.datasets import load_dataset, require_consistent
+    from trainer.planning.plans import Plan
+    from trainer.planning.preprocessing import preprocess_case, preprocessing_digest
+    from trainer.runtime.runlog import RunLog
+    from trainer.runtime.workers import default_workers, run_all
 
     exp = load_experiment(args.experiment)
     c = args.configuration

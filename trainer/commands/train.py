@@ -82,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from trainer import device as devices
-    from trainer.checkpoint import load_checkpoint, remove_stale_temps
-    from trainer.plans import Plan
-    from trainer.runlog import RunLog
-    from trainer.signals import StopRequest
-    from trainer.training import FoldTrainer, hparams_hash
+    from trainer.training.checkpoint import load_checkpoint, remove_stale_temps
+    from trainer.planning.plans import Plan
+    from trainer.runtime.runlog import RunLog
+    from trainer.runtime.signals import StopRequest
+    from trainer.training.loop import FoldTrainer, hparams_hash
 
     dev = devices.pick_device()
     ckpt = None
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             print("training complete; validation skipped (run again with --resume to validate)",
                   flush=True)
             return 0
-        from trainer.validation import validate_fold
+        from trainer.inference.validation import validate_fold
         final = ckpt_dir / "final.pt"
         if final.exists():  # validate the final weights, as nnU-Net does
             trainer.net.load_state_dict(load_checkpoint(final)["model"])

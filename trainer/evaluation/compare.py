@@ -6,8 +6,8 @@ from pathlib import Path
 
 from contracts.errors import DatasetError
 
-from .labelmaps import read_labels, same_geometry
-from .metrics import case_metrics, summarize
+from trainer.data.labelmaps import read_labels, same_geometry
+from trainer.evaluation.metrics import case_metrics, summarize
 
 
 def nifti_cases(folder: Path, file_ending: str = ".nii.gz") -> dict[str, Path]:

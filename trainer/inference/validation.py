@@ -9,16 +9,16 @@ import torch
 
 from contracts.jsonio import atomic_write_json
 
-from .inference import predict_probabilities
-from .labelmaps import atomic_nifti, atomic_npz
-from .plans import Plan
-from .preprocessed import load_case
-from .runlog import RunLog
+from trainer.inference.sliding_window import predict_probabilities
+from trainer.data.labelmaps import atomic_nifti, atomic_npz
+from trainer.planning.plans import Plan
+from trainer.planning.preprocessed import load_case
+from trainer.runtime.runlog import RunLog
 
 
 def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
     """Ground truth on the original voxel grid: the raw label file when known, else inverted."""
-    from .geometry import labels_to_original
+    from trainer.data.geometry import labels_to_original
     raw = props.get("label_file")
     if raw and Path(raw).exists():
         import nibabel as nib
@@ -35,8 +35,8 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
     """
     import nibabel as nib
 
-    from .geometry import to_original
-    from .metrics import case_metrics, summarize
+    from trainer.data.geometry import to_original
+    from trainer.evaluation.metrics import case_metrics, summarize
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = sorted(plan.labels.values())

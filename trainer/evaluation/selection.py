@@ -8,11 +8,11 @@ from contracts.errors import ConfigError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_bytes, atomic_write_json, read_json
 
-from .crossval import case_folds, gather
-from .ensembling import iter_validation_pairs
-from .metrics import case_metrics, summarize
-from .plans import Plan
-from .postprocessing import Postprocessing, decide
+from trainer.evaluation.crossval import case_folds, gather
+from trainer.inference.ensembling import iter_validation_pairs
+from trainer.evaluation.metrics import case_metrics, summarize
+from trainer.planning.plans import Plan
+from trainer.evaluation.postprocessing import Postprocessing, decide
 
 
 def _labels(exp: Experiment) -> tuple[list[int], list[int]]:

@@ -49,5 +49,5 @@ def atomic_npz(path: Path, probabilities: np.ndarray) -> None:
 
 def atomic_nifti(labels: np.ndarray, props: dict, path: Path) -> None:
     """A label map in the original geometry, written atomically."""
-    from .geometry import save_nifti
+    from trainer.data.geometry import save_nifti
     atomic_write_named(path, lambda tmp: save_nifti(labels, props, tmp))

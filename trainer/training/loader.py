@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import augment
-from .preprocessed import load_case
-from .sampling import sample_patch
+from trainer.training.augment import augment
+from trainer.planning.preprocessed import load_case
+from trainer.training.sampling import sample_patch
 
 VALIDATION_STREAM = 1_000_003  # keeps validation draws apart from training iterations
 

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import CaseFiles, DatasetInfo
-from .geometry import (body_box, canonical_spacing, crop, load_images, load_nifti,
+from trainer.data.datasets import CaseFiles, DatasetInfo
+from trainer.data.geometry import (body_box, canonical_spacing, crop, load_images, load_nifti,
                        orientation_transform, to_canonical)
-from .workers import run_all
+from trainer.runtime.workers import run_all
 
 SAMPLES_PER_CASE = 10_000
 

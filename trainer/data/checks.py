@@ -13,15 +13,15 @@ import numpy as np
 
 from contracts.errors import DatasetError
 
-from .datasets import CaseFiles, DatasetInfo
-from .workers import run_all
+from trainer.data.datasets import CaseFiles, DatasetInfo
+from trainer.runtime.workers import run_all
 
 AFFINE_ATOL = 1e-3     # mm; world positions of neighbouring files must agree this closely
 AFFINE_RTOL = 1e-4
 
 
 def _load(path, case_id: str, problems: list[str], channels: bool = False):
-    from .geometry import load_nifti
+    from trainer.data.geometry import load_nifti
     try:
         return load_nifti(path, channels=channels)
     except DatasetError as e:

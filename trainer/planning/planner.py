@@ -17,8 +17,8 @@ import numpy as np
 from contracts.errors import ConfigError
 from contracts.experiment import Configuration
 
-from .geometry import is_ct
-from .plans import ChannelNorm, Plan
+from trainer.data.geometry import is_ct
+from trainer.planning.plans import ChannelNorm, Plan
 
 MIN_FEATURE_MAP = 4            # nnU-Net: smallest edge in the bottleneck
 ANISOTROPY = 3.0

@@ -10,9 +10,9 @@ from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_json, read_json
 
-from .labelmaps import argmax_labels, atomic_nifti, atomic_npz
-from .plans import Plan
-from .postprocessing import Postprocessing
+from trainer.data.labelmaps import argmax_labels, atomic_nifti, atomic_npz
+from trainer.planning.plans import Plan
+from trainer.evaluation.postprocessing import Postprocessing
 
 
 def chosen(exp: Experiment) -> tuple[list[str], Postprocessing]:
@@ -31,7 +31,7 @@ def chosen(exp: Experiment) -> tuple[list[str], Postprocessing]:
 
 
 def load_networks(exp: Experiment, configuration: str, device) -> list:
-    from .inference import load_fold_network
+    from trainer.inference.sliding_window import load_fold_network
     plan = Plan.load(exp.layout.plan(configuration))
     missing = [k for k in exp.folds
                if not (exp.layout.checkpoints(configuration, k) / "final.pt").exists()]
@@ -55,9 +55,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
                    save_probabilities: bool = False, overwrite: bool = False,
                    device: str = "auto", log=None) -> dict:
     """Write <case>.nii.gz per input case; cases already predicted are kept unless overwrite."""
-    from .datasets import cases_in_folder, load_dataset
-    from .geometry import preprocess_image, to_original
-    from .inference import predict_probabilities
+    from trainer.data.datasets import cases_in_folder, load_dataset
+    from trainer.data.geometry import preprocess_image, to_original
+    from trainer.inference.sliding_window import predict_probabilities
 
     configurations, post = chosen(exp)
     plans = {c: Plan.load(exp.layout.plan(c)) for c in configurations}
@@ -115,7 +115,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
               "configurations": configurations, "postprocessing": post.to_dict()}
     labelled = {c.case_id: c.label for c in cases if c.label is not None}
     if labelled and len(labelled) == len(cases):
-        from .evaluation import evaluate_folders
+        from trainer.evaluation.compare import evaluate_folders
         ref_dir = Path(next(iter(labelled.values()))).parent
         summary = evaluate_folders(out, ref_dir, [v for v in values if v != 0], first.file_ending)
         atomic_write_json(out / "summary.json", summary)

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from contracts.errors import DatasetError
 
-from .plans import Plan
+from trainer.planning.plans import Plan
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 CT_BODY_HU = -500.0          # above: body; below: air (cropped away)

@@ -6,7 +6,7 @@ import torch
 from monai.networks.nets import DynUNet
 from torch.utils.checkpoint import checkpoint
 
-from .plans import Plan
+from trainer.planning.plans import Plan
 
 
 def deep_supervision_heads(plan: Plan) -> int:

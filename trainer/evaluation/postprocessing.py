@@ -85,7 +85,7 @@ def decide(cases, foreground: list[int]) -> tuple[Postprocessing, dict]:
 
     Returns the decision and a report of the mean Dice per class of every variant tried.
     """
-    from .metrics import class_counts
+    from trainer.evaluation.metrics import class_counts
 
     base = {c: [] for c in foreground}
     allfg = {c: [] for c in foreground}

@@ -6,8 +6,8 @@ from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_json, read_json
 
-from .metrics import summarize
-from .plans import Plan
+from trainer.evaluation.metrics import summarize
+from trainer.planning.plans import Plan
 
 
 def read_splits(exp: Experiment) -> list[dict]:

@@ -10,7 +10,7 @@ import numpy as np
 from contracts.errors import DatasetError
 from contracts.experiment import Experiment
 
-from .labelmaps import argmax_labels, read_labels, read_probabilities
+from trainer.data.labelmaps import argmax_labels, read_labels, read_probabilities
 
 
 def average_probabilities(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -36,7 +36,7 @@ def validation_prediction(exp: Experiment, members: Sequence[str], case: str, fo
 
 def reference_files(exp: Experiment) -> dict[str, Path]:
     """Training case id -> its label file, from the dataset."""
-    from .datasets import load_dataset
+    from trainer.data.datasets import load_dataset
     info = load_dataset(exp.dataset_path)
     return {c.case_id: c.label for c in info.cases if c.label is not None}
 

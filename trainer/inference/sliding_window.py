@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from .checkpoint import load_checkpoint
-from .network import build_network
-from .plans import Plan
+from trainer.training.checkpoint import load_checkpoint
+from trainer.training.network import build_network
+from trainer.planning.plans import Plan
 
 
 def load_fold_network(checkpoint_path: str | Path, plan: Plan, device=None) -> torch.nn.Module:

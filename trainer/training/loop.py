@@ -15,13 +15,13 @@ import torch
 
 from contracts.experiment import Configuration
 
-from .checkpoint import save_checkpoint
-from .loader import VALIDATION_STREAM, PatchBatches, epoch_loader
-from .loss import DeepSupervisionLoss, dice_ce
-from .network import build_network, deep_supervision_weights, split_outputs
-from .plans import Plan
-from .runlog import RunLog
-from .signals import StopRequest
+from trainer.training.checkpoint import save_checkpoint
+from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loader
+from trainer.training.loss import DeepSupervisionLoss, dice_ce
+from trainer.training.network import build_network, deep_supervision_weights, split_outputs
+from trainer.planning.plans import Plan
+from trainer.runtime.runlog import RunLog
+from trainer.runtime.signals import StopRequest
 
 # Settings that do not change the trained weights (batches do not depend on the worker
 # count; the other two only affect the final validation): left out of the hash, so they

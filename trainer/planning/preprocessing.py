@@ -1,4 +1,4 @@
-"""Preprocess every training case of a configuration into the cache (format: trainer.preprocessed).
+"""Preprocess every training case of a configuration into the cache (format: trainer.planning.preprocessed).
 
 Per case: `<case>_data.npy`, `<case>_seg.npy`, then `<case>.json` last, each written
 atomically; the json records a digest of the plan's preprocessing fields and each source
@@ -17,9 +17,9 @@ import numpy as np
 
 from contracts.jsonio import atomic_write_file, atomic_write_json
 
-from .datasets import CaseFiles
-from .geometry import class_locations, load_images, load_nifti, preprocess_arrays
-from .plans import Plan
+from trainer.data.datasets import CaseFiles
+from trainer.data.geometry import class_locations, load_images, load_nifti, preprocess_arrays
+from trainer.planning.plans import Plan
 
 FORMAT_VERSION = 1
 

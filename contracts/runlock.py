@@ -1,0 +1,130 @@
+"""One process per run folder: an exclusive lock that a trainer (or stage) holds for its life.
+
+Defence in depth behind the console's crash-safe launches: whatever console/state.json
+says, a second process for the same run folder cannot take the lock and exits with
+`exitcodes.BUSY`; the console reads the holder record and adopts that process instead.
+
+The lock is `flock` on `<run_dir>/run.lock` (released by the kernel when the process dies,
+however it dies; on NFSv4 Linux maps it onto POSIX locks, so it holds across hosts). The
+file's content is the holder record, JSON: pid, create_time (psutil), host, started, argv.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from contracts import exitcodes
+from contracts.errors import UserError
+
+LOCK_NAME = "run.lock"
+
+
+class RunBusy(UserError):
+    """Another live process holds this run folder (exit 73): adopt it, never start a second."""
+
+    exit_code = exitcodes.BUSY
+
+    def __init__(self, run_dir: Path, holder: dict | None) -> None:
+        self.run_dir, self.holder = Path(run_dir), holder or {}
+        who = f"pid {self.holder.get('pid', '?')} on {self.holder.get('host', '?')}"
+        super().__init__(f"{self.run_dir} is already in use by {who} "
+                         f"(lock {self.run_dir / LOCK_NAME}); not starting a second process "
+                         "for the same run. Stop that one first, or let the console adopt it.")
+
+
+def lock_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / LOCK_NAME
+
+
+def _own_record(extra: dict | None) -> dict:
+    try:
+        import psutil
+        ct = psutil.Process(os.getpid()).create_time()
+    except Exception:       # psutil missing or /proc unreadable: pid + host still identify it
+        ct = None
+    rec = {"pid": os.getpid(), "create_time": ct, "host": socket.gethostname(),
+           "started": time.time(), "argv": sys.argv[:8]}
+    rec.update(extra or {})
+    return rec
+
+
+class RunLock:
+    """`with RunLock(run_dir, role="train"):` — raises RunBusy when another process holds it."""
+
+    def __init__(self, run_dir: str | Path, **record: object) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = lock_path(run_dir)
+        self.record = record
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise RunBusy(self.run_dir, read_holder_record(self.path)) from None
+            raise
+        data = json.dumps(_own_record(self.record)).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Unlock; the file stays (deleting it would race a second acquirer)."""
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)          # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_holder_record(path: Path) -> dict | None:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        rec = json.loads(text)
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def holder(run_dir: str | Path) -> dict | None:
+    """The live holder's record, or None when no process holds the run folder.
+
+    Probes with a shared, non-blocking lock on a read-only descriptor: creates nothing, so a
+    read-only console can call it. A held lock with an unreadable record returns {}.
+    """
+    path = lock_path(run_dir)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                return read_holder_record(path) or {}
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

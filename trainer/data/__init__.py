@@ -1,0 +1,1 @@
+"""Reading datasets (nnU-Net raw, MSD datalists), NIfTI geometry, label maps, dataset checks, demo data, splits."""

@@ -1,0 +1,1 @@
+"""The process around every trainer command: event log, stop signals, device and threads, worker pool."""

@@ -1,0 +1,1 @@
+"""One fold's training: loop, batches and patch sampling, augmentation, loss, network, checkpoints."""
