@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("experiment", type=Path)
     sp.add_argument("--run", metavar="C/K", help="one run, e.g. 3d_fullres/0 or find-best")
     sp.add_argument("--no-wait", action="store_true", help="do not wait for the runs to end")
+    pl = sub.add_parser("plot", help="progress.png of every fold and the folds' overlay figure")
+    pl.add_argument("experiment", type=Path)
     dm = sub.add_parser("demo", help="generate the demo dataset (if absent) and run it")
     dm.add_argument("directory", nargs="?", type=Path, default=Path("demo-run"))
     dm.add_argument("--headless", action="store_true")
@@ -138,6 +140,14 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
     return 0
 
 
+def _plot(exp_path: Path) -> int:
+    """Drawn by the trainer side in a subprocess: matplotlib stays out of the console."""
+    import subprocess
+    _load(exp_path)                       # a clear error for a bad file before spawning
+    return subprocess.call([sys.executable, "-m", "trainer", "plot", "--experiment",
+                            str(exp_path)])
+
+
 def _demo(directory: Path, headless: bool, chaos: bool, mouse: bool) -> int:
     from console.demo import prepare_demo
     exp_path = prepare_demo(directory)
@@ -156,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args.experiment, args.json)
         if args.command == "stop":
             return _stop(args.experiment, args.run, not args.no_wait)
+        if args.command == "plot":
+            return _plot(args.experiment)
         if args.command == "demo":
             return _demo(args.directory, args.headless, args.chaos, args.mouse)
     except UserError as e:

@@ -58,6 +58,16 @@ def _check_preprocessed(folder: Path, cases: list[str], configuration: str) -> N
                             for c in unlabeled[:20]], header="preprocessed labels missing")
 
 
+def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: Path):
+    from trainer.reporting.fold_reporter import FoldReporter
+    lay = exp.layout
+    return FoldReporter(metrics=lay.fold_dir(configuration, fold) / "metrics.jsonl",
+                        progress_png=lay.progress_png(configuration, fold),
+                        previews_dir=lay.previews(configuration, fold),
+                        title=f"{exp.experiment} {configuration} fold {fold}",
+                        val_cases=list(val_cases), folder=folder, settings=exp.previews)
+
+
 def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     if args.configuration not in exp.configurations:
@@ -124,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
                               batch_size=batch_size, grad_accumulation=accum)
+        trainer.reporter = _reporter(exp, args.configuration, args.fold, split["val"], folder)
         if ckpt is not None:
             changed = []
             if ckpt.get("plan_digest") != plan.digest():
@@ -142,7 +153,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming fold {args.fold} at epoch {ckpt['epoch']} iteration {ckpt['iter']}",
                   flush=True)
         if not trainer.state.finished:
-            if not trainer.train(stop):
+            try:
+                done = trainer.train(stop)
+            finally:
+                trainer.reporter.close()     # the last progress.png is on disk before exit
+            if not done:
                 log.stopped()
                 return 0
         if args.skip_validation:

@@ -83,6 +83,7 @@ class FoldTrainer:
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False)
         self.state = Progress()
+        self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -235,6 +236,8 @@ class FoldTrainer:
             if s.finished:
                 self.save("final")
             self.save("latest")
+            if self.reporter is not None:
+                self.reporter.after_epoch(self, epoch)
             if stop.requested and not s.finished:
                 return False
         return True
