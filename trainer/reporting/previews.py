@@ -155,9 +155,13 @@ def write_previews(previews: list[Preview], folder: Path, epoch: int | None,
         thumb = write_ppm(overlay(p, th, tw), folder / f".thumbs/{stem}.ppm")
         items.append({"case": p.case, "role": p.role, "dice": p.dice, "slice": p.slice_index,
                       "png": png.name, "thumb": str(thumb.relative_to(folder))})
-    index = {"epoch": epoch, "source": source, "items": items}
     if epoch is not None:
         prune(folder, epoch)
+    else:                      # test set: cases kept from an earlier run stay in the index
+        done = {i["case"] for i in items}
+        earlier = (read_index(folder) or {}).get("items") or []
+        items = [i for i in earlier if i.get("case") not in done] + items
+    index = {"epoch": epoch, "source": source, "items": items}
     atomic_write_json(folder / "latest.json", index)
     return index
 
@@ -177,3 +181,18 @@ def read_index(folder: Path) -> dict | None:
         return json.loads((folder / "latest.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def volume_preview(case: str, image: np.ndarray, pred: np.ndarray,
+                   truth: np.ndarray | None) -> Preview:
+    """A test-set preview from original-space volumes (nibabel order x, y, z): the axial
+    slice with the most foreground of the reference (or of the prediction without one)."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 4:                       # several channels: show the first
+        img = img[..., 0]
+    img, pred = img.transpose(2, 1, 0), np.asarray(pred).transpose(2, 1, 0)
+    ref = None if truth is None else np.asarray(truth).transpose(2, 1, 0)
+    z = best_slice(ref if ref is not None and (ref > 0).any() else pred)
+    return Preview(case=case, role="test", image=img[z], pred=pred[z].astype(np.int16),
+                   truth=None if ref is None else ref[z].astype(np.int16),
+                   dice=None if ref is None else dice(pred, ref), slice_index=z)

@@ -52,7 +52,7 @@ def _save(fig, out: Path) -> Path:
 def plot_fold(records: list[dict], out: Path, title: str = "") -> Path:
     """nnU-Net's progress.png panels plus the data-wait fraction."""
     fig, (ax, ax_t, ax_lr, ax_w) = _figure(4, 16)
-    ax.set_title(title or "progress")
+    fig.suptitle(title or "progress")
     for key, label, colour in (("train_loss", "loss (train)", "b"), ("val_loss", "loss (val)", "r")):
         xs, ys = _values(records, key)
         ax.plot(xs, ys, colour + "-", label=label, linewidth=3)
