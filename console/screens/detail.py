@@ -17,6 +17,7 @@ from textual_plotext import PlotextPlot
 
 from console.model import Decision, EpochPoint, RunView, Snapshot
 from console.widgets.fmt import duration, num
+from console.widgets.preview import PreviewPane
 
 
 @dataclass
@@ -65,7 +66,9 @@ def side_text(now: float, checkpoints: list[tuple[str, float]],
 
 
 class DetailScreen(Screen):
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back")]
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="back"),
+                Binding("left_square_bracket", "preview(-1)", "Prev case", show=False),
+                Binding("right_square_bracket", "preview(1)", "Next case")]
 
     def __init__(self, key: str) -> None:
         super().__init__()
@@ -78,6 +81,7 @@ class DetailScreen(Screen):
         with Horizontal(id="charts"):
             yield PlotextPlot(id="loss-plot")
             yield PlotextPlot(id="dice-plot")
+            yield PreviewPane(self.key, id="preview")
         with Horizontal(id="detail-bottom"):
             yield Static(id="detail-side")
             with Vertical(id="stderr-box"):
@@ -88,6 +92,9 @@ class DetailScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = self.key
         self.refresh_data()
+
+    def action_preview(self, step: int) -> None:
+        self.query_one(PreviewPane).page(step)
 
     def refresh_data(self) -> None:
         """Re-read this run's history and files off the event loop (called on each snapshot)."""
