@@ -1,0 +1,24 @@
+"""What a controlling console runs beside the engine: the exporter subprocess and notifier."""
+
+from __future__ import annotations
+
+
+class Bridges:
+    def __init__(self, exp, *, active: bool) -> None:
+        self.exporter = self.notifier = None
+        if not active:
+            return                       # read-only consoles: the controlling one does this
+        if exp.export.tensorboard or exp.export.wandb:
+            from console.exporters.process import ExporterProcess
+            self.exporter = ExporterProcess(exp)
+            self.exporter.start()
+        if exp.notify.command:
+            from console.notify import Notifier
+            self.notifier = Notifier(exp)
+            self.notifier.start()
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
+        if self.exporter is not None:
+            self.exporter.stop()

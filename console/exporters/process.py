@@ -1,0 +1,43 @@
+"""Starting the exporter from the console: a child process, so nothing it imports or does can
+slow the console's tick; it follows the console's life (exits when its parent is gone)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+class ExporterProcess:
+    def __init__(self, exp) -> None:
+        self.exp = exp
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.exp.export.tensorboard or self.exp.export.wandb)
+
+    def start(self) -> None:
+        if not self.wanted or self.proc is not None:
+            return
+        log_dir = self.exp.layout.exports_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "exporter.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "console.exporters", str(self.exp.source),
+                 "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, "WANDB_MODE": "offline"})
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM: the exporter exports what is left, closes its runs and exits."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
