@@ -57,10 +57,43 @@ def test_training_writes_progress_png_and_previews_then_plot_redraws(tmp_path):
         gt, _ = _colour_mask(fold / "previews" / item["png"], GT_RGB)
         assert gt[:-LEGEND_H].any(), "the fixed cases have foreground: their outline is drawn"
     # on demand, from the metric log only: progress.png again and the folds' overlay
+    overlay = exp.parent / "results/tiny/3d_fullres/progress_folds.png"
+    assert overlay.exists()                       # drawn by the trainer at its end
     (fold / "progress.png").unlink()
+    overlay.unlink()
     out = subprocess.run([sys.executable, "-m", "console.cli", "plot", str(exp)], cwd=ROOT,
                          env=trainer_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (fold / "progress.png").exists()
     assert Image.open(exp.parent / "results/tiny/3d_fullres/progress_folds.png").size[0] >= 800
     assert "progress_folds.png" in out.stdout
+
+
+def test_epoch_records_keep_one_point_per_epoch_and_read_incrementally(tmp_path):
+    from contracts.jsonio import EventWriter
+    from trainer.reporting.progress_plot import EpochHistory
+    path = tmp_path / "metrics.jsonl"
+    history = EpochHistory(path)
+    with EventWriter(path) as log:
+        for e in (0, 1, 2):
+            log.write("epoch", epoch=e, train_loss=1.0)
+        assert [r["epoch"] for r in history.update()] == [0, 1, 2]
+        log.write("start", attempt=2)
+        for e in (2, 3):                                   # epoch 2 redone after a kill
+            log.write("epoch", epoch=e, train_loss=0.5)
+    with open(path, "a") as f:
+        f.write('{"event": "epoch", "epoch": 4')           # a partial line waits
+    recs = history.update()
+    assert [r["epoch"] for r in recs] == [0, 1, 2, 3] and recs[2]["train_loss"] == 0.5
+
+
+def test_console_help_and_plot_help_import_no_drawing_or_bridge_library():
+    probe = ("import sys; from console.cli import main\n"
+             "for argv in (['--help'], ['plot', '--help'], ['export', '--help']):\n"
+             "    try: main(argv)\n"
+             "    except SystemExit: pass\n"
+             "print(sorted(m for m in ('matplotlib', 'PIL', 'wandb', 'tensorboardX', 'tensorboard',"
+             " 'numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env=trainer_env())
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -65,7 +65,8 @@ def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: 
                         progress_png=lay.progress_png(configuration, fold),
                         previews_dir=lay.previews(configuration, fold),
                         title=f"{exp.experiment} {configuration} fold {fold}",
-                        val_cases=list(val_cases), folder=folder, settings=exp.previews)
+                        val_cases=list(val_cases), folder=folder, settings=exp.previews,
+                        overlay=(lay, configuration, list(exp.folds)))
 
 
 def run(args: argparse.Namespace) -> int:

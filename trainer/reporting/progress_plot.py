@@ -7,22 +7,52 @@ is safe in a background thread.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 
-from contracts.jsonio import atomic_write_file, iter_jsonl
+from contracts.jsonio import atomic_write_file
 
 
 def epoch_records(metrics: Path) -> list[dict]:
     """The `epoch` events in epoch order; an epoch logged twice (redone after a kill) keeps
     its last record, so a restarted run still draws one continuous curve."""
-    by_epoch: dict[int, dict] = {}
-    if not Path(metrics).exists():
-        return []
-    for ev in iter_jsonl(metrics):
-        if ev.get("event") == "epoch" and isinstance(ev.get("epoch"), int):
-            by_epoch[ev["epoch"]] = ev
-    return [by_epoch[k] for k in sorted(by_epoch)]
+    return EpochHistory(metrics).update()
+
+
+class EpochHistory:
+    """epoch_records, read incrementally: a long log is parsed once, not after every epoch."""
+
+    def __init__(self, metrics: Path) -> None:
+        self.path = Path(metrics)
+        self.offset = 0
+        self.by_epoch: dict[int, dict] = {}
+
+    def update(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size < self.offset:     # replaced: start over
+                    self.offset, self.by_epoch = 0, {}
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return self.records()
+        end = data.rfind(b"\n") + 1                  # a partial last line waits
+        self.offset += end
+        for line in data[:end].splitlines():
+            if b'"epoch"' not in line:
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "epoch" and isinstance(ev.get("epoch"), int):
+                self.by_epoch[ev["epoch"]] = ev
+        return self.records()
+
+    def records(self) -> list[dict]:
+        return [self.by_epoch[k] for k in sorted(self.by_epoch)]
 
 
 def _values(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -108,19 +138,33 @@ def plot_overview(configuration: str, folds: dict[int, list[dict]], out: Path) -
     return _save(fig, out)
 
 
+def plot_configuration(layout, configuration: str, folds: list[int],
+                       histories: dict | None = None) -> Path | None:
+    """The overlay of one configuration's folds (those that finished an epoch)."""
+    found = {}
+    for k in folds:
+        metrics = layout.fold_dir(configuration, k) / "metrics.jsonl"
+        if histories is not None:
+            h = histories.setdefault(k, EpochHistory(metrics))
+            recs = h.update()
+        else:
+            recs = epoch_records(metrics)
+        if recs:
+            found[k] = recs
+    return plot_overview(configuration, found, layout.progress_overview(configuration)) \
+        if found else None
+
+
 def plot_experiment(exp) -> list[Path]:
     """progress.png of every fold with a metric log, plus each configuration's overlay."""
     lay = exp.layout
     written = []
     for cfg in exp.configurations:
-        folds = {}
         for k in exp.folds:
-            metrics = lay.fold_dir(cfg, k) / "metrics.jsonl"
-            recs = epoch_records(metrics)
-            if not recs:
-                continue
-            folds[k] = recs
-            written.append(plot_fold(recs, lay.progress_png(cfg, k), f"{cfg} fold {k}"))
-        if folds:
-            written.append(plot_overview(cfg, folds, lay.progress_overview(cfg)))
+            recs = epoch_records(lay.fold_dir(cfg, k) / "metrics.jsonl")
+            if recs:
+                written.append(plot_fold(recs, lay.progress_png(cfg, k), f"{cfg} fold {k}"))
+        overview = plot_configuration(lay, cfg, list(exp.folds))
+        if overview:
+            written.append(overview)
     return written
