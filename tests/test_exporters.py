@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 IPE = 3
 
 
-def _exp(tmp_path):
+def _exp(tmp_path, wandb=True):
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump({
         "experiment": "bridge", "dataset": "data", "results": "results", "folds": [0],
         "configurations": {"3d_fullres": {"epochs": 12, "iterations_per_epoch": IPE}},
-        "export": {"tensorboard": True, "wandb": True}}))
+        "export": {"tensorboard": True, "wandb": wandb}}))
     return load_experiment(path)
 
 
@@ -106,3 +106,36 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     assert ids == {"bridge-3d_fullres-fold0"} and groups == {"bridge"}
     assert steps == list(range(9))
     assert images_seen == 9
+
+
+def test_exporter_started_by_the_console_follows_the_log_and_stops_cleanly(tmp_path):
+    import time
+
+    from console.exporters.feed import load_cursor
+    from console.exporters.process import ExporterProcess
+    exp = _exp(tmp_path, wandb=False)
+    cursor = exp.layout.exports_dir / "3d_fullres_fold_0.tensorboard.json"
+
+    def exported_epoch(want):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if load_cursor(cursor).get("last", {}).get("epoch") == want:
+                return True
+            time.sleep(0.1)
+        return False
+
+    fold = exp.layout.fold_dir("3d_fullres", 0)
+    proc = ExporterProcess(exp, interval_s=0.2)
+    with EventWriter(fold / "metrics.jsonl") as log:
+        _attempt(exp, log, 1, [0, 1])
+        proc.start()
+        try:
+            assert exported_epoch(1)
+            _attempt(exp, log, 2, [1, 2])          # followed live, epoch 1 not twice
+            assert exported_epoch(2)
+        finally:
+            assert proc.stop() == 0
+    tb = EventAccumulator(str(exp.layout.tensorboard("3d_fullres", 0)))
+    tb.Reload()
+    assert [s.step for s in tb.Scalars("val/loss")] == [0, 1, 2]
+    assert not (exp.layout.root / "wandb").exists()          # off unless switched on

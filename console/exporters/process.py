@@ -9,8 +9,8 @@ import sys
 
 
 class ExporterProcess:
-    def __init__(self, exp) -> None:
-        self.exp = exp
+    def __init__(self, exp, interval_s: float = 5.0) -> None:
+        self.exp, self.interval_s = exp, interval_s
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -25,14 +25,14 @@ class ExporterProcess:
         with open(log_dir / "exporter.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "console.exporters", str(self.exp.source),
-                 "--parent", str(os.getpid())],
+                 "--parent", str(os.getpid()), "--interval", str(self.interval_s)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env={**os.environ, "WANDB_MODE": "offline"})
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM: the exporter exports what is left, closes its runs and exits."""
         if self.proc is None:
-            return
+            return None
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -40,4 +40,5 @@ class ExporterProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc = None
+        code, self.proc = self.proc.returncode, None
+        return code
