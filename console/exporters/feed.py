@@ -81,6 +81,7 @@ class RunFeed:
                                         "train/samples_per_s": ev.get("samples_per_s"),
                                         "time/iter_data_wait_frac": ev.get("data_wait_frac")})
         elif kind == "validation" and isinstance(self.epochs, int):
+            self._images()                 # W&B steps only grow: pictures of epochs first
             self._series("validation", self.epochs, {"val/final_foreground_dice":
                                                      ev.get("foreground_dice")})
 
