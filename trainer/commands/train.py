@@ -69,6 +69,14 @@ def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: 
                         overlay=(lay, configuration, list(exp.folds)))
 
 
+def _validation_previews(exp, configuration: str, fold: int, val_cases):
+    if not exp.previews.enabled:
+        return None
+    from trainer.reporting.validation_previews import ValidationPreviews
+    return ValidationPreviews(list(val_cases), exp.previews.cases,
+                              exp.layout.previews(configuration, fold))
+
+
 def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     if args.configuration not in exp.configurations:
@@ -172,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop)
+                                device=dev, stop=stop,
+                                previews=_validation_previews(exp, args.configuration, args.fold,
+                                                              split["val"]))
         if summary is None:
             print("stopped during validation; --resume finishes the remaining cases", flush=True)
             log.stopped()

@@ -143,13 +143,15 @@ def _safe(name: str) -> str:
 
 
 def write_previews(previews: list[Preview], folder: Path, epoch: int | None,
-                   source: str) -> dict:
+                   source: str, prefix: str = "") -> dict:
     """PNG + thumbnail per preview, then latest.json naming them (written last: a reader
-    never sees an index whose files are missing)."""
+    never sees an index whose files are missing). Test-set previews (no epoch, no prefix)
+    add to the index; the others replace it."""
     folder.mkdir(parents=True, exist_ok=True)
     items = []
     for p in previews:
-        stem = (f"epoch_{epoch:04d}_{_safe(p.case)}" if epoch is not None else _safe(p.case))
+        stem = (f"epoch_{epoch:04d}_{_safe(p.case)}" if epoch is not None
+                else prefix + _safe(p.case))
         png = render_png(p, title_of(p, epoch), folder / f"{stem}.png")
         th, tw = thumb_size(p.image.shape)
         thumb = write_ppm(overlay(p, th, tw), folder / f".thumbs/{stem}.ppm")
@@ -157,7 +159,7 @@ def write_previews(previews: list[Preview], folder: Path, epoch: int | None,
                       "png": png.name, "thumb": str(thumb.relative_to(folder))})
     if epoch is not None:
         prune(folder, epoch)
-    else:                      # test set: cases kept from an earlier run stay in the index
+    elif not prefix:           # test set: cases kept from an earlier run stay in the index
         done = {i["case"] for i in items}
         earlier = (read_index(folder) or {}).get("items") or []
         items = [i for i in earlier if i.get("case") not in done] + items
