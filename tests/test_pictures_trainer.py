@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from train_fixture import ROOT, run_train, trainer_env, write_experiment
+from train_fixture import ROOT, train_cmd, trainer_env, write_experiment
 from trainer.reporting.previews import (BOTH_RGB, GT_RGB, LEGEND_H, PRED_RGB, Preview,
                                         render_png, scale_for)
 
@@ -41,7 +41,9 @@ def test_preview_png_has_outline_colours_where_the_masks_are(tmp_path):
 
 def test_training_writes_progress_png_and_previews_then_plot_redraws(tmp_path):
     exp = write_experiment(tmp_path, epochs=2, ipe=2)
-    r = run_train(exp, "--skip-validation")
+    r = subprocess.run(train_cmd(exp, "3d_fullres", 0, "--skip-validation"), cwd=ROOT,
+                       env=trainer_env(FOLDWATCH_PROGRESS_PLOT="1"), capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     fold = exp.parent / "results/tiny/3d_fullres/fold_0"
     png = Image.open(fold / "progress.png")

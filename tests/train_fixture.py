@@ -77,8 +77,9 @@ def write_experiment(tmp: Path, *, n_cases=6, dim=3, epochs=2, ipe=4, val_iterat
 
 
 def trainer_env(**extra: str) -> dict:
+    # progress.png costs CPU seconds per trainer: only the tests that look at it draw it
     env = dict(os.environ, OMP_NUM_THREADS="1", FOLDWATCH_CPU_THREADS="1",
-               PYTHONPATH=str(ROOT), FOLDWATCH_ITER_LOG_S="0")
+               PYTHONPATH=str(ROOT), FOLDWATCH_ITER_LOG_S="0", FOLDWATCH_PROGRESS_PLOT="0")
     env.update(extra)
     return env
 
