@@ -115,6 +115,11 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     assert ids == {"bridge-3d_fullres-fold0"} and groups == {"bridge"}
     assert steps == list(range(9))
     assert images_seen == 9
+    # and wandb's own CLI recognises them as runs to upload later (nothing is sent)
+    out = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run",
+                          *map(str, (p.parent for p in runs))], capture_output=True, text=True,
+                         timeout=120, env={**__import__("os").environ, "WANDB_MODE": "offline"})
+    assert out.returncode == 0 and "Would sync 4 run(s)" in out.stdout + out.stderr, out.stderr
 
 
 def test_exporter_started_by_the_console_follows_the_log_and_stops_cleanly(tmp_path):
