@@ -87,11 +87,12 @@ def _status(exp_path: Path, as_json: bool) -> int:
 
 
 def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
-    from console.engine import Engine, send_request
+    from console.engine import Engine
     from console.jobs import build_jobs
     from console.lock import ConsoleLock
     from console.model import ACTIVE_STATES
-    from console.state import load_state
+    from console.persistence import load_state
+    from console.request_channel import send_request
     from contracts.errors import ConfigError
     exp = _load(exp_path)
     lay = exp.layout

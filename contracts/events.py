@@ -22,6 +22,10 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 # `start` of a pipeline-stage process (no fold, no epochs): identified by its `stage` key.
 STAGE_START = ("stage", "pid", "host")
 
+# Byte pattern of an `iter` line as contracts.jsonio.dumps writes it (json's default ", "
+# and ": " separators): readers use it to skip decoding all but the newest `iter` line.
+ITER_MARKER = b'"event": "iter"'
+
 END_STATUSES = ("completed", "stopped", "failed")
 CHECKPOINT_KINDS = ("latest", "best", "final")
 
