@@ -69,9 +69,8 @@ def key_table() -> str:
 
 def describe_changes(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]:
     """Notifications (message, severity) for restarts, failures and completions."""
-    if old is None:
-        return []
-    return [(c.text, c.severity) for c in diff(old, new) if c.notable]
+    return [(c.text, c.severity) for c in diff(old, new)
+            if c.notable and (old is not None or c.kind == "notice")]
 
 
 class FoldwatchCommands(Provider):
@@ -194,6 +193,8 @@ class FoldwatchApp(App):
             parts.insert(0, "READ-ONLY")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
+        if snap.notices:             # a damaged state file, a full disk: before anything else
+            parts.insert(0, f"! {snap.notices[0]}")
         return " · ".join(parts)
 
     # -- engine calls off the event loop ---------------------------------------------------------

@@ -12,7 +12,7 @@ NOTABLE_STATES = {"completed": "information", "failed": "error", "stalled": "war
 
 @dataclass
 class Change:
-    kind: str                      # "state", "restart", "decision", "finished"
+    kind: str                      # "state", "restart", "decision", "notice", "finished"
     text: str                      # one human line
     severity: str = "information"  # information, warning, error (Textual's notify levels)
     run: RunView | None = None
@@ -22,7 +22,7 @@ class Change:
     @property
     def notable(self) -> bool:
         """Worth a notification in the app (a restart, a failure, a completion, the end)."""
-        if self.kind in ("restart", "finished"):
+        if self.kind in ("restart", "finished", "notice"):
             return True
         return (self.kind == "state" and self.before is not None
                 and self.run.state in NOTABLE_STATES)
@@ -42,6 +42,8 @@ def diff(old: Snapshot | None, new: Snapshot) -> list[Change]:
             text = f"{r.label} {r.state}" + (why if r.state in ("failed", "stalled") else "")
             out.append(Change("state", text, NOTABLE_STATES.get(r.state, "information"), r,
                               before=prev.state if prev is not None else None))
+    known = set(old.notices) if old is not None else set()
+    out += [Change("notice", n, "error") for n in new.notices if n not in known]
     if old is not None:
         seen = old.decisions[-1].t if old.decisions else float("-inf")
         for d in new.decisions:

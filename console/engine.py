@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import launching, persistence, scheduling, supervision, views
+from console import disk, launching, persistence, scheduling, supervision, views
 from console.backend import Backend
 from console.decisions import DecisionLog
 from console.jobs import Job, build_jobs
@@ -29,6 +29,11 @@ from console.runstate import Run
 from console.tailer import Tailer
 from contracts.errors import ConfigError
 from contracts.experiment import Experiment, load_experiment
+
+
+def _raise(e: BaseException | None) -> None:
+    if e is not None:
+        raise e
 
 
 class ReadOnlyError(ConfigError):
@@ -80,17 +85,35 @@ class Engine:
             run.reset_log()
             self.runs[job.key] = run
         self.gpu_history = views.GpuHistory()
+        self.write_errors: dict[str, str] = {}   # file -> why it cannot be written now
+        self.state_notice: str | None = None     # damaged state.json, said loudly
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
         self.sampler.start()
-        saved = persistence.load_state(self.layout.state)
+        loaded = persistence.load_state(self.layout.state)
         now = clock()
         for run in self.runs.values():
             supervision.tail(self, run, now)
+        self.state_notice = loaded.notice
         if read_only:
-            persistence.apply_saved(self, saved)
-        else:
-            persistence.restore(self, saved, autostart, now)
-            self._save_state()
+            persistence.apply_saved(self, loaded.data)
+            return
+        removed = persistence.clean_stale_temps(persistence.temp_folders(self))
+        if removed:
+            self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
+                        f"killed writers: {', '.join(p.name for p in removed[:5])}")
+        if loaded.notice:
+            self.decide(None, "state", loaded.notice)
+        if loaded.damaged:
+            try:
+                kept = self._state_file.set_aside_damaged()
+                if kept is not None:
+                    self.state_notice += f"; the damaged file is kept as {kept.name}"
+            except OSError:
+                pass
+        elif loaded.source == "state":
+            self._state_file.trust_current()
+        persistence.restore(self, loaded.data, autostart, now)
+        self.save_state()
 
     def __enter__(self) -> "Engine":
         return self
@@ -108,7 +131,9 @@ class Engine:
         for run in self.runs.values():
             supervision.tail(self, run, now)
         if self.read_only:
-            persistence.apply_saved(self, persistence.load_state(self.layout.state))
+            loaded = persistence.load_state(self.layout.state)
+            self.state_notice = loaded.notice
+            persistence.apply_saved(self, loaded.data)
         else:
             self._requests.handle(self)
             supervision.reap(self, now)
@@ -117,10 +142,12 @@ class Engine:
             if self.watchdog_enabled:
                 supervision.stalls(self, now)
             self.chaos.tick(self, now)
+            supervision.space_back(self)
             if not self.hold:
                 self._schedule(now, reading)
             self._report_bugs()
-            self._save_state()
+            self.save_state()
+            self._flush_decisions()
         return views.snapshot(self, now, reading)
 
     def _schedule(self, now: float, reading) -> None:
@@ -147,9 +174,44 @@ class Engine:
         """Record a decision (console/events.jsonl and the views)."""
         self.decisions.record(self.clock(), run.key if run else None, action, reason, **extra)
 
-    def _save_state(self) -> None:
-        if not self.read_only:
-            self._state_file.save(persistence.state_of(self))
+    def save_state(self) -> bool:
+        """Write state.json now (atomic, fsync'd); False when the disk refused (the state
+        stays in memory, the header says why, the next tick tries again)."""
+        if self.read_only:
+            return False
+        return self._write("console/state.json", lambda: self._state_file.save(
+            persistence.state_of(self)))
+
+    def _flush_decisions(self) -> None:
+        self._write("console/events.jsonl", lambda: self.decisions.flush() or (
+            _raise(self.decisions.error)))
+
+    def _write(self, name: str, fn) -> bool:
+        try:
+            fn()
+        except OSError as e:
+            why = e.strerror or str(e)
+            if disk.is_no_space(e):
+                why += f"; {disk.free_text(self.layout.root)}"
+            self.write_errors[name] = f"cannot write {name}: {why}; kept in memory, retried " \
+                                      "every tick"
+            return False
+        self.write_errors.pop(name, None)
+        return True
+
+    def notices(self, reading) -> list[str]:
+        """What the user must see now, loudest first (header of every front end)."""
+        out = list(self.write_errors.values())
+        if self.state_notice:
+            out.append(self.state_notice)
+        waiting = [r.key for r in self.runs.values() if r.state == S.WAITING]
+        if waiting:
+            out.append(f"waiting for disk space ({', '.join(waiting)}): "
+                       f"{disk.free_text(self.layout.root)}")
+        gpus = scheduling.missing_gpus(self, reading)
+        if gpus:
+            out.append(gpus)
+        return out
 
     # -- views for a selected run ------------------------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
@@ -189,16 +251,21 @@ class Engine:
                 continue
             if not run.wanted or run.state in (S.FAILED, S.STOPPED):
                 run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
+                run.user_stopped = False
                 if job.kind == "fold":
                     self.decide(run, "queue", "launched by the user")
 
-    def stop(self, key: str) -> None:
+    def stop(self, key: str, final: bool = True) -> None:
+        """Graceful stop. `final`: the user's wish, kept by later consoles (a run stopped
+        by --stop-on-exit is not final: `foldwatch up` continues it)."""
         self._check_writable()
         run = self.runs.get(key)
         if run is None:
             return
+        if final:
+            run.user_stopped = True
         if run.handle is None:
-            if run.state in (S.QUEUED, S.BACKOFF):
+            if run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
                 run.state, run.backoff_until, run.message = S.STOPPED, None, "stopped before start"
                 self.decide(run, "stop", "removed from the queue")
             return
@@ -214,7 +281,7 @@ class Engine:
         run = self.runs.get(key)
         if run is None or run.handle is None:
             return
-        run.stop_requested = True
+        run.stop_requested = run.user_stopped = True
         self.backend.cancel(run.handle, force=True)
         self.decide(run, "kill", "SIGKILL to its group (user)")
 
@@ -226,6 +293,7 @@ class Engine:
         if run.state == S.COMPLETED and run.job.kind == "fold":
             return
         run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
+        run.user_stopped = False
         self.decide(run, "resume", "queued again by the user")
 
     def restart_from_scratch(self, key: str) -> None:
@@ -254,7 +322,7 @@ class Engine:
                         "starting from scratch")
         run.reset_log()
         run.overrides, run.restarts, run.message = {}, 0, None
-        run.wanted, run.state = True, S.QUEUED
+        run.wanted, run.state, run.user_stopped = True, S.QUEUED, False
 
     def set_watchdog(self, enabled: bool) -> None:
         self._check_writable()
@@ -274,21 +342,24 @@ class Engine:
         if run is None or run.job.kind != "stage" or run.handle is not None:
             return
         run.wanted, run.force, run.state, run.message = True, True, S.QUEUED, None
-        run.restarts = 0
+        run.restarts, run.user_stopped = 0, False
         self.decide(run, "queue", "run now (by the user)")
 
-    def stop_all(self) -> None:
+    def stop_all(self, final: bool = True) -> None:
         self._check_writable()
         for key, run in self.runs.items():
-            if run.handle is not None or run.state in (S.QUEUED, S.BACKOFF):
-                self.stop(key)
+            if run.handle is not None or run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
+                self.stop(key, final=final)
 
     def close(self) -> None:
         """Leave the runs running; let go of the lock, the sampler and the files."""
         self.sampler.close()
         if not self.read_only:
-            self._save_state()
-        self.decisions.close()
+            self.save_state()
+        try:
+            self.decisions.close()
+        except OSError:
+            pass                      # disk still full: what could not be written is lost
         if self._lock is not None:
             self._lock.release()
             self._lock = None

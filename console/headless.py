@@ -12,7 +12,8 @@ from console.changes import diff
 from console.status import gpu_lines, runs_table
 
 SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refit", "adopt",
-                   "reschedule", "gpu_lost", "reset", "request"}
+                   "reschedule", "gpu_lost", "reset", "request", "requeue", "busy", "wait",
+                   "retry", "state", "cleanup", "bug"}
 
 
 def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float = 60.0,
@@ -43,6 +44,8 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
                     where = f" on {r.device}" if r.device and r.state in ("starting", "running") else ""
                     note = f"  ({r.message})" if r.message and r.state != "running" else ""
                     console.print(f"{stamp} {r.key}: {c.before or '-'} -> {r.state}{where}{note}")
+                elif c.kind == "notice":            # damaged state, full disk, missing GPU
+                    console.print(f"{stamp} ! {c.text}")
                 elif c.kind == "decision" and c.decision.action in SHOWN_DECISIONS:
                     console.print(f"{stamp} watchdog {c.text}")
             last = snap
@@ -61,7 +64,7 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
         # interrupted by SIGINT/SIGTERM
         if stop_on_exit:
             console.print("stopping every run (--stop-on-exit)...")
-            engine.stop_all()
+            engine.stop_all(final=False)      # `foldwatch up` again continues them
             deadline = time.monotonic() + engine.exp.watchdog.grace_period_s + 10
             while time.monotonic() < deadline:
                 snap = engine.poll()

@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from console import scheduling
+from console import faults, scheduling
 from console.allocation import cpu_threads
 from console.backend import LaunchSpec
 from console.nvml import NvmlReading
@@ -41,21 +41,44 @@ def command(eng: "Engine", run: Run, device: str, reading: NvmlReading) -> Launc
 
 
 def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReading) -> None:
+    """Start `run` so that a console killed at any instruction never starts a second copy:
+    a live holder of the run folder is adopted instead; the intent ("launching attempt N")
+    is saved (fsync'd) before the process starts, its pid and start time right after."""
+    from console.persistence import adopt_holder
+    if adopt_holder(eng, run, now) is not False:
+        return                         # adopted, or held by a process we cannot watch
     spec = command(eng, run, device, reading)
+    run.attempts += 1
+    run.launch = {"attempt": run.attempts, "starts": run.metrics.starts, "t": now,
+                  "device": device}
+    run.handle, run.device, run.state = None, device, S.STARTING
+    run.starts_at_launch = run.metrics.starts
+    faults.point("launch:intent")
+    if not eng.save_state():
+        run.state, run.launch, run.device = S.QUEUED, None, None
+        run.attempts -= 1
+        run.message = "not launched: the launch could not be recorded in state.json " \
+                      "(see the header); retried every tick"
+        return
+    faults.point("launch:intent-saved")
     try:
         handle = eng.backend.submit(spec)
     except OSError as e:
-        run.state, run.message = S.FAILED, f"could not start {spec.argv[0]}: {e.strerror or e}"
+        run.state, run.launch = S.FAILED, None
+        run.message = f"could not start {spec.argv[0]}: {e.strerror or e}"
         eng.decide(run, "fail", run.message)
         return
-    run.handle, run.device, run.state = handle, device, S.STARTING
+    faults.point("launch:submitted")
+    run.handle, run.launch = handle, None
     run.force = False
-    run.starts_at_launch = run.metrics.starts
     run.launched_at = run.last_activity = now
     run.message = None
+    run.mark_checkpoint()
+    eng.save_state()                   # pid + create_time; a failure is retried next tick
+    faults.point("launch:recorded")
     flags = " --resume" if "--resume" in spec.argv else ""
     if run.overrides and run.job.kind == "fold":
         flags += (f" (batch size {run.overrides.get('batch_size')}, grad accumulation "
                   f"{run.overrides.get('grad_accumulation')})")
-    eng.decide(run, "launch", f"pid {handle.pid} on {device}{flags}", argv=spec.argv,
-               pid=handle.pid)
+    eng.decide(run, "launch", f"pid {handle.pid} on {device}{flags} (attempt {run.attempts})",
+               argv=spec.argv, pid=handle.pid, attempt=run.attempts)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from console import disk, faults
 from console.tailer import Tailer
+from contracts.errors import UserError
 from contracts.jsonio import EventWriter
 
 if TYPE_CHECKING:
@@ -38,5 +40,12 @@ class RequestChannel:
 
 def send_request(layout, action: str, run: str | None = None) -> None:
     """Ask the controlling console to do something (used by `foldwatch stop`)."""
-    with EventWriter(requests_path(layout)) as w:
-        w.write("request", action=action, run=run)
+    path = requests_path(layout)
+    try:
+        faults.point("write:requests")
+        with EventWriter(path) as w:
+            w.write("request", action=action, run=run)
+    except OSError as e:
+        extra = f" ({disk.free_text(layout.root)})" if disk.is_no_space(e) else ""
+        raise UserError(f"cannot ask the controlling console: writing {path} failed: "
+                        f"{e.strerror or e}{extra}. Free some space and try again.") from None

@@ -24,6 +24,7 @@ class RunState(str, Enum):
     RUNNING = "running"
     STALLED = "stalled"        # no new event for stall_timeout_s: being stopped to restart
     BACKOFF = "backoff"        # crashed; restarted when the delay is over
+    WAITING = "waiting"        # for disk space (trainer exit 74) or a device; no restart counted
     COMPLETED = "completed"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -37,14 +38,16 @@ class RunState(str, Enum):
 S = RunState
 ACTIVE = frozenset({S.STARTING, S.RUNNING, S.STALLED})      # a process exists
 FINAL = frozenset({S.COMPLETED, S.FAILED, S.STOPPED})
-_EXITED = {S.COMPLETED, S.FAILED, S.STOPPED, S.BACKOFF, S.QUEUED}   # QUEUED: GPU lost, scratch
+# QUEUED after an exit: GPU lost, scratch, launch interrupted, BUSY holder gone
+_EXITED = {S.COMPLETED, S.FAILED, S.STOPPED, S.BACKOFF, S.QUEUED, S.WAITING}
 
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    S.QUEUED: frozenset({S.STARTING, S.FAILED, S.STOPPED}),   # FAILED: could not start
+    S.QUEUED: frozenset({S.STARTING, S.FAILED, S.STOPPED, S.WAITING}),   # FAILED: cannot start
     S.STARTING: frozenset({S.RUNNING, S.STALLED, *_EXITED}),
     S.RUNNING: frozenset({S.STALLED, *_EXITED}),
     S.STALLED: frozenset({S.RUNNING, *_EXITED}),
     S.BACKOFF: frozenset({S.QUEUED, S.STOPPED}),
+    S.WAITING: frozenset({S.QUEUED, S.STOPPED}),
     S.COMPLETED: frozenset({S.QUEUED}),            # a stage run again, restart from scratch
     S.FAILED: frozenset({S.QUEUED}),
     S.STOPPED: frozenset({S.QUEUED}),
@@ -69,6 +72,11 @@ class Run:
     device: str | None = None
     restarts: int = 0              # counts toward max_restarts; reset after a new checkpoint
     total_restarts: int = 0
+    attempts: int = 0              # launches, ever (the intent record names the attempt)
+    launch: dict | None = None     # intent persisted before the process starts, see launching
+    user_stopped: bool = False     # the user stopped it: a new console keeps it stopped
+    ckpt_mark: int | None = None   # latest checkpoint epoch when launched/adopted
+    wait_for_free: int | None = None   # WAITING for disk: bytes free needed to retry
     backoff_until: float | None = None
     overrides: dict = field(default_factory=dict)   # batch_size / grad_accumulation refit
     message: str | None = None
@@ -106,6 +114,10 @@ class Run:
         """Set the state read from state.json or the logs (start-up, read-only views)."""
         self._state = RunState(state)
 
+    def mark_checkpoint(self) -> None:
+        """Remember the newest `latest` checkpoint so far: a newer one resets the restarts."""
+        self.ckpt_mark = self.metrics.latest_checkpoint_epoch
+
     def reset_log(self) -> None:
         self.metrics = RunMetrics()
         self.tailer = Tailer(run_files(self.job.run_dir)["metrics"], collapse_iter=True)
@@ -114,6 +126,7 @@ class Run:
         rec = {"state": self.state.value, "wanted": self.wanted, "device": self.device,
                "restarts": self.restarts, "total_restarts": self.total_restarts,
                "overrides": self.overrides, "message": self.message,
-               "backoff_until": self.backoff_until}
+               "backoff_until": self.backoff_until, "attempts": self.attempts,
+               "launch": self.launch, "user_stopped": self.user_stopped}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec

@@ -82,3 +82,24 @@ def place(eng: "Engine", run: Run, reading: NvmlReading, used: list[DeviceUse]) 
         free = gpu_slots(eng.exp.devices, reading, eng.selected_gpus, used)
         return free[0] if free else None
     return None
+
+
+def missing_gpus(eng: "Engine", reading: NvmlReading) -> str | None:
+    """`devices.gpus` naming GPUs that do not exist: which, and which exist (or that there
+    are none), instead of runs queued forever without a word."""
+    asked = eng.selected_gpus
+    if asked is None or reading.available is None:     # "all", or NVML not sampled yet
+        return None
+    if reading.available is False or not reading.gpus:
+        why = f" ({reading.message})" if reading.message else ""
+        return (f"devices.gpus asks for GPU {', '.join(map(str, sorted(asked)))}, but no GPU "
+                f"is available{why}: running on the CPU slots instead")
+    have = sorted(g.index for g in reading.gpus)
+    gone = sorted(set(asked) - set(have))
+    if not gone:
+        return None
+    usable = sorted(set(asked) & set(have))
+    tail = (f"; using {', '.join(map(str, usable))}" if usable else
+            "; no selected GPU exists, so GPU runs cannot start: fix devices.gpus")
+    return (f"devices.gpus names GPU {', '.join(map(str, gone))}, which NVML does not list "
+            f"(GPUs here: {', '.join(map(str, have))}){tail}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from console import disk, views
 from console import watchdog as wd
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
@@ -21,11 +22,19 @@ def tail(eng: "Engine", run: Run, now: float) -> None:
 
     def feed(ev: dict) -> None:
         run.metrics.feed(ev)
-        if (ev.get("event") == "epoch" and run.restarts and run.handle is not None
-                and run.metrics.starts > run.starts_at_launch and not eng.read_only):
-            eng.decide(run, "reset", f"completed an epoch after restart; restart counter "
-                       f"{run.restarts} -> 0")
-            run.restarts = 0
+        # A new resumable checkpoint (checkpoint-then-announce) proves progress: the restart
+        # counter starts again, so only a crash loop is given up on. An `epoch` line does not
+        # count: it may precede a checkpoint save that fails.
+        epoch = ev.get("epoch")
+        if (ev.get("event") == "checkpoint" and ev.get("kind") == "latest"
+                and isinstance(epoch, int) and run.handle is not None and not eng.read_only
+                and run.metrics.starts > run.starts_at_launch
+                and (run.ckpt_mark is None or epoch > run.ckpt_mark)):
+            run.ckpt_mark = epoch
+            if run.restarts:
+                eng.decide(run, "reset", f"saved a new checkpoint (epoch {epoch}) after a "
+                           f"restart; restart counter {run.restarts} -> 0")
+                run.restarts = 0
 
     run.tailer.read_each(feed)
     if (run.tailer.offset, run.tailer.resets) != before:
@@ -58,14 +67,22 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
         eng.decide(run, "reschedule", f"{was} was lost; rescheduled on another device")
         return
     cfg = eng.exp.watchdog
+    stderr = views.stderr_tail(run, 40) if end is None else None
     v = wd.judge_exit(code, end, stop_requested=run.stop_requested, stalled=run.stalled,
-                      restarts=run.restarts, cfg=cfg, enabled=eng.watchdog_enabled)
+                      restarts=run.restarts, cfg=cfg, enabled=eng.watchdog_enabled,
+                      stderr_lines=stderr)
     run.stalled = run.stop_requested = False
     if unattended:
         v.reason += " (while no console was watching)"
     if run.scratch_pending:
         run.scratch_pending = False
         eng.move_aside(run)
+        return
+    if v.outcome == "busy":
+        _busy(eng, run, now)
+        return
+    if v.outcome == "waiting":
+        wait_for_space(eng, run, v.reason)
         return
     if v.outcome != "restart":
         run.state = v.outcome
@@ -80,6 +97,43 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
     run.message = f"{v.reason}{extra}"
     eng.decide(run, "restart", f"{v.reason}; restart {run.restarts}/{cfg.max_restarts} "
                f"with --resume in {delay:.1f}s{extra}")
+
+
+def _busy(eng: "Engine", run: Run, now: float) -> None:
+    """Exit 73: another process holds the run folder. Adopt it; no restart counted."""
+    from console.persistence import adopt_holder
+    run.state = S.QUEUED
+    got = adopt_holder(eng, run, now)
+    if got is False:
+        eng.decide(run, "requeue", "the trainer found its run folder busy (exit 73), but the "
+                   "holder is gone now; queued again, no restart counted")
+    elif got is None:
+        eng.decide(run, "busy", run.message or "run folder busy")
+
+
+def wait_for_space(eng: "Engine", run: Run, why: str) -> None:
+    """Exit 74: wait until the results disk has room again; no restart counted."""
+    root = eng.layout.root
+    run.state = S.WAITING
+    run.wait_for_free = disk.retry_threshold(root)
+    run.message = f"waiting for disk space: {disk.free_text(root)} ({why})"
+    eng.decide(run, "wait", f"{why}; retried when {disk.mb(run.wait_for_free)} are free on "
+               f"{root}, no restart counted")
+
+
+def space_back(eng: "Engine") -> None:
+    """Runs waiting for disk space go back to the queue once there is room."""
+    for run in eng.runs.values():
+        if run.state != S.WAITING:
+            continue
+        u = disk.usage(eng.layout.root)
+        if u is not None and u[0] >= (run.wait_for_free or 0):
+            run.state, run.wait_for_free = S.QUEUED, None
+            run.message = None
+            eng.decide(run, "retry", f"{disk.mb(u[0])} free on {eng.layout.root} now: "
+                       "trying again")
+        else:
+            run.message = f"waiting for disk space: {disk.free_text(eng.layout.root)}"
 
 
 def _refit(eng: "Engine", run: Run) -> str:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 HISTORY = 60            # GPU gauge history points
 
 
-def run_view(eng: "Engine", run: Run, now: float) -> RunView:
+def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) -> RunView:
+    """The run as the front ends show it; `gpu_block`: why no GPU run can start at all."""
     m, job = run.metrics, run.job
     state = run.state
     message = run.message
@@ -35,6 +36,8 @@ def run_view(eng: "Engine", run: Run, now: float) -> RunView:
             message = f"blocked: {dead} did not complete"
         elif blocker:
             message = f"waiting for {blocker}"
+        elif job.needs_gpu and gpu_block:
+            message = gpu_block
     elif state == S.BACKOFF and run.backoff_until is not None:
         message = f"{run.message or ''} (restart in {max(0.0, run.backoff_until - now):.0f}s)"
     age = None
@@ -101,7 +104,11 @@ def gpu_views(eng: "Engine", reading: NvmlReading) -> list[GpuView]:
 
 
 def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
-    views = [run_view(eng, r, now) for r in eng.runs.values()]
+    gpu_block = None
+    if reading.available is True and reading.gpus and eng.selected_gpus is not None and not (
+            eng.selected_gpus & {g.index for g in reading.gpus}):
+        gpu_block = scheduling.missing_gpus(eng, reading)
+    views = [run_view(eng, r, now, gpu_block) for r in eng.runs.values()]
     wanted = [r for r in eng.runs.values() if r.wanted]
     pending = [r for r in wanted if r.state in ACTIVE or r.state == S.BACKOFF
                or (r.state == S.QUEUED and (eng.read_only or not scheduling.dead_end(eng, r)))]
@@ -112,7 +119,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     cpu_slots=eng.exp.devices.cpu_slots, nvml_message=reading.message,
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
-                    decisions=list(eng.decisions.recent)[-200:])
+                    decisions=list(eng.decisions.recent)[-200:], notices=eng.notices(reading))
 
 
 # -- details of one run (the detail screen) ------------------------------------------------
