@@ -371,15 +371,17 @@ def apply_saved(eng: "Engine", saved: dict) -> None:
             run.handle = Handle.from_record(key, rec)
             continue
         end = run.metrics.end
-        if end is not None and end.get("status") in FINAL:
+        held = runlock.holder(run.job.run_dir)
+        if held is not None:
+            run.restore(S.RUNNING)
+            run.wanted, run.message = True, "running (its run lock is held); no console state"
+        elif end is not None and end.get("status") in FINAL:
             run.restore(end["status"])
             run.wanted = True
         elif run.metrics.starts:
-            held = runlock.holder(run.job.run_dir)
-            run.restore(S.RUNNING if held is not None else S.STOPPED)
+            run.restore(S.STOPPED)
             run.wanted = True
-            run.message = ("running (run lock held), no console state" if held is not None
-                           else "no console state; process not supervised")
+            run.message = "no console state; process not supervised"
         else:
             run.restore(S.QUEUED)
             run.wanted = False
