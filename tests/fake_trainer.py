@@ -8,7 +8,7 @@ a list gives one spec per attempt (the last repeats); a spec's keys:
   per epoch, default 2), at (epoch before which `then` happens, default: after the last),
   then: finish | crash (exit 1 with end) | sigkill (vanish without end) | exit (with `code`,
         and `message` for end.message; `no_end`: true = only stderr says why) |
-        oom (exit 75) | nospace (exit 74, end.reason no_space) |
+        oom (exit 75) | nospace (exit 74, end.reason no_space; `wait_full`: once the disk is full) |
         hang (stop writing; SIGTERM honoured unless ignore_term),
   ignore_term: true = SIGTERM ignored.
 Like the real trainer it holds the run folder's lock (contracts.runlock) for its whole life:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -109,8 +110,16 @@ def main() -> int:
             return finish("failed", code, f"Traceback:\nerror: scripted exit {code}",
                           spec.get("message"))
         if then == "nospace":
-            return finish("failed", exitcodes.NO_SPACE, "OSError: [Errno 28] No space left",
-                          f"no space left on {run_dir}: scripted", "no_space")
+            # wait_full: carry on until the disk really is full (the test fills it), like a
+            # trainer whose checkpoint save meets ENOSPC; the `end` event may not fit either
+            while spec.get("wait_full") and shutil.disk_usage(run_dir).free > 16384:
+                time.sleep(0.05)
+            try:
+                finish("failed", exitcodes.NO_SPACE, "OSError: [Errno 28] No space left",
+                       f"no space left on {run_dir}: scripted", "no_space")
+            except OSError:
+                pass
+            return exitcodes.NO_SPACE
         if then == "oom":
             return finish("failed", 75, "out of memory: CUDA out of memory (scripted)")
         if then == "hang":
