@@ -77,6 +77,7 @@ class Run:
     user_stopped: bool = False     # the user stopped it: a new console keeps it stopped
     ckpt_mark: int | None = None   # latest checkpoint epoch when launched/adopted
     wait_for_free: int | None = None   # WAITING for disk: bytes free needed to retry
+    wait_reason: str | None = None     # ... and the trainer's own words about it
     backoff_until: float | None = None
     overrides: dict = field(default_factory=dict)   # batch_size / grad_accumulation refit
     message: str | None = None

@@ -115,7 +115,7 @@ def wait_for_space(eng: "Engine", run: Run, why: str) -> None:
     """Exit 74: wait until the results disk has room again; no restart counted."""
     root = eng.layout.root
     run.state = S.WAITING
-    run.wait_for_free = disk.retry_threshold(root)
+    run.wait_for_free, run.wait_reason = disk.retry_threshold(root), why
     run.message = f"waiting for disk space: {disk.free_text(root)} ({why})"
     eng.decide(run, "wait", f"{why}; retried when {disk.mb(run.wait_for_free)} are free on "
                f"{root}, no restart counted")
@@ -128,12 +128,13 @@ def space_back(eng: "Engine") -> None:
             continue
         u = disk.usage(eng.layout.root)
         if u is not None and u[0] >= (run.wait_for_free or 0):
-            run.state, run.wait_for_free = S.QUEUED, None
+            run.state, run.wait_for_free, run.wait_reason = S.QUEUED, None, None
             run.message = None
             eng.decide(run, "retry", f"{disk.mb(u[0])} free on {eng.layout.root} now: "
                        "trying again")
         else:
-            run.message = f"waiting for disk space: {disk.free_text(eng.layout.root)}"
+            why = f" ({run.wait_reason})" if run.wait_reason else ""
+            run.message = f"waiting for disk space: {disk.free_text(eng.layout.root)}{why}"
 
 
 def _refit(eng: "Engine", run: Run) -> str:
