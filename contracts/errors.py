@@ -33,3 +33,18 @@ class DatasetError(UserError):
         lines = [f"{self.header} ({len(self.problems)}):"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class NoSpaceError(UserError):
+    """The results disk is full (exit 74): wait for space, then resume; nothing was lost."""
+
+    exit_code = exitcodes.NO_SPACE
+
+    def __init__(self, path, free_bytes: int | None, needed_bytes: int | None = None,
+                 what: str = "the file") -> None:
+        self.path, self.free_bytes, self.needed_bytes = path, free_bytes, needed_bytes
+        free = "unknown space" if free_bytes is None else f"{free_bytes / 2**20:.0f} MB"
+        need = "" if needed_bytes is None else f", {what} needs ~{needed_bytes / 2**20:.0f} MB"
+        super().__init__(f"no space left on {path}: {free} free{need}. Free space on that disk "
+                         "(or point `results:` elsewhere), then resume; the previous files "
+                         "are intact")

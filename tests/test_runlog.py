@@ -24,3 +24,38 @@ def test_out_of_memory_is_transient(tmp_path):
     with RunLog(tmp_path) as log:
         raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert log.exit_code == exitcodes.TRANSIENT
+
+
+def test_end_carries_reason_and_the_whole_dataset_message(tmp_path):
+    with RunLog(tmp_path, stage="demo") as log:
+        raise DatasetError(["case_001: label missing", "case_002: NaN in image"])
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert end["reason"] == "dataset" and end["exit_code"] == exitcodes.DATASET
+    assert "case_001" in end["message"] and "case_002" in end["message"]
+    with RunLog(tmp_path, stage="demo") as log:
+        log.stopped("timeout")
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert (end["status"], end["reason"], end["stop_cause"]) == ("stopped", "stopped", "timeout")
+
+
+def test_crash_keeps_traceback_and_gives_a_one_line_message(tmp_path):
+    try:
+        with RunLog(tmp_path, stage="demo"):
+            {}["missing"]
+    except KeyError:
+        pass
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert end["reason"] == "crash" and end["exit_code"] == exitcodes.FAILED
+    assert "Traceback" in end["error"] and "\n" not in end["message"]
+    assert "KeyError" in end["message"] and validate_event(end) == []
+
+
+def test_second_process_for_a_run_folder_is_busy_and_writes_nothing(tmp_path):
+    import pytest
+    from contracts.runlock import RunBusy
+    with RunLog(tmp_path, stage="demo"):
+        before = (tmp_path / "metrics.jsonl").read_bytes()
+        with pytest.raises(RunBusy) as info:
+            RunLog(tmp_path, stage="demo").__enter__()
+        assert info.value.exit_code == exitcodes.BUSY
+        assert (tmp_path / "metrics.jsonl").read_bytes() == before

@@ -1,0 +1,66 @@
+"""Result folders and disks: create a folder with a clear error, free space, "disk full"."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from contracts.errors import ConfigError, NoSpaceError
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Disk full or quota exceeded (also when torch wrapped the OSError in a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk holding `path` (None: unknown)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _blocker(path: Path) -> Path | None:
+    """The first part of `path` that exists but is not a folder (a file in the way)."""
+    for p in [*reversed(path.parents), path]:
+        if p.exists() and not p.is_dir():
+            return p
+        if not p.exists():
+            return None
+    return None
+
+
+def make_folder(path: str | Path) -> Path:
+    """mkdir -p, or ConfigError/NoSpaceError saying why the folder cannot be created."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError as e:
+        if e.errno in NO_SPACE_ERRNOS:
+            raise NoSpaceError(path, free_bytes(path), what="a new folder") from None
+        blocker = _blocker(path)
+        if blocker is not None:
+            why = f"{blocker} is a file, not a folder; move it away"
+        elif e.errno == errno.EROFS:
+            why = "the file system is read-only"
+        elif e.errno in (errno.EACCES, errno.EPERM):
+            why = f"permission denied ({e.filename or path})"
+        else:
+            why = e.strerror or str(e)
+        raise ConfigError(f"{path}: cannot create the results folder: {why}. Choose a writable "
+                          "place with `results:` in the experiment file") from None
