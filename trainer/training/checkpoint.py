@@ -24,13 +24,7 @@ SPACE_MARGIN = 1.1          # torch's zip container adds a little to the tensors
 
 
 def estimate_size(path: Path, state: dict) -> int:
-    """Bytes the new file will take: the previous checkpoint's size, else the tensors'."""
-    for p in (path, *(path.with_name(f"{k}.pt") for k in KINDS)):
-        try:
-            return p.stat().st_size
-        except OSError:
-            continue
-
+    """Bytes the new file will take: its tensors' bytes, or the previous file's size if larger."""
     def nbytes(obj) -> int:
         if isinstance(obj, torch.Tensor):
             return obj.numel() * obj.element_size()
@@ -39,7 +33,11 @@ def estimate_size(path: Path, state: dict) -> int:
         if isinstance(obj, (list, tuple)):
             return sum(nbytes(v) for v in obj)
         return 64
-    return nbytes(state)
+    try:
+        previous = path.stat().st_size
+    except OSError:
+        previous = 0
+    return max(previous, nbytes(state))
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -48,15 +46,14 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     need = int(estimate_size(path, state) * SPACE_MARGIN)
     free = free_bytes(path.parent)
     if free is not None and free < need:
-        raise NoSpaceError(path, free, need, what="the checkpoint")
+        raise NoSpaceError(path, free, need, what="checkpoint")
     try:
         fault_point("checkpoint-write")
         atomic_write_file(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:   # torch wraps a failed write in RuntimeError
-        if is_no_space(e) or (isinstance(e, RuntimeError) and "write" in str(e).lower()
-                              and (free_bytes(path.parent) or 0) < need):
+        if is_no_space(e):
             raise NoSpaceError(path, free_bytes(path.parent), need,
-                               what="the checkpoint") from None
+                               what="checkpoint") from None
         raise
 
 
