@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -27,12 +28,24 @@ def _train(exp, *more, **env):
                           env=trainer_env(**env), capture_output=True, text=True, timeout=300)
 
 
-def test_kill_between_checkpoint_and_announce_resumes_after_that_epoch(tmp_path):
-    exp = write_experiment(tmp_path, **CFG)
-    metrics = _fold(exp) / "metrics.jsonl"
-    # SIGKILL itself right after epoch 0's latest.pt and checkpoint event, before `epoch`.
+@pytest.fixture(scope="module")
+def killed_after_checkpoint(tmp_path_factory):
+    """A fold SIGKILLed right after epoch 0's latest.pt and checkpoint event, before `epoch`."""
+    exp = write_experiment(tmp_path_factory.mktemp("killed"), **CFG)
     r = _train(exp, "--skip-validation", FOLDWATCH_FAULT="after-checkpoint:1:kill")
     assert r.returncode == -signal.SIGKILL, r.stderr
+    return exp
+
+
+def _copy(exp, tmp_path):
+    shutil.copytree(exp.parent, tmp_path / "x")
+    return tmp_path / "x" / exp.name
+
+
+def test_kill_between_checkpoint_and_announce_resumes_after_that_epoch(killed_after_checkpoint,
+                                                                        tmp_path):
+    exp = _copy(killed_after_checkpoint, tmp_path)
+    metrics = _fold(exp) / "metrics.jsonl"
     events = list(iter_jsonl(metrics))
     assert [e["event"] for e in events if e["event"] in ("epoch", "end")] == []
     saved = [e for e in events if e["event"] == "checkpoint" and e["kind"] == "latest"]
@@ -88,12 +101,10 @@ def _small_disk(where: Path, size_kb: int):
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def test_disk_full_during_training_exits_74_and_keeps_the_checkpoint(tmp_path):
-    exp = write_experiment(tmp_path, **CFG)
+def test_disk_full_during_training_exits_74_and_keeps_the_checkpoint(killed_after_checkpoint,
+                                                                     tmp_path):
+    exp = _copy(killed_after_checkpoint, tmp_path)   # epoch 0 trained and checkpointed
     ckpts = _fold(exp) / "checkpoints"
-    # Epoch 0 trained and checkpointed (the kill only keeps the run short).
-    r = _train(exp, "--skip-validation", FOLDWATCH_FAULT="after-checkpoint:1:kill")
-    assert r.returncode == -signal.SIGKILL, r.stderr
     size = (ckpts / "latest.pt").stat().st_size
     ckpts.rename(ckpts.with_name("saved"))
     # A disk with room for the two existing checkpoints and half of a third: epoch 1's

@@ -92,8 +92,12 @@ def load_checkpoint(path: str | Path, map_location="cpu", configuration: str | N
     except FileNotFoundError:
         raise
     except Exception as e:  # a truncated, garbled or foreign file: say which and what to do
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise _damaged(path, f"truncated or not a checkpoint: {first}") from None
+        if "Weights only load failed" in str(e):
+            why = "holds objects that a safe load refuses: not written by foldwatch"
+        else:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            why = f"truncated or not a checkpoint: {first}"
+        raise _damaged(path, why) from None
     if not isinstance(ckpt, dict):
         raise _damaged(path, f"holds a {type(ckpt).__name__}, not a foldwatch checkpoint")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
