@@ -59,3 +59,46 @@ def test_second_process_for_a_run_folder_is_busy_and_writes_nothing(tmp_path):
             RunLog(tmp_path, stage="demo").__enter__()
         assert info.value.exit_code == exitcodes.BUSY
         assert (tmp_path / "metrics.jsonl").read_bytes() == before
+
+
+def test_disk_full_anywhere_is_no_space_not_a_crash(tmp_path, capsys):
+    import errno
+    with RunLog(tmp_path, stage="demo") as log:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.npy"))
+        except OSError as e:     # as torch/nibabel report it: wrapped in another error
+            raise RuntimeError("file write failed") from e
+    assert log.exit_code == exitcodes.NO_SPACE
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert end["reason"] == "no_space" and "x.npy" in end["message"] and "MB free" in end["message"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_plan_waits_for_running_preprocesses_and_says_so(tmp_path, capsys):
+    import threading
+    import time
+
+    from trainer.runtime.planlock import plans_lock
+
+    events, order = [], []
+
+    class Log:
+        def event(self, name, **fields):
+            events.append((name, fields))
+
+    def plan():
+        with plans_lock(tmp_path / "plans", exclusive=True, log=Log()):
+            order.append("plan")
+
+    with plans_lock(tmp_path / "plans", exclusive=False):       # a preprocess reading a plan
+        with plans_lock(tmp_path / "plans", exclusive=False):   # another configuration's
+            t = threading.Thread(target=plan)
+            t.start()
+            deadline = time.monotonic() + 30
+            while not events and time.monotonic() < deadline:
+                time.sleep(0.01)
+            order.append("preprocesses done")
+    t.join(30)
+    assert order == ["preprocesses done", "plan"]
+    assert events[0][0] == "waiting" and "preprocess" in events[0][1]["reason"]
+    assert "waiting for a running preprocess" in capsys.readouterr().err

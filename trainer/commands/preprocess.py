@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.data.datasets import load_dataset, require_consistent
     from trainer.planning.plans import Plan
     from trainer.planning.preprocessing import preprocess_case, preprocessing_digest
+    from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
     from trainer.runtime.folders import make_folder
     from trainer.runtime.workers import default_workers, run_all
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = layout.preprocessed(c)
     stage = f"preprocess-{c}"
     workers = args.workers or default_workers()
-    with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log:
+    with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log, \
+            plans_lock(layout.plans_dir, exclusive=False, log=log):
         plan = Plan.load(layout.plan(c))
         info = require_consistent(load_dataset(exp.dataset_path))
         # The stage's run lock (taken by RunLog) is what serialises two preprocesses of one

@@ -11,15 +11,20 @@ from contracts.errors import ConfigError, NoSpaceError
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-def is_no_space(exc: BaseException) -> bool:
-    """Disk full or quota exceeded (also when torch wrapped the OSError in a RuntimeError)."""
+def no_space_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind `exc` (torch and others wrap it), or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
-            return True
+            return exc
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Disk full or quota exceeded (also when torch wrapped the OSError in a RuntimeError)."""
+    return no_space_cause(exc) is not None
 
 
 def free_bytes(path: str | Path) -> int | None:

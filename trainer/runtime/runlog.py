@@ -22,7 +22,7 @@ from contracts.errors import NoSpaceError, UserError
 from contracts.jsonio import EventWriter
 from contracts.runlock import RunLock
 
-from trainer.runtime.folders import free_bytes, is_no_space, make_folder
+from trainer.runtime.folders import free_bytes, make_folder, no_space_cause
 
 REASON_BY_CODE = {exitcodes.USAGE: "usage", exitcodes.DATASET: "dataset",
                   exitcodes.BUSY: "busy", exitcodes.NO_SPACE: "no_space",
@@ -38,8 +38,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def describe_failure(exc: BaseException, tb, run_dir: Path) -> dict:
     """status, exit_code, reason, message and error of an exception that ended a run."""
-    if isinstance(exc, OSError) and is_no_space(exc):
-        where = Path(exc.filename) if exc.filename else run_dir
+    cause = None if isinstance(exc, UserError) else no_space_cause(exc)
+    if cause is not None:           # a result write hit a full disk
+        where = Path(cause.filename) if cause.filename else run_dir
         exc = NoSpaceError(where, free_bytes(where))
     if isinstance(exc, UserError):
         code = exc.exit_code
