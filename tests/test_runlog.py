@@ -102,3 +102,15 @@ def test_plan_waits_for_running_preprocesses_and_says_so(tmp_path, capsys):
     assert order == ["preprocesses done", "plan"]
     assert events[0][0] == "waiting" and "preprocess" in events[0][1]["reason"]
     assert "waiting for a running preprocess" in capsys.readouterr().err
+
+
+def test_stale_temps_of_killed_writers_are_removed_and_nothing_else(tmp_path):
+    from trainer.runtime.folders import remove_stale_temps
+    stale = [tmp_path / "checkpoints/.latest.pt.0a1b2c3d.tmp", tmp_path / "validation/.0a1b2c3d.c.nii.gz"]
+    kept = [tmp_path / "checkpoints/latest.pt", tmp_path / "run.lock", tmp_path / ".notes",
+            tmp_path / "validation/c.nii.gz"]
+    for p in stale + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    assert remove_stale_temps(tmp_path) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.planning.preprocessing import preprocess_case, preprocessing_digest
     from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
-    from trainer.runtime.folders import make_folder
+    from trainer.runtime.folders import make_folder, remove_stale_temps
     from trainer.runtime.workers import default_workers, run_all
 
     exp = load_experiment(args.experiment)
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         # The stage's run lock (taken by RunLog) is what serialises two preprocesses of one
         # configuration: the second exits 73 (busy) instead of writing the same cache.
         make_folder(out_dir)
+        remove_stale_temps(out_dir)     # left by a killed preprocess of this configuration
         digest = preprocessing_digest(plan)
         items = [(case, plan.to_dict(), str(out_dir), digest) for case in info.cases]
         total = len(items)

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from trainer.runtime import device as devices
-    from trainer.training.checkpoint import load_checkpoint, remove_stale_temps
+    from trainer.runtime.folders import remove_stale_temps
+    from trainer.training.checkpoint import load_checkpoint
     from trainer.planning.plans import Plan
     from trainer.runtime.runlog import RunLog
     from trainer.runtime.signals import StopRequest
@@ -118,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
         if latest.exists() and not args.resume:
             raise ConfigError(f"{fold_dir}: this fold already has checkpoints; pass --resume to "
                               "continue it, or move the folder away to start over")
+        remove_stale_temps(fold_dir)    # ours to clean: we hold the fold's lock
         ckpt = None
         if args.resume:
-            remove_stale_temps(ckpt_dir)
             if latest.exists():
-                ckpt = load_checkpoint(latest, configuration=args.configuration)
+                ckpt = load_checkpoint(latest, configuration=args.configuration, resume=True)
             else:
                 _refuse_fresh_start_over(ckpt_dir, latest)
         log.begin(resumed_from=None if ckpt is None else ckpt["epoch"],

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from contracts.errors import ConfigError, NoSpaceError
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# contracts.jsonio's temp names: `.<name>.<8 hex>.tmp` and `.<8 hex>.<name>`.
+TEMP_NAME = re.compile(r"^\.(.+\.[0-9a-f]{8}\.tmp|[0-9a-f]{8}\..+)$")
 
 
 def no_space_cause(exc: BaseException) -> OSError | None:
@@ -69,3 +72,19 @@ def make_folder(path: str | Path) -> Path:
             why = e.strerror or str(e)
         raise ConfigError(f"{path}: cannot create the results folder: {why}. Choose a writable "
                           "place with `results:` in the experiment file") from None
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete temp files that killed writers left under `folder` (never valid results).
+
+    Only for a folder whose run lock the caller holds: no live writer can own them then.
+    """
+    removed = 0
+    for p in Path(folder).rglob(".*"):
+        if p.is_file() and TEMP_NAME.match(p.name):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed

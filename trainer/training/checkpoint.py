@@ -75,16 +75,19 @@ def _damaged(path: Path, why: str) -> ConfigError:
                   f"{path}.damaged), copy {p.name} to {path.name} and resume to continue "
                   f"from epoch {ep}, or move the fold folder away to start over")
     else:
-        advice = (f"no intact best.pt/final.pt next to it: move the damaged file aside "
+        names = "/".join(f"{k}.pt" for k in KINDS if k != path.stem)
+        advice = (f"no intact {names} next to it: move the damaged file aside "
                   f"(mv {path} {path}.damaged) and resume to train the fold from the start")
     return ConfigError(f"{path}: checkpoint is damaged ({why}); {advice}")
 
 
-def load_checkpoint(path: str | Path, map_location="cpu", configuration: str | None = None) -> dict:
+def load_checkpoint(path: str | Path, map_location="cpu", configuration: str | None = None,
+                    resume: bool = False) -> dict:
     """A checkpoint as saved (plain types and tensors only: weights_only=True).
 
     ConfigError for a truncated, foreign or other-configuration file, naming the file, the
-    intact copies next to it and what to do.
+    intact copies next to it and what to do. `resume`: training state must be complete
+    (inference needs only the weights).
     """
     path = Path(path)
     try:
@@ -100,20 +103,11 @@ def load_checkpoint(path: str | Path, map_location="cpu", configuration: str | N
         raise _damaged(path, why) from None
     if not isinstance(ckpt, dict):
         raise _damaged(path, f"holds a {type(ckpt).__name__}, not a foldwatch checkpoint")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    missing = [k for k in (REQUIRED_KEYS if resume else ("model",)) if k not in ckpt]
     if missing:
         raise _damaged(path, "not a foldwatch checkpoint: missing " + ", ".join(missing))
-    if configuration is not None and ckpt["configuration"] != configuration:
+    if configuration is not None and ckpt.get("configuration", configuration) != configuration:
         raise ConfigError(f"{path}: checkpoint was written for configuration "
                           f"{ckpt['configuration']!r}, not {configuration!r}; it belongs to "
                           "another fold folder: move it back there or away")
     return ckpt
-
-
-def remove_stale_temps(folder: str | Path) -> None:
-    """Temp files left by a kill during a save: never valid checkpoints, safe to delete."""
-    for tmp in Path(folder).glob(".*.pt.*.tmp"):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
