@@ -19,13 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from console.state import load_state
+from console.persistence import load_state
 from console.tailer import Tailer
 from contracts.jsonio import EventWriter, atomic_write_json
 
 # decision action (console/events.jsonl) -> notification event
 DECISIONS = {"fail": "run_failed", "give_up": "watchdog_gave_up",
-             "no_space": "disk_full", "disk_full": "disk_full"}
+             "wait": "disk_full"}      # a trainer exited 74: waiting for disk space
 FINAL = {"completed", "failed", "stopped"}
 KEEP_SENT = 500
 REARM = 1.2          # disk_low is sent again only after free space rose above 1.2 x threshold
@@ -104,7 +104,7 @@ class Notifier:
             self.disk_low = False
 
     def _finished(self) -> None:
-        runs = load_state(self.layout.state)["runs"]
+        runs = load_state(self.layout.state).data["runs"]
         states = {k: (r or {}).get("state") for k, r in runs.items()}
         done = bool(states) and all(s in FINAL for s in states.values())
         if not done:

@@ -10,6 +10,7 @@ import yaml
 
 from console.decisions import DecisionLog
 from console.notify import Notifier
+from console.persistence import VERSION
 from contracts.experiment import load_experiment
 from contracts.jsonio import atomic_write_json, iter_jsonl
 
@@ -42,7 +43,7 @@ def _wait(cond, timeout=30):
 
 
 def _state(exp, **states):
-    atomic_write_json(exp.layout.state, {"version": 1, "runs": {k.replace("_", "/"): {"state": s}
+    atomic_write_json(exp.layout.state, {"version": VERSION, "runs": {k.replace("_", "/"): {"state": s}
                                                                 for k, s in states.items()}})
 
 
