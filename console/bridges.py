@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
+WATCH_S = 30.0      # how often a crashed exporter is noticed and started again
+
 
 class Bridges:
     def __init__(self, exp, *, active: bool) -> None:
@@ -12,12 +16,21 @@ class Bridges:
             from console.exporters.process import ExporterProcess
             self.exporter = ExporterProcess(exp)
             self.exporter.start()
+            self._stop = threading.Event()
+            threading.Thread(target=self._watch, name="foldwatch-exporter-watch",
+                             daemon=True).start()
         if exp.notify.command:
             from console.notify import Notifier
             self.notifier = Notifier(exp)
             self.notifier.start()
 
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_S):
+            self.exporter.ensure()
+
     def close(self) -> None:
+        if self.exporter is not None:
+            self._stop.set()
         if self.notifier is not None:
             self.notifier.close()
         if self.exporter is not None:

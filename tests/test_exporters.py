@@ -122,7 +122,7 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     assert out.returncode == 0 and "Would sync 4 run(s)" in out.stdout + out.stderr, out.stderr
 
 
-def test_exporter_started_by_the_console_follows_the_log_and_stops_cleanly(tmp_path):
+def test_exporter_started_by_the_console_survives_a_crash_and_stops_cleanly(tmp_path):
     import time
 
     from console.exporters.feed import load_cursor
@@ -145,6 +145,10 @@ def test_exporter_started_by_the_console_follows_the_log_and_stops_cleanly(tmp_p
         proc.start()
         try:
             assert exported_epoch(1)
+            proc.proc.kill()                       # the exporter crashes; the console's
+            proc.proc.wait()                       # watcher starts it again from its cursor
+            proc.ensure()
+            assert proc.proc is not None and proc.restarts == 1
             _attempt(exp, log, 2, [1, 2])          # followed live, epoch 1 not twice
             assert exported_epoch(2)
         finally:

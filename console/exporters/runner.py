@@ -72,11 +72,26 @@ def hold_lock(layout) -> object | None:
     return f
 
 
+NEEDS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+def missing_packages(sinks: list[str]) -> list[str]:
+    """One line per switched-on sink whose library is not installed."""
+    import importlib.util
+    return [f"export.{s}: true needs the {NEEDS[s][0]} package; install it with "
+            f"pip install 'foldwatch[{NEEDS[s][1]}]' (or switch export.{s} off)"
+            for s in sinks if importlib.util.find_spec(NEEDS[s][0]) is None]
+
+
 def run(exp: Experiment, *, once: bool, interval: float, parent: int | None) -> int:
     exporter = Exporter(exp)
     if not exporter.sinks_wanted():
         print(f"{exp.source}: export: switches no bridge on (tensorboard: true / wandb: true)")
         return 0
+    missing = missing_packages(exporter.sinks_wanted())
+    if missing:
+        print("error: " + "\n".join(f"{exp.source}: {m}" for m in missing), file=sys.stderr)
+        return 2
     lock = hold_lock(exp.layout)
     if lock is None:
         print(f"{exp.layout.exports_dir}: another exporter is running for this experiment",
