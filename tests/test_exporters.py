@@ -93,6 +93,10 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
         np.float32(1.0 - 0.05 * e) for e in range(9)]
     assert [s.step for s in tb.Scalars("train/iter_loss")] == list(range(1, 9 * IPE + 1))
     assert [s.step for s in tb.Scalars("val/final_foreground_dice")] == [12]
+    # `tensorboard --logdir results/EXP` finds the fold as a run of its own
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    mux = EventMultiplexer().AddRunsFromDirectory(str(exp.layout.root))
+    assert list(mux.Runs()) == ["3d_fullres/fold_0/tensorboard"]
     images = tb.Images("preview/case_000")
     assert [i.step for i in images] == list(range(9))
     assert images[0].width > 24 and images[0].height > 24
