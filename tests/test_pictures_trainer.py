@@ -1,13 +1,12 @@
 """A real fold writes progress.png and previews; `foldwatch plot` redraws them from the log."""
 
-import json
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
 
-from train_fixture import ROOT, train_cmd, trainer_env, write_experiment
+from train_fixture import ROOT, trainer_env
 from trainer.reporting.previews import (BOTH_RGB, GT_RGB, LEGEND_H, PRED_RGB, Preview,
                                         render_png, scale_for)
 
@@ -39,35 +38,31 @@ def test_preview_png_has_outline_colours_where_the_masks_are(tmp_path):
     assert not _colour_mask(out, BOTH_RGB)[0][: h * s].any()   # the outlines do not meet
 
 
-def test_training_writes_progress_png_and_previews_then_plot_redraws(tmp_path):
-    exp = write_experiment(tmp_path, epochs=2, ipe=2)
-    r = subprocess.run(train_cmd(exp, "3d_fullres", 0, "--skip-validation"), cwd=ROOT,
-                       env=trainer_env(FOLDWATCH_PROGRESS_PLOT="1"), capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    fold = exp.parent / "results/tiny/3d_fullres/fold_0"
-    png = Image.open(fold / "progress.png")
-    assert png.size[0] >= 800 and png.size[1] >= 1000
-    index = json.loads((fold / "previews/latest.json").read_text())
-    assert index["epoch"] == 1 and index["source"] == "epoch"
-    roles = [i["role"] for i in index["items"]]
-    assert roles[:2] == ["fixed", "fixed"] and set(roles) <= {"fixed", "worst"}
-    for item in index["items"]:
-        pic = Image.open(fold / "previews" / item["png"])
-        assert pic.size[1] > LEGEND_H
-        assert (fold / "previews" / item["thumb"]).read_bytes().startswith(b"P6\n")
-        gt, _ = _colour_mask(fold / "previews" / item["png"], GT_RGB)
-        assert gt[:-LEGEND_H].any(), "the fixed cases have foreground: their outline is drawn"
-    # on demand, from the metric log only: progress.png again and the folds' overlay
-    overlay = exp.parent / "results/tiny/3d_fullres/progress_folds.png"
-    assert overlay.exists()                       # drawn by the trainer at its end
-    (fold / "progress.png").unlink()
-    overlay.unlink()
-    out = subprocess.run([sys.executable, "-m", "console.cli", "plot", str(exp)], cwd=ROOT,
+def test_foldwatch_plot_draws_every_fold_and_the_overlay_from_the_logs(tmp_path):
+    """On demand, from metrics.jsonl alone (any trainer kind): progress.png per fold with an
+    `epoch` event, and the configuration's overlay. (The trainer's own drawing while it
+    trains is checked in test_train_fold, on its real run.)"""
+    import yaml
+    from contracts.experiment import load_experiment
+    from contracts.jsonio import EventWriter
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "p", "dataset": "d", "results": "results",
+                                    "configurations": {"2d": {}}, "folds": [0, 1, 2]}))
+    lay = load_experiment(path).layout
+    for k in (0, 1):
+        with EventWriter(lay.fold_dir("2d", k) / "metrics.jsonl") as log:
+            log.write("start", configuration="2d", fold=k, attempt=1)
+            for e in range(3):
+                log.write("epoch", epoch=e, train_loss=1 - 0.1 * e, val_loss=1.1 - 0.1 * e,
+                          val_dice=0.2 * e, val_dice_per_class=[0.2 * e, None],
+                          ema_dice=0.1 * e, lr=0.01, epoch_s=3.0, data_wait_frac=0.2)
+    out = subprocess.run([sys.executable, "-m", "console.cli", "plot", str(path)], cwd=ROOT,
                          env=trainer_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert (fold / "progress.png").exists()
-    assert Image.open(exp.parent / "results/tiny/3d_fullres/progress_folds.png").size[0] >= 800
+    for k in (0, 1):
+        assert Image.open(lay.progress_png("2d", k)).size == (960, 1280)
+    assert not lay.fold_dir("2d", 2).exists()             # no log: nothing drawn, nothing made
+    assert Image.open(lay.progress_overview("2d")).size[0] >= 800
     assert "progress_folds.png" in out.stdout
 
 

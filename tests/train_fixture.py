@@ -89,6 +89,8 @@ def train_cmd(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> list
             "--configuration", configuration, "--fold", str(fold), *more]
 
 
-def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout=300):
+def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout=300,
+              env: dict | None = None):
     return subprocess.run(train_cmd(exp, configuration, fold, *more), cwd=ROOT,
-                          env=trainer_env(), capture_output=True, text=True, timeout=timeout)
+                          env=trainer_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)

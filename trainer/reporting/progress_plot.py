@@ -74,7 +74,8 @@ def _figure(rows: int, height: float):
 
 
 def _save(fig, out: Path) -> Path:
-    fig.tight_layout()
+    # fixed margins: tight_layout would draw the figure twice (a third of the CPU time)
+    fig.subplots_adjust(left=0.07, right=0.93, top=0.93, bottom=0.04, hspace=0.3)
     atomic_write_file(out, lambda f: fig.savefig(f, format="png"))
     return out
 
