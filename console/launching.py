@@ -71,7 +71,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
     run.force = False
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.message = None
     run.mark_checkpoint()
     eng.save_state()                   # pid + create_time; a failure is retried next tick

@@ -87,7 +87,6 @@ class Run:
     scratch_pending: bool = False
     term_deadline: float | None = None   # SIGKILL the group after this
     starts_at_launch: int = 0
-    launched_at: float | None = None
     last_activity: float | None = None
     metrics: RunMetrics = field(default_factory=RunMetrics)
     tailer: Tailer | None = None
