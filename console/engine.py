@@ -69,9 +69,15 @@ class Engine:
         self.selected_gpus: set[int] | None = None if g == "all" else set(g)
         self._lock: ConsoleLock | None = None
         if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
-            self._lock = ConsoleLock(self.layout.lock)
-            self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+                self._lock = ConsoleLock(self.layout.lock)
+                self._lock.acquire()      # ConsoleBusy (exit 2) when another console has it
+            except OSError as e:
+                raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
+                                  f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
+                                  ". Check that the results folder is writable and has "
+                                  "space.") from None
         self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
         self._events_tail = Tailer(self.layout.console_events)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
