@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from rich.markup import escape
+
 from console.model import Snapshot
+from console.vocabulary import COLUMNS, cells
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "yellow",
                "backoff": "yellow", "completed": "bold green", "failed": "bold red",
@@ -16,28 +19,16 @@ def _f(v, fmt="{:.3f}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def runs_table(snap: Snapshot, title: str | None = None):
+    """The same columns, names and figures as the console's table (console.vocabulary)."""
     from rich.table import Table
     t = Table(title=title, expand=False, pad_edge=False)
-    for col in ("run", "state", "device", "epoch", "it/s", "loss", "dice", "best", "ETA",
-                "restarts", "last", "note"):
-        t.add_column(col, no_wrap=col != "note", overflow="fold")
+    for key, header, _ in COLUMNS:
+        t.add_column(header, no_wrap=key != "note", overflow="fold")
     for r in snap.runs:
-        if r.kind == "fold":
-            ep = f"{r.epoch or 0}/{r.epochs}" if r.epochs else "-"
-        else:
-            ep = f"{r.progress[0]}/{r.progress[1]}" if r.progress else "-"
-        t.add_row(r.label, f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]", r.device or "-", ep,
-                  _f(r.samples_per_s, "{:.1f}"), _f(r.train_loss), _f(r.val_dice), _f(r.best_dice),
-                  _dur(r.eta_s), str(r.restarts), _dur(r.last_event_age_s),
-                  (r.message or "")[:80])
+        c = cells(r)
+        c["state"] = f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]"
+        t.add_row(*(c[k] if k == "state" else escape(c[k]) for k, _, _ in COLUMNS))
     return t
 
 
@@ -66,4 +57,6 @@ def snapshot_json(snap: Snapshot) -> dict:
     """Strict-JSON-ready dict of a snapshot (for `foldwatch status --json`)."""
     data = dataclasses.asdict(snap)
     data["wall_time"] = time.time()
+    # the run fields' meaning, in the console's words (val_dice, ema_dice, best_dice = best EMA)
+    data["columns"] = {k: {"header": h, "definition": d} for k, h, d in COLUMNS}
     return data
