@@ -75,6 +75,8 @@ class GpuProcessView:
     pid: int
     used_mb: float | None
     run_key: str | None           # ours: which run; None: foreign
+    user: str | None = None       # the process owner (psutil), when it can be seen
+    command: str | None = None    # its command line, shortened
 
 
 @dataclass

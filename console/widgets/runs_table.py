@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from console.model import RunView
@@ -43,6 +44,9 @@ def matches(r: RunView, text: str) -> bool:
 class RunsTable(DataTable):
     """Rows are keyed by RunView.key; a tick changes only the cells that changed, and a
     cell that grows widens its column (update_width) so no value is ever cut."""
+
+    BINDINGS = [Binding("j", "cursor_down", "Down", show=False),
+                Binding("k", "cursor_up", "Up", show=False)]
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
