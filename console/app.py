@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
 from console.changes import describe_changes
@@ -21,7 +21,7 @@ from console.keys import CHANGING, KEYS, ON_ROW, SHOW_IN_FOOTER, key_table
 from console.model import ACTIVE_STATES, EngineControl, RunView, Snapshot
 from console.palette import FoldwatchCommands
 from console.permissions import stage_keys, why_not
-from console.results import results_lines
+from console.results import results_bar, results_lines
 from console.screens.confirm import ConfirmScreen
 from console.screens.detail import DetailScreen
 from console.screens.help import HelpScreen
@@ -35,6 +35,8 @@ from console.widgets.gpu_panel import GpuPanel
 from console.widgets.runs_table import RunsTable
 
 POLL_INTERVAL_S = 0.5      # 2 Hz: a bounded redraw rate, cheap over SSH
+# The main screen's actions; hidden while another screen is on top (except help/notices/bell).
+MAIN_ACTIONS = frozenset(a for _, a, _, _ in KEYS) - {"help", "notices", "bell"}
 
 
 class SnapshotReady(Message):
@@ -87,6 +89,7 @@ class FoldwatchApp(App):
         yield Input(placeholder="filter runs: words in config/fold, state or device (Esc clears)",
                     id="filter", classes="hidden")
         yield RunsTable(id="runs")
+        yield Static(id="results-bar", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -135,6 +138,10 @@ class FoldwatchApp(App):
             with self.batch_update():    # one repaint for the whole tick
                 self.main_widget(GpuPanel).show(snap)
                 self.main_widget(RunsTable).show(snap.runs, self.filter_text)
+                bar = self.main_widget("#results-bar")
+                line = results_bar(snap)
+                bar.display = bool(line)
+                bar.update(line)
         except NoMatches:            # main screen torn down (closing)
             return
         for text, severity in describe_changes(old, snap):
@@ -193,6 +200,8 @@ class FoldwatchApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "refused":
             return True
+        if len(self.screen_stack) > 1 and action in MAIN_ACTIONS:
+            return False             # another screen is on top: its own keys apply
         try:
             reason = self.why_not(action)
         except NoMatches:            # the main screen is being built or torn down

@@ -215,3 +215,22 @@ def enrich(snap, reader: ResultsReader | None) -> None:
     for r in snap.runs:
         if r.kind == "stage" and r.state == "completed":
             r.outcome = stage_outcome(r.key, snap.results)
+
+
+def results_bar(snap) -> str:
+    """One line under the runs table once a stage has produced something ('' before)."""
+    rv = snap.results
+    if rv is None or rv.empty:
+        return ""
+    parts = []
+    if rv.configurations:
+        parts.append("crossval " + ", ".join(f"{s.name} {_fmt(s.foreground_dice)}"
+                                             for s in rv.configurations))
+    if rv.chosen:
+        parts.append(f"chosen {' + '.join(rv.chosen)} {_fmt(rv.chosen_dice)}")
+    if rv.postprocessing:
+        parts.append(f"postprocessing: {rv.postprocessing}")
+    if rv.predicted_cases:
+        parts.append(f"test {rv.predicted_cases} cases"
+                     + (f" {_fmt(rv.test.foreground_dice)}" if rv.test else ""))
+    return "Results: " + " · ".join(parts) + " · v: details"

@@ -34,8 +34,8 @@ def runs_table(snap: Snapshot, title: str | None = None):
 
 def gpu_lines(snap: Snapshot) -> list[str]:
     if snap.cpu_mode or not snap.gpus:
-        return [f"CPU mode: {snap.cpu_slots} slots" + (f" ({snap.nvml_message})"
-                                                       if snap.nvml_message else "")]
+        why = (snap.nvml_message or "").removesuffix(": CPU mode")
+        return [f"CPU mode: {snap.cpu_slots} slots" + (f" ({why})" if why else "")]
     out = []
     for g in snap.gpus:
         if g.lost:
@@ -43,12 +43,14 @@ def gpu_lines(snap: Snapshot) -> list[str]:
             continue
         mem = ("n/a" if g.mem_used_mb is None else
                f"{g.mem_used_mb / 1024:.1f}/{(g.mem_total_mb or 0) / 1024:.1f} GiB")
-        ours = [p.run_key for p in g.processes if p.run_key]
-        foreign = [p.pid for p in g.processes if not p.run_key]
+        ours = [f"{p.run_key} {_f(p.used_mb and p.used_mb / 1024, '{:.1f}G')}"
+                for p in g.processes if p.run_key]
+        foreign = [f"{p.pid} {p.user or '?'} {_f(p.used_mb and p.used_mb / 1024, '{:.1f}G')}"
+                   f" {p.command or ''}".rstrip() for p in g.processes if not p.run_key]
         out.append(f"gpu{g.index} {g.name or 'n/a'}: util {_f(g.util_pct, '{:.0f}%')} mem {mem} "
                    f"temp {_f(g.temp_c, '{:.0f}C')} power {_f(g.power_w, '{:.0f}W')}"
                    + (f" runs {', '.join(ours)}" if ours else "")
-                   + (f" foreign pids {foreign}" if foreign else "")
+                   + (f" foreign: {'; '.join(foreign)}" if foreign else "")
                    + ("" if g.selected else " (not selected)"))
     return out
 

@@ -19,6 +19,7 @@ from textual_plotext import PlotextPlot
 
 from console.model import Decision, EpochPoint, RunView, Snapshot
 from console.results import results_lines
+from console.vocabulary import note
 from console.widgets.fmt import duration, gigabytes, num
 
 # NO_COLOR: series differ by their marker letter, not only by colour.
@@ -69,8 +70,9 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint]) -> Tex
     elif run.outcome:
         t.append(f"\n{run.outcome}", style="bold")
     t.append(f"\nfolder {run.run_dir or '-'}", style="dim")
-    if run.message:
-        t.append(f"\n{run.message}", style="yellow")
+    why = run.message if run.kind == "fold" or run.outcome else note(run)
+    if why:
+        t.append(f"\n{why}", style="yellow")
     return t
 
 
@@ -176,7 +178,8 @@ class DetailScreen(Screen):
         points = self.data.history
         self.query_one("#detail-summary", Static).update(summary_text(run, self.key, points))
         if run is not None and run.kind == "stage":
-            lines = results_lines(snap.results) if snap.results else []
+            lines = results_lines(snap.results) if snap.results else [
+                "no results yet: the stages write them as they complete"]
             self.query_one("#detail-side", Static).update(Text("\n".join(lines[:40])))
         else:
             decisions = [d for d in snap.decisions if d.run_key == self.key]

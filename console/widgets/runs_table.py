@@ -16,6 +16,8 @@ STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled
 STATE_ORDER = {s: i for i, s in enumerate(
     ("failed", "stalled", "backoff", "running", "starting", "queued", "stopped", "completed"))}
 
+PAD = 24          # about the width of the pinned Config + Fold/stage columns
+
 # Sort orders the `o` key cycles through: (name, key function; None = experiment order).
 SORTS = [
     ("experiment order", None),
@@ -54,6 +56,9 @@ class RunsTable(DataTable):
         self.fixed_columns = 2            # Config and Fold/stage stay when scrolling sideways
         for key, label, _ in COLUMNS:
             self.add_column(label, key=key)
+        # Scrolled fully right, the pinned columns cover the start of the last ones: an empty
+        # column as wide as they are lets the note scroll out from under them.
+        self.add_column("", key="pad", width=PAD)
         self._cells: dict[str, dict[str, object]] = {}
         self.sort_index = 0
 
@@ -99,7 +104,7 @@ class RunsTable(DataTable):
         self._cells = {}
         for r in visible:
             c = row_cells(r)
-            self.add_row(*(c[k] for k, _, _ in COLUMNS), key=r.key)
+            self.add_row(*(c[k] for k, _, _ in COLUMNS), "", key=r.key)
             self._cells[r.key] = c
         if selected in self._cells:
             self.move_cursor(row=list(self._cells).index(selected))
