@@ -27,10 +27,11 @@ class TextTail:
         reset = False
         if self.inode is not None and (st.st_ino != self.inode or st.st_size < self.offset):
             reset = True
-            self.offset, self._partial = 0, b""
+            self.offset, self._partial, self.skipped = 0, b"", 0
         first = self.inode is None or reset
         self.inode = st.st_ino
-        if first and st.st_size > self.window:
+        cut = first and st.st_size > self.window
+        if cut:
             self.offset = self.skipped = st.st_size - self.window
         if st.st_size == self.offset:
             return [], reset
@@ -39,7 +40,7 @@ class TextTail:
             data = f.read(max(0, st.st_size - self.offset))
         self.offset += len(data)
         data = self._partial + data
-        if first and self.skipped:         # the window starts mid-line: drop that piece
+        if cut:                            # the window starts mid-line: drop that piece
             data = data.split(b"\n", 1)[1] if b"\n" in data else b""
         *lines, self._partial = data.split(b"\n")
         return [ln.decode("utf-8", "replace").rstrip("\r") for ln in lines], reset
