@@ -45,8 +45,10 @@ def demo_runs(cpu_mode: bool = False) -> list[RunView]:
         runs.append(RunView(key=f"crossval-{cfg}", kind="stage", label=f"crossval {cfg}",
                             state="queued", configuration=cfg,
                             depends_on=tuple(f"{cfg}/{k}" for k in range(5))))
-    runs.append(RunView(key="find-best", kind="stage", label="find best", state="queued"))
-    runs.append(RunView(key="predict", kind="stage", label="predict test", state="queued"))
+    runs.append(RunView(key="find-best", kind="stage", label="find best", state="queued",
+                        depends_on=("crossval-2d", "crossval-3d_fullres")))
+    runs.append(RunView(key="predict", kind="stage", label="predict test", state="queued",
+                        depends_on=("find-best",)))
     return runs
 
 
