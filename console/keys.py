@@ -25,7 +25,7 @@ KEYS = [  # key, action, footer label, what it does
     ("q", "quit", "Quit", "Quit; runs keep running (says where the results are)"),
     ("Q", "quit_stop_all", "Quit+stop", "Quit and stop all runs (asks first)"),
 ]
-SHOW_IN_FOOTER = {"launch", "stop", "resume", "logs", "results", "filter", "help", "quit"}
+SHOW_IN_FOOTER = {"launch", "stop", "resume", "logs", "results", "help", "quit"}
 KEY_NAMES = {"slash": "/", "enter": "Enter", "f1,question_mark": "F1 ?", "escape": "Esc"}
 
 # Actions that change something: refused ("read-only") in a read-only console.

@@ -147,7 +147,7 @@ async def test_read_only_hides_every_changing_action():
         assert eng.calls == [] and app.screen is app.screen_stack[0]
         text = screen_text(app)
         assert "Launch" not in text and "Stop" not in text and "READ-ONLY" in text
-        assert "Filter" in text and "Quit" in text
+        assert "Help" in text and "Quit" in text
         await pilot.press("enter")                 # looking is still allowed
         assert isinstance(app.screen, DetailScreen)
 
