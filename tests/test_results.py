@@ -59,3 +59,27 @@ def test_results_from_real_crossval_and_find_best(tmp_path):
     rv = reader.read()
     assert stage_outcome("predict", rv) == "3 cases predicted; test fg Dice 0.935"
     assert "Test set: 3 cases predicted" in "\n".join(results_lines(rv))
+
+
+def test_status_prints_the_results_and_json_carries_them(tmp_path, capsys, monkeypatch):
+    from console import cli
+    monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
+    exp_path, ids = write_experiment(tmp_path, configurations=("2d",))
+    root = load_experiment(exp_path).layout.root
+    splits = json.loads((root / "splits.json").read_text())
+    refs = {c: reference(i) for i, c in enumerate(ids)}
+    for k in range(5):
+        write_fold_outputs(root, "2d", k, {c: (refs[c], 0.9) for c in splits[k]["val"]}, refs)
+    assert crossval.run(argparse.Namespace(experiment=exp_path, configuration="2d")) == 0
+    assert find_best.run(argparse.Namespace(experiment=exp_path)) == 0
+    capsys.readouterr()
+    assert cli.main(["status", str(exp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Chosen model: 2d (fg Dice 1.000)" in out and "val Dice" in out and "best EMA" in out
+    assert str(root / "best_configuration.json") in out
+    assert cli.main(["status", str(exp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["results"]["chosen"] == ["2d"]
+    assert data["columns"]["best"]["header"] == "best EMA"
+    stage = next(r for r in data["runs"] if r["key"] == "crossval-2d")
+    assert stage["state"] == "completed" and stage["outcome"].startswith("fg Dice 1.000")
