@@ -21,7 +21,8 @@ from console.keys import CHANGING, KEYS, ON_ROW, SHOW_IN_FOOTER, key_table
 from console.model import ACTIVE_STATES, EngineControl, RunView, Snapshot
 from console.palette import FoldwatchCommands
 from console.permissions import stage_keys, why_not
-from console.results import results_bar, results_lines
+from console.quitting import print_results, stop_all_and_wait
+from console.results import results_bar
 from console.screens.confirm import ConfirmScreen
 from console.screens.detail import DetailScreen
 from console.screens.help import HelpScreen
@@ -386,17 +387,6 @@ class FoldwatchApp(App):
                                        "resumable later.", "Stop all"), done)
 
 
-def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0) -> int:
-    """Stop every run and keep polling (the engine escalates to SIGKILL) until none is active."""
-    engine.stop_all()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        active = [r for r in engine.poll().runs if r.state in ACTIVE_STATES]
-        if not active or time.monotonic() > deadline:
-            return len(active)
-        time.sleep(0.2)
-
-
 def run_app(engine: EngineControl, *, title: str, mouse: bool = False) -> int:
     """Run the console until the user quits; returns the exit status."""
     app = FoldwatchApp(engine, title=title)
@@ -415,13 +405,3 @@ def run_app(engine: EngineControl, *, title: str, mouse: bool = False) -> int:
                   "`foldwatch stop` stops them")
     print_results(app.snapshot)
     return app.return_code or 0
-
-
-def print_results(snap: Snapshot | None) -> None:
-    """On quit: where the results are (all of them once the pipeline has finished)."""
-    if snap is None or snap.results is None:
-        return
-    if snap.finished and not snap.results.empty:
-        print("\n".join(results_lines(snap.results)))
-    else:
-        print(f"foldwatch: results are written to {snap.results.root}")
