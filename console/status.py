@@ -23,12 +23,15 @@ def runs_table(snap: Snapshot, title: str | None = None):
     """The same columns, names and figures as the console's table (console.vocabulary)."""
     from rich.table import Table
     t = Table(title=title, expand=False, pad_edge=False)
-    for key, header, _ in COLUMNS:
+    # One "run" column (2d/0, crossval-2d: greppable, what --run takes) for Config + Fold/stage.
+    cols = [(k, h) for k, h, _ in COLUMNS if k not in ("config", "fold")]
+    t.add_column("run", no_wrap=True)
+    for key, header in cols:
         t.add_column(header, no_wrap=key != "note", overflow="fold")
     for r in snap.runs:
         c = cells(r)
         c["state"] = f"[{STATE_STYLE.get(r.state, '')}]{r.state}[/]"
-        t.add_row(*(c[k] if k == "state" else escape(c[k]) for k, _, _ in COLUMNS))
+        t.add_row(escape(r.key), *(c[k] if k == "state" else escape(c[k]) for k, _ in cols))
     return t
 
 
