@@ -121,6 +121,7 @@ class Snapshot:
     decisions: list[Decision] = field(default_factory=list)   # most recent last
     results: "ResultsView | None" = None      # what the finished stages wrote (console.results)
     controller: str | None = None             # read-only: who controls ("pid 123 on host"), None: no one
+    class_names: list[str] = field(default_factory=list)   # foreground classes, label order
 
 
 class EngineControl(Protocol):

@@ -212,6 +212,8 @@ def enrich(snap, reader: ResultsReader | None) -> None:
     if reader is None:
         return
     snap.results = reader.read()
+    names = reader._names()
+    snap.class_names = [names[k] for k in sorted(names, key=int) if k != "0"]
     for r in snap.runs:
         if r.kind == "stage" and r.state == "completed":
             r.outcome = stage_outcome(r.key, snap.results)

@@ -122,6 +122,10 @@ async def test_detail_view_shows_this_runs_curves_files_and_decisions():
         await pilot.pause(0.1)
         text = screen_text(app)
         assert "epoch 3/8" in text and "Loss per epoch" in text
+        assert "val Dice 0.650  EMA 0.630  best EMA 0.670  per class organ:0.900  lesion:0.250" \
+            in text
+        assert "epoch time 1m35s  data wait 8%  peak memory 10.0G  samples/s 41.5" in text
+        assert "folder /exp/2d/fold_0" in text
         assert "latest.pt  30s ago" in text
         assert "[2d/0] epoch 3: loss ok" in text
         assert "checkpoint: epoch 3 saved" in text

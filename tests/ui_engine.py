@@ -152,7 +152,7 @@ class ScriptedEngine:
                             watchdog_enabled=self.watchdog, read_only=self.read_only,
                             finished=self.finished, succeeded=self.finished,
                             decisions=list(self.decisions), results=self.results,
-                            controller=self.controller)
+                            controller=self.controller, class_names=["organ", "lesion"])
         finally:
             self.in_poll.clear()
 

@@ -40,7 +40,8 @@ class DetailLoaded(Message):
         self.data = data
 
 
-def summary_text(run: RunView | None, key: str, points: list[EpochPoint]) -> Text:
+def summary_text(run: RunView | None, key: str, points: list[EpochPoint],
+                 class_names: list[str] | None = None) -> Text:
     if run is None:
         return Text(f"{key}: not in the experiment any more")
     t = Text(no_wrap=True, overflow="ellipsis")
@@ -56,8 +57,10 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint]) -> Tex
                  f"best EMA {num(run.best_dice)}")
         per_class = run.val_dice_per_class or (last.val_dice_per_class if last else None)
         if per_class:
-            t.append("  per class " + "  ".join(f"{i + 1}:{num(d)}"
-                                                for i, d in enumerate(per_class)))
+            names = class_names or []
+            t.append("  per class " + "  ".join(
+                f"{names[i] if i < len(names) else i + 1}:{num(d)}"
+                for i, d in enumerate(per_class)))
         epoch_s = run.epoch_s if run.epoch_s is not None else (last.epoch_s if last else None)
         wait = run.data_wait_frac if run.data_wait_frac is not None else (
             last.data_wait_frac if last else None)
@@ -176,7 +179,8 @@ class DetailScreen(Screen):
             return
         run = next((r for r in snap.runs if r.key == self.key), None)
         points = self.data.history
-        self.query_one("#detail-summary", Static).update(summary_text(run, self.key, points))
+        self.query_one("#detail-summary", Static).update(
+            summary_text(run, self.key, points, snap.class_names))
         if run is not None and run.kind == "stage":
             lines = results_lines(snap.results) if snap.results else [
                 "no results yet: the stages write them as they complete"]
