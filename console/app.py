@@ -170,6 +170,8 @@ class FoldwatchApp(App):
             parts.append("watchdog on" if snap.watchdog_enabled else "watchdog OFF")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
+        if snap.notices:             # a damaged state file, a full disk: before anything else
+            parts.insert(0, f"! {snap.notices[0]}")
         return " · ".join(parts)
 
     # -- engine calls off the event loop ---------------------------------------------------------
@@ -257,8 +259,8 @@ class FoldwatchApp(App):
 
     def action_stop(self) -> None:
         if run := self._active(self._with_run("stop"), "stop",
-                               ACTIVE_STATES | {"queued", "backoff"}):
-            if run.state in ("queued", "backoff"):   # no process yet: nothing to signal
+                               ACTIVE_STATES | {"queued", "backoff", "waiting"}):
+            if run.state in ("queued", "backoff", "waiting"):   # no process: nothing to signal
                 question = (f"Take {run.label} out of the queue? It stays stopped until you "
                             "resume it with r.")
             else:

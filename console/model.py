@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from console.results import ResultsView
 
-RunState = Literal["queued", "starting", "running", "stalled", "backoff",
+RunState = Literal["queued", "starting", "running", "stalled", "backoff", "waiting",
                    "completed", "failed", "stopped"]
-RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff",
+RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff", "waiting",
                                "completed", "failed", "stopped")
 ACTIVE_STATES = frozenset({"starting", "running", "stalled"})
 FINAL_STATES = frozenset({"completed", "failed", "stopped"})
@@ -119,9 +119,12 @@ class Snapshot:
     finished: bool                # nothing queued or active remains
     succeeded: bool               # finished and every run completed
     decisions: list[Decision] = field(default_factory=list)   # most recent last
+    # Conditions the user must see (damaged state file, disk full, a missing GPU), loudest first
+    notices: list[str] = field(default_factory=list)
     results: "ResultsView | None" = None      # what the finished stages wrote (console.results)
-    controller: str | None = None             # read-only: who controls ("pid 123 on host"), None: no one
+    controller: str | None = None             # read-only: who controls ("pid 123"), None: no one
     class_names: list[str] = field(default_factory=list)   # foreground classes, label order
+    nvml_problems: list[str] = field(default_factory=list)  # NVML calls that failed, and why
 
 
 class EngineControl(Protocol):

@@ -61,12 +61,12 @@ def why_not(action: str, snap: Snapshot | None, run: RunView | None, *,
         return "waiting for the engine's first snapshot" if action in changing | on_row else None
     if action in on_row and run is None:
         return "select a run first"
-    if action == "stop" and run.state not in ACTIVE_STATES | {"queued", "backoff"}:
+    if action == "stop" and run.state not in ACTIVE_STATES | {"queued", "backoff", "waiting"}:
         return f"{run.label} is {run.state}: nothing to stop"
     if action == "kill" and run.state not in ACTIVE_STATES:
         return f"{run.label} is {run.state}: no process to kill"
     if action == "resume":
-        if run.state in ACTIVE_STATES or run.state in ("queued", "backoff"):
+        if run.state in ACTIVE_STATES or run.state in ("queued", "backoff", "waiting"):
             return f"{run.label} is {run.state} already"
         if run.state == "completed":
             return f"{run.label} is completed; x restarts it from scratch"

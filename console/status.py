@@ -11,7 +11,7 @@ from console.model import Snapshot
 from console.vocabulary import COLUMNS, cells
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "yellow",
-               "backoff": "yellow", "completed": "bold green", "failed": "bold red",
+               "backoff": "yellow", "waiting": "yellow", "completed": "bold green", "failed": "bold red",
                "stopped": "magenta"}
 
 

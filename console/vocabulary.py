@@ -10,7 +10,7 @@ from console.widgets.fmt import duration, num
 COLUMNS: list[tuple[str, str, str]] = [
     ("config", "Config", "configuration (2d, 3d_fullres, ...); '-' for a stage of the whole experiment"),
     ("fold", "Fold/stage", "cross-validation fold, or the pipeline stage"),
-    ("state", "State", "queued, starting, running, stalled, backoff, completed, failed, stopped"),
+    ("state", "State", "queued, starting, running, stalled, backoff, waiting (for disk space), completed, failed, stopped"),
     ("device", "Device", "where it runs: gpu3, cpu1 (a CPU slot), or a Slurm node"),
     ("epoch", "Epoch", "epochs done / epochs (stages: items done / items)"),
     ("val_dice", "val Dice", "the last epoch's pseudo-Dice: mean over foreground classes of "

@@ -196,7 +196,7 @@ async def test_filter_narrows_rows_and_escape_restores():
 
 @pytest.mark.asyncio
 async def test_slow_engine_does_not_freeze_keys():
-    eng = ScriptedEngine(poll_delay=2.0)
+    eng = ScriptedEngine(poll_delay=6.0)      # long enough for the keys on a loaded machine
     app = FoldwatchApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, eng.in_poll.is_set, what="poll in flight")

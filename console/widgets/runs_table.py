@@ -11,10 +11,10 @@ from console.vocabulary import COLUMNS, cells, progress_fraction
 from console.widgets.fmt import bar
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
-               "backoff": "yellow", "completed": "bold blue", "failed": "bold red",
-               "stopped": "magenta"}
-STATE_ORDER = {s: i for i, s in enumerate(
-    ("failed", "stalled", "backoff", "running", "starting", "queued", "stopped", "completed"))}
+               "backoff": "yellow", "waiting": "yellow", "completed": "bold blue",
+               "failed": "bold red", "stopped": "magenta"}
+STATE_ORDER = {s: i for i, s in enumerate(("failed", "stalled", "backoff", "waiting", "running",
+                                            "starting", "queued", "stopped", "completed"))}
 
 PAD = 24          # about the width of the pinned Config + Fold/stage columns
 
