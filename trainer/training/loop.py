@@ -235,6 +235,7 @@ class FoldTrainer:
             improved = s.ema_dice is not None and (s.best_ema is None or s.ema_dice > s.best_ema)
             if improved:
                 s.best_ema = s.ema_dice
+            print(epoch_line(record, cfg.epochs, s.best_ema if improved else None), flush=True)
             s.finished = s.epoch >= cfg.epochs
             if improved:
                 self.save("best")
@@ -256,3 +257,14 @@ class FoldTrainer:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except ImportError:
             return float("nan")
+
+
+def epoch_line(r: dict, epochs: int, new_best: float | None) -> str:
+    """One human line per epoch on stdout, like nnU-Net's; metrics.jsonl stays the contract."""
+    def f(v, fmt="{:.4f}"):
+        return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+    dice = ", ".join(f(d) for d in r["val_dice_per_class"])
+    line = (f"epoch {r['epoch'] + 1}/{epochs}  train_loss {f(r['train_loss'])}  "
+            f"val_loss {f(r['val_loss'])}  pseudo-Dice [{dice}]  "
+            f"epoch_time {r['epoch_s']:.1f}s  lr {r['lr']:.5f}")
+    return line + (f"  new best EMA pseudo-Dice {new_best:.4f}" if new_best is not None else "")
