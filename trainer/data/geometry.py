@@ -256,12 +256,13 @@ def _uncrop(array: np.ndarray, props: dict, fill: Sequence[float]) -> np.ndarray
     return full
 
 
-def to_original(probs: np.ndarray, props: dict) -> np.ndarray:
+def to_original(probs: np.ndarray, props: dict, regions: bool = False) -> np.ndarray:
     """(K, Z, Y, X) probabilities -> (K, I, J, K') on the original grid (order 1, nnU-Net's rules)."""
     probs = np.asarray(probs, dtype=np.float32)
     back = resample_probabilities(probs, props["cropped_shape"], props["spacing"],
                                   props["original"]["spacing_zyx"])
-    fill = [1.0] + [0.0] * (probs.shape[0] - 1)       # outside the body: background
+    # outside the body: background (for regions: no region)
+    fill = [0.0 if regions else 1.0] + [0.0] * (probs.shape[0] - 1)
     full = _uncrop(back, props, fill)
     return from_canonical(full, np.asarray(props["original"]["orientation_transform"]))
 

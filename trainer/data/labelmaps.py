@@ -46,6 +46,18 @@ def argmax_labels(probs: np.ndarray, label_values: list[int]) -> np.ndarray:
     return np.asarray(sorted(label_values), dtype=np.int16)[np.argmax(probs, 0)]
 
 
+def to_label_map(probs: np.ndarray, label_values: list[int],
+                 regions_class_order: list[int] | None = None) -> np.ndarray:
+    """Probabilities -> label map: argmax, or for regions nnU-Net's painting of each region
+    with probability > 0.5 in regions_class_order (later regions overwrite earlier ones)."""
+    if not regions_class_order:
+        return argmax_labels(probs, label_values)
+    seg = np.zeros(probs.shape[1:], dtype=np.int16)
+    for i, value in enumerate(regions_class_order):
+        seg[probs[i] > 0.5] = value
+    return seg
+
+
 def same_geometry(shape_a, affine_a, shape_b, affine_b, atol: float = 1e-3) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=atol)
 

@@ -67,6 +67,8 @@ def compute_fingerprint(info: DatasetInfo, workers: int,
         "case_ids": [r["case"] for r in results],
         "channel_names": info.channel_names,
         "labels": info.labels,
+        "regions": info.regions,
+        "regions_class_order": info.regions_class_order,
         "spacings": [r["spacing"] for r in results],        # (z, y, x) mm, canonical
         "shapes_after_crop": [r["shape"] for r in results],  # (z, y, x) voxels
         "median_spacing": np.median([r["spacing"] for r in results], 0).tolist(),
