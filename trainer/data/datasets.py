@@ -302,6 +302,9 @@ def load_dataset(path: str | Path) -> DatasetInfo:
         raise DatasetError(f"{path}: dataset not found; set `dataset:` in the experiment file to an "
                            "nnU-Net v2 raw folder or an MSD/MONAI datalist .json")
     if path.is_dir():
+        from trainer.data.slices import is_slice_folder, load_slice_folder
+        if is_slice_folder(path) and not (path / "dataset.json").exists():
+            return load_slice_folder(path)
         return _load_nnunet(path)
     if path.name == "dataset.json" and (path.parent / "imagesTr").is_dir():
         return _load_nnunet(path.parent)

@@ -42,7 +42,14 @@ def load_nifti(path: str | Path, channels: bool = False):
     """(data float32 (I, J, K), affine, image); DatasetError for unreadable or non-3D files.
 
     channels=True also accepts an MSD-style 4D file (I, J, K, C), returned as it is.
+    PNG/JPEG/... slices (trainer.data.slices) read as (x, y, 1) volumes, colour as 4D.
     """
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        data, affine = slices.read_image(path)
+        if data.ndim == 4 and not channels:
+            raise DatasetError(f"{path}: a colour image where one channel is expected")
+        return data, affine, None
     import nibabel as nib
     try:
         img = nib.load(str(path))
@@ -58,6 +65,15 @@ def load_nifti(path: str | Path, channels: bool = False):
         raise DatasetError(f"{path}: expected a 3D image, got shape {data.shape}; split 4D files "
                            "into one file per channel (_0000, _0001, ...)")
     return data, img.affine.astype(np.float64), img
+
+
+def load_label(path: str | Path):
+    """(labels float32 (I, J, K), affine) of a label file: NIfTI, or a slice mask mapped to classes."""
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        return slices.read_mask(path), np.eye(4)
+    data, affine, _ = load_nifti(path)
+    return data, affine
 
 
 def orientation_transform(affine: np.ndarray) -> np.ndarray:

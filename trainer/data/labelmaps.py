@@ -11,8 +11,13 @@ from contracts.jsonio import atomic_write_file, atomic_write_named
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels as int16, affine) of a NIfTI label map; DatasetError when unreadable."""
+    """(labels as int16, affine) of a NIfTI label map (or a slice mask); DatasetError when unreadable."""
     import nibabel as nib
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        from trainer.data.geometry import load_label
+        data, affine = load_label(path)
+        return np.rint(data).astype(np.int16), affine
     try:
         img = nib.load(str(path))
         return np.asarray(img.dataobj).astype(np.int16), np.asarray(img.affine)

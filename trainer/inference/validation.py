@@ -21,8 +21,8 @@ def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
     from trainer.data.geometry import labels_to_original
     raw = props.get("label_file")
     if raw and Path(raw).exists():
-        import nibabel as nib
-        return np.asarray(nib.load(raw).dataobj).astype(np.int16)
+        from trainer.data.geometry import load_label
+        return np.rint(load_label(raw)[0]).astype(np.int16)
     return labels_to_original(np.asarray(seg), props)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from contracts.jsonio import atomic_write_file, atomic_write_json
 
 from trainer.data.datasets import CaseFiles
-from trainer.data.geometry import class_locations, load_images, load_nifti, preprocess_arrays
+from trainer.data.geometry import class_locations, load_images, load_label, preprocess_arrays
 from trainer.planning.plans import Plan
 
 FORMAT_VERSION = 2      # 2: nnU-Net resampling rules, normalize before resampling, uint8/int16 seg
@@ -69,7 +69,7 @@ def preprocess_case(args: tuple[CaseFiles, dict, str, str]) -> dict:
     images, affine = load_images(case.images, len(plan.channel_names))
     seg = None
     if case.label is not None:
-        raw, _, _ = load_nifti(case.label)
+        raw, _ = load_label(case.label)
         seg = np.rint(raw).astype(np.int16)
     data, out_seg, props = preprocess_arrays(images, affine, plan, seg)
     props.update(
