@@ -12,8 +12,8 @@ import torch
 from contracts.errors import ConfigError
 from contracts.experiment import load_experiment
 from contracts.jsonio import read_json
-from data_helpers import small_demo, trainer, write_experiment  # noqa: F401  (fixture)
-from train_fixture import run_train
+from data_helpers import small_demo, write_experiment  # noqa: F401  (fixture)
+from train_fixture import train_in_process
 from trainer.data.datasets import load_dataset
 from trainer.data.labelmaps import to_label_map
 from trainer.training.loss import region_dice_bce, region_targets
@@ -55,7 +55,14 @@ def test_region_loss_targets_and_export_order():
     assert to_label_map(probs, [0, 1, 2], [1, 2]).tolist() == [1, 2, 2]
 
 
-def test_region_based_fold_trains_validates_and_scores_regions(small_demo, tmp_path):
+def _cli(*args):
+    """plan/preprocess in this process (saves an interpreter start); training runs for real."""
+    from trainer.cli import main
+    return main([str(a) for a in args])
+
+
+def test_region_based_fold_trains_validates_and_scores_regions(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FOLDWATCH_CPU_THREADS", "1")
     data = _region_dataset(small_demo, tmp_path / "Dataset901_Regions")
     cfg = {"2d": {"patch_size": [48, 48], "batch_size": 2, "epochs": 1,
                   "iterations_per_epoch": 3, "val_iterations": 1, "base_features": 4,
@@ -63,13 +70,11 @@ def test_region_based_fold_trains_validates_and_scores_regions(small_demo, tmp_p
     exp = write_experiment(tmp_path / "e.yaml", data, cfg)
     for args in (("plan", "--experiment", exp, "--skip-check"),
                  ("preprocess", "--experiment", exp, "--configuration", "2d")):
-        r = trainer(*args)
-        assert r.returncode == 0, r.stderr
+        assert _cli(*args) == 0
     layout = load_experiment(exp).layout
     plan = read_json(layout.plan("2d"))
     assert plan["regions"] == {"organ incl. lesion": [1, 2], "lesion": [2]}
-    r = run_train(exp, configuration="2d", timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert train_in_process(exp, "2d") == 0
     ckpt = torch.load(layout.checkpoints("2d", 0) / "final.pt", weights_only=True)
     heads = [v for k, v in ckpt["model"].items() if k.startswith("output_block") and k.endswith("weight")]
     assert heads and heads[0].shape[0] == 2                    # one sigmoid output per region

@@ -8,7 +8,7 @@ from contracts.errors import DatasetError
 from contracts.experiment import load_experiment
 from contracts.jsonio import read_json
 from data_helpers import trainer, write_experiment
-from train_fixture import run_train
+from train_fixture import train_in_process
 from trainer.data import slices
 from trainer.data.datasets import load_dataset
 
@@ -60,22 +60,21 @@ def test_slice_folder_is_read_with_clear_problems(tmp_path):
         slices.read_mask_values(root / "masks" / "stray.png")
 
 
-def test_slice_dataset_splits_by_percentage_and_trains(tmp_path):
+def test_slice_dataset_splits_by_percentage_and_trains(tmp_path, monkeypatch):
+    from trainer.cli import main     # plan/preprocess in this process; training runs for real
+    monkeypatch.setenv("FOLDWATCH_CPU_THREADS", "1")
     root = _make(tmp_path / "ds", n=8)
     cfg = {"2d": {"patch_size": [32, 32], "batch_size": 2, "epochs": 1,
                   "iterations_per_epoch": 3, "val_iterations": 1, "base_features": 4,
                   "max_features": 16, "num_workers": 0, "tta_mirroring": False}}
     exp = write_experiment(tmp_path / "e.yaml", root, cfg, validation_percent=25)
     assert load_experiment(exp).folds == [0]
-    r = trainer("plan", "--experiment", exp)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert main(["plan", "--experiment", str(exp)]) == 0
     layout = load_experiment(exp).layout
     splits = read_json(layout.splits)
     assert len(splits) == 1 and len(splits[0]["val"]) == 2 and len(splits[0]["train"]) == 6
-    r = trainer("preprocess", "--experiment", exp, "--configuration", "2d")
-    assert r.returncode == 0, r.stderr
-    r = run_train(exp, configuration="2d", timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert main(["preprocess", "--experiment", str(exp), "--configuration", "2d"]) == 0
+    assert train_in_process(exp, "2d") == 0
     summary = read_json(layout.validation("2d", 0) / "summary.json")
     assert [c["case"] for c in summary["metric_per_case"]] == splits[0]["val"]
     for c in summary["metric_per_case"]:                       # scored against the PNG mask
