@@ -92,6 +92,9 @@ class Experiment(_Strict):
     results: Path = Path("results")
     folds: list[Annotated[int, Field(ge=0, le=4)]] = [0, 1, 2, 3, 4]
     splits: Path | None = None          # a user-supplied splits.json (nnU-Net format)
+    # one random train/validation split with this share of the cases held out (Pytorch-UNet's
+    # --validation), instead of 5-fold cross-validation; folds then default to [0]
+    validation_percent: Annotated[float, Field(gt=0, lt=100)] | None = None
     test_images: Path | None = None     # default: the dataset's imagesTs
     configurations: dict[str, Configuration]
     devices: Devices = Devices()
@@ -121,6 +124,19 @@ class Experiment(_Strict):
         if not v:
             raise ValueError("expected at least one fold")
         return sorted(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_split_one_fold(cls, data):
+        if isinstance(data, dict) and data.get("validation_percent") is not None:
+            if data.get("splits") is not None:
+                raise ValueError("validation_percent and splits both choose the splits; keep one")
+            folds = data.get("folds", [0])
+            if folds != [0]:
+                raise ValueError("validation_percent makes one train/validation split: "
+                                 f"folds must be [0], got {folds}")
+            data = {**data, "folds": [0]}
+        return data
 
     @model_validator(mode="after")
     def _dims_match(self):
@@ -179,17 +195,48 @@ def parse_experiment(data: object, source: Path | None = None) -> Experiment:
     return exp.model_copy(update={"source": source.resolve() if source else None})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:       # an unhashable key: the base class reports it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
+                    "keep one of them", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML file; ConfigError (exit 2) for any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: experiment file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass the experiment YAML file inside it") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read experiment file: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass the "
+                          "experiment YAML file (see configs/example.yaml)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it contains NUL bytes); pass the "
+                          "experiment YAML file (see configs/example.yaml)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

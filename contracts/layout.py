@@ -41,8 +41,12 @@ class Layout:
     def fingerprint(self) -> Path:
         return self.root / "fingerprint.json"
 
+    @property
+    def plans_dir(self) -> Path:
+        return self.root / "plans"
+
     def plan(self, configuration: str) -> Path:
-        return self.root / "plans" / f"{configuration}.json"
+        return self.plans_dir / f"{configuration}.json"
 
     def preprocessed(self, configuration: str) -> Path:
         return self.root / "preprocessed" / configuration
