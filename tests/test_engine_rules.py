@@ -190,3 +190,11 @@ def test_stderr_fallback_takes_the_last_tracebacks_exception():
         == "usage: trainer train ...\ntrainer: error: --fold is required"
     assert explain({"message": "  one clean sentence  ", "error": "x"}, stderr) == "one clean sentence"
     assert explain(None, []) is None
+
+
+def test_exit_130_is_a_stop_not_a_crash():
+    from console.watchdog import judge_exit
+    from contracts.experiment import Watchdog
+    v = judge_exit(130, {"status": "stopped", "reason": "interrupted", "exit_code": 130},
+                   stop_requested=False, stalled=False, restarts=0, cfg=Watchdog(), enabled=True)
+    assert (v.outcome, v.action) == ("stopped", "stopped")
