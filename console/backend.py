@@ -23,6 +23,8 @@ class Handle:
     pid: int
     create_time: float            # psutil's process start time: pid reuse cannot fool us
     adopted: bool = False
+    job_id: str | None = None     # batch systems (Slurm): the job, pid 0
+    host: str | None = None
 
 
 class Backend(Protocol):

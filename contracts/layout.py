@@ -84,4 +84,7 @@ def run_files(run_dir: Path) -> dict[str, Path]:
         "metrics": run_dir / "metrics.jsonl",
         "stdout": run_dir / "stdout.log",
         "stderr": run_dir / "stderr.log",
+        # Slurm backend: the submission record (intent, then job id) and the batch script.
+        "slurm_job": run_dir / "slurm-job.json",
+        "slurm_script": run_dir / "slurm-job.sh",
     }

@@ -58,15 +58,19 @@ def main() -> int:
         spec = spec[min(attempt, len(spec) - 1)] if spec else {}
     log = EventWriter(run_dir / "metrics.jsonl")
     then = spec.get("then", "finish")
-    stop = {"flag": False}
+    stop = {"flag": False, "cause": None}
 
     def on_term(signum, frame):
         stop["flag"] = True
+        # Slurm's pre-walltime signal is SIGUSR2 (sbatch --signal), like the real trainer's.
+        stop["cause"] = "timeout" if signum == signal.SIGUSR2 else "signal"
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if spec.get("ignore_term") else on_term)
+    signal.signal(signal.SIGUSR2, on_term)
 
     def finish(status: str, code: int, error=None) -> int:
-        log.write("end", status=status, error=error, exit_code=code)
+        extra = {"stop_cause": stop["cause"]} if status == "stopped" else {}
+        log.write("end", status=status, error=error, exit_code=code, **extra)
         return code
 
     def act(where: str) -> int | None:
