@@ -21,6 +21,9 @@ from typing import Callable
 from console import watchdog as wd
 from console.allocation import DeviceUse, cpu_threads, free_cpu_slot, gpu_slots
 from console.backend import Backend, LaunchSpec
+from console.cluster import (ended_by_cluster, is_pending, job_device, job_note, partition_view,
+                             queues_runs)
+from console.slurm.queries import SlurmError
 from console.decisions import DecisionLog
 from console.jobs import Job, build_jobs
 from console.lock import ConsoleLock
@@ -71,8 +74,8 @@ class Engine:
         self.hold = hold                  # True: supervise and stop, never launch (foldwatch stop)
         self._next_chaos = clock() + chaos_every_s if chaos_every_s else None
         if backend is None:
-            from console.local_backend import LocalBackend
-            backend = LocalBackend()
+            from console.cluster import make_backend
+            backend = make_backend(experiment)
         self.backend = backend
         self.watchdog_enabled = experiment.watchdog.enabled
         g = experiment.devices.gpus
@@ -119,15 +122,18 @@ class Engine:
             run.message = rec.get("message")
             state = rec.get("state")
             pid, ct = rec.get("pid"), rec.get("create_time")
-            if state in ACTIVE_STATES and pid and ct:
+            if state in ACTIVE_STATES and ((pid and ct) or rec.get("job_id")):
                 run.wanted = True
-                handle = self.backend.adopt(key, int(pid), float(ct))
+                handle = (self.backend.adopt(key, rec) if queues_runs(self.backend)
+                          else self.backend.adopt(key, int(pid), float(ct)))
                 if handle is not None:
                     run.handle, run.device = handle, rec.get("device")
                     run.state = "running" if run.metrics.starts else "starting"
                     run.starts_at_launch = max(0, run.metrics.starts - 1)
                     run.launched_at = run.last_activity = now
-                    self._decide(run, "adopt", f"re-adopted live process {pid} on {run.device}")
+                    what = (f"job {handle.job_id}" if handle.job_id
+                            else f"live process {pid} on {run.device}")
+                    self._decide(run, "adopt", f"re-adopted {what}")
                     continue
                 run.starts_at_launch = max(0, run.metrics.starts - 1)
                 self._on_exit(run, None, now, unattended=True)
@@ -165,9 +171,10 @@ class Engine:
                 run.overrides = dict(rec.get("overrides") or {})
                 pid, ct = rec.get("pid"), rec.get("create_time")
                 run.handle = None
-                if pid and ct:
+                if (pid and ct) or rec.get("job_id"):
                     from console.backend import Handle
-                    run.handle = Handle(key, int(pid), float(ct), adopted=True)
+                    run.handle = Handle(key, int(pid or 0), float(ct or 0), adopted=True,
+                                        job_id=rec.get("job_id"), host=rec.get("host"))
                 continue
             end = run.metrics.end
             if end is not None and end.get("status") in FINAL_STATES:
@@ -233,12 +240,23 @@ class Engine:
 
     def _on_exit(self, run: Run, code: int | None, now: float, unattended: bool = False) -> None:
         end = run.metrics.end if run.metrics.starts > run.starts_at_launch else None
-        was = run.device
+        was, handle = run.device, run.handle
         run.handle, run.device, run.term_deadline = None, None, None
         if run.gpu_lost:
             run.gpu_lost = run.stalled = run.stop_requested = False
             run.state = "queued"
             self._decide(run, "reschedule", f"{was} was lost; rescheduled on another device")
+            return
+        cause = wd.cluster_stop(end, ended_by_cluster(self.backend, handle),
+                                stop_requested=run.stop_requested or run.stalled,
+                                queued_backend=queues_runs(self.backend))
+        if cause is not None and not run.scratch_pending:
+            # The walltime, preemption or someone's scancel: not a crash, no restart counted.
+            run.state, run.stop_requested, run.stalled = "queued", False, False
+            run.message = f"ended by the cluster ({cause}); resubmitted with --resume"
+            self._decide(run, "requeue", f"ended by the cluster ({cause}"
+                         + (f", job {handle.job_id}" if handle and handle.job_id else "")
+                         + "); resubmitting with --resume, no restart counted")
             return
         v = wd.judge_exit(code, end, stop_requested=run.stop_requested, stalled=run.stalled,
                           restarts=run.restarts, cfg=self.exp.watchdog,
@@ -288,6 +306,9 @@ class Engine:
         for run in self.runs.values():
             if (run.handle is None or run.stalled or run.stop_requested
                     or run.last_activity is None or now - run.last_activity <= limit):
+                continue
+            if is_pending(self.backend, run.handle):
+                run.last_activity = now          # waiting in the cluster queue is not a stall
                 continue
             run.stalled, run.state = True, "stalled"
             run.term_deadline = now + self.exp.watchdog.grace_period_s
@@ -360,6 +381,10 @@ class Engine:
                 ready.append(run)
         if not ready:
             return
+        if queues_runs(self.backend):             # Slurm queues them; the cluster decides where
+            for run in ready:
+                self._launch(run, "slurm", now, reading)
+            return
         gpu_mode = reading.available is True and bool(reading.gpus)
         cpu_mode = reading.available is False
         in_use = self._in_use(gpu_mode)
@@ -393,6 +418,12 @@ class Engine:
                "FOLDWATCH_CPU_THREADS": str(cpu_threads(self.exp.devices, self._parallel(reading)))}
         try:
             handle = self.backend.submit(LaunchSpec(job.key, argv, job.run_dir, env))
+        except SlurmError as e:
+            # Controller busy or down: try again later, not a failure of the run.
+            run.state, run.backoff_until = "backoff", now + max(5.0, self.exp.slurm.poll_interval_s)
+            run.message = f"sbatch failed, retrying: {e}"
+            self._decide(run, "submit_failed", run.message)
+            return
         except OSError as e:
             run.state, run.message = "failed", f"could not start {argv[0]}: {e.strerror or e}"
             self._decide(run, "fail", run.message)
@@ -406,6 +437,12 @@ class Engine:
         if run.overrides and job.kind == "fold":
             flags += f" (batch size {run.overrides.get('batch_size')}, grad accumulation " \
                      f"{run.overrides.get('grad_accumulation')})"
+        if handle.job_id:
+            what = (f"re-adopted job {handle.job_id} (submitted by an earlier console)"
+                    if handle.adopted else f"job {handle.job_id}")
+            self._decide(run, "adopt" if handle.adopted else "launch", f"{what}{flags}",
+                         argv=argv, job_id=handle.job_id)
+            return
         self._decide(run, "launch", f"pid {handle.pid} on {device}{flags}", argv=argv,
                      pid=handle.pid)
 
@@ -456,9 +493,16 @@ class Engine:
             age = now - run.last_activity
         elif m.last_t is not None and state in ACTIVE_STATES:
             age = max(0.0, time.time() - m.last_t)
+        device, job_info = run.device, None
+        if run.handle is not None and run.handle.job_id:
+            job_info = (self.backend.describe(run.handle) if queues_runs(self.backend)
+                        else {"job_id": run.handle.job_id, "node": run.handle.host})
+            device = job_device(job_info)
+            if not message or state in ACTIVE_STATES:
+                message = job_note(job_info) if not message else f"{job_note(job_info)}; {message}"
         return RunView(
             key=job.key, kind=job.kind, label=job.label, state=state,
-            configuration=job.configuration, fold=job.fold, device=run.device,
+            configuration=job.configuration, fold=job.fold, device=device, job=job_info,
             pid=run.handle.pid if run.handle else None,
             epoch=m.epoch, epochs=m.epochs, iteration=m.iteration,
             iterations_per_epoch=m.iterations_per_epoch, samples_per_s=m.samples_per_s,
@@ -505,6 +549,7 @@ class Engine:
                         cpu_slots=self.exp.devices.cpu_slots, nvml_message=reading.message,
                         watchdog_enabled=self.watchdog_enabled, read_only=self.read_only,
                         finished=finished, succeeded=succeeded,
+                        cluster=partition_view(self.backend),
                         decisions=list(self.decisions.recent)[-200:])
 
     # -- views for a selected run ------------------------------------------------------------

@@ -53,6 +53,7 @@ class RunView:
     progress: tuple[int, int] | None = None   # (done, total) for stages and validation
     message: str | None = None                # last error or watchdog reason
     depends_on: tuple[str, ...] = ()
+    job: dict | None = None                   # batch job (Slurm): job_id, state, reason, node
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Snapshot:
     finished: bool                # nothing queued or active remains
     succeeded: bool               # finished and every run completed
     decisions: list[Decision] = field(default_factory=list)   # most recent last
+    cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.cluster)
 
 
 class EngineControl(Protocol):

@@ -46,6 +46,7 @@ class Run:
         h = self.handle
         return {"state": self.state, "wanted": self.wanted, "device": self.device,
                 "pid": h.pid if h else None, "create_time": h.create_time if h else None,
+                "job_id": h.job_id if h else None, "host": h.host if h else None,
                 "restarts": self.restarts, "total_restarts": self.total_restarts,
                 "overrides": self.overrides, "message": self.message,
                 "backoff_until": self.backoff_until}

@@ -42,6 +42,9 @@ def runs_table(snap: Snapshot, title: str | None = None):
 
 
 def gpu_lines(snap: Snapshot) -> list[str]:
+    if snap.cluster is not None:              # Slurm: the partition, not this machine's GPUs
+        from console.cluster import cluster_lines
+        return cluster_lines(snap.cluster)
     if snap.cpu_mode or not snap.gpus:
         return [f"CPU mode: {snap.cpu_slots} slots" + (f" ({snap.nvml_message})"
                                                        if snap.nvml_message else "")]

@@ -48,7 +48,7 @@ def main() -> int:
     attempt = sum(1 for _ in open(calls)) if calls.exists() else 0
     with open(calls, "a") as f:
         f.write(json.dumps({"argv": argv, "pid": os.getpid(), "env": {
-            k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+            k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID",
                                            "FOLDWATCH_CPU_THREADS")}}) + "\n")
     script = {}
     if os.environ.get("FAKE_TRAINER_SCRIPT"):

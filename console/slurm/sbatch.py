@@ -64,5 +64,8 @@ def batch_script(argv: list[str], options: list[str], env: dict[str, str], *,
         # A site that requeues anyway (preemption with requeue): carry on from latest.pt.
         lines.append('if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then cmd+=(--resume); fi')
     lines.append('echo "foldwatch: job ${SLURM_JOB_ID} on $(hostname) at $(date -Is)" >&2')
+    # Slurm may send the --signal up to 60 s early: ignored until the trainer installs its
+    # handler (an ignored signal stays ignored across exec; a handled one would not).
+    lines.append("trap '' USR2")
     lines.append('exec "${cmd[@]}"')
     return "\n".join(lines) + "\n"
