@@ -59,7 +59,7 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
         if stop_on_exit and not read_only:
             engine.stop_all()
             deadline = time.monotonic() + exp.watchdog.grace_period_s + 10
-            while any(r.pid for r in engine.poll().runs) and time.monotonic() < deadline:
+            while any(r.pid or r.job for r in engine.poll().runs) and time.monotonic() < deadline:
                 time.sleep(0.2)
         engine.close()
 
@@ -125,7 +125,8 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
             engine.stop_all()
         while True:
             snap = engine.poll()
-            active = [r.key for r in snap.runs if r.pid and (run is None or r.key == run)]
+            active = [r.key for r in snap.runs
+                      if (r.pid or r.job) and (run is None or r.key == run)]
             if not active or not wait:
                 break
             if time.monotonic() > deadline:

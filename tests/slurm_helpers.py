@@ -42,6 +42,15 @@ def slurm_cluster():
         _cluster("down")
 
 
+@pytest.fixture
+def no_leftover_jobs(slurm_cluster):
+    """After each test, cancel the jobs it left behind (a failed test leaves runs running)."""
+    yield
+    live = [r[0] for r in squeue_names("fw") if r[2] in ("PENDING", "RUNNING", "CONFIGURING")]
+    if live:
+        subprocess.run(["scancel", *live], capture_output=True)
+
+
 def slurm_experiment(tmp: Path, *, slurm: dict | None = None, **kwargs) -> Path:
     """The engine tests' tiny experiment with `backend: slurm` and test-sized jobs."""
     path = write_experiment(tmp, **kwargs)

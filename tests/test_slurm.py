@@ -13,9 +13,10 @@ import pytest
 
 from console.engine import Engine
 from engine_helpers import actions, calls, poll_until, run_state, use_fake_trainer
-from slurm_helpers import slurm_cluster, slurm_experiment, squeue_names  # noqa: F401
+from slurm_helpers import (no_leftover_jobs, slurm_cluster, slurm_experiment,  # noqa: F401
+                           squeue_names)
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster")
+pytestmark = pytest.mark.usefixtures("slurm_cluster", "no_leftover_jobs")
 
 
 def _record(run_dir) -> dict:
@@ -180,3 +181,32 @@ def test_console_killed_between_sbatch_and_saving_finds_the_job_by_name(tmp_path
         assert _record(job.run_dir)["job_id"] == handle.job_id
     finally:
         subprocess.run(["scancel", handle.job_id])
+
+
+def test_foldwatch_status_and_stop_without_a_console(tmp_path, monkeypatch, capsys):
+    """`foldwatch status` shows the job; `foldwatch stop` adopts it by id and stops it
+    gracefully (scancel --signal=TERM): checkpointed, stopped, not resubmitted."""
+    from console.cli import main
+    use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.5, "epochs": 60}})
+    exp = slurm_experiment(tmp_path, folds=(0,), epochs=60, pipeline={
+        "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False},
+        slurm={"job_name_prefix": "fwf-"})
+    engine = Engine(exp)
+    fold = engine.runs["2d/0"]
+    try:
+        poll_until(engine, lambda s: fold.metrics.epoch is not None, timeout=120)
+        job_id = fold.handle.job_id
+    finally:
+        engine.close()                                 # the job keeps running
+    capsys.readouterr()
+    assert main(["status", str(exp), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    (view,) = [r for r in status["runs"] if r["key"] == "2d/0"]
+    assert view["job"]["job_id"] == job_id and view["job"]["state"] == "RUNNING"
+    assert status["cluster"]["partition"] == "default"
+    assert main(["stop", str(exp)]) == 0
+    assert [r for r in squeue_names("fwf-") if r[2] in ("PENDING", "RUNNING")] == []
+    ends = _ends(fold.job.run_dir)
+    assert ends[-1]["status"] == "stopped" and ends[-1]["stop_cause"] == "signal"
+    saved = json.loads((tmp_path / "results" / "t" / "console" / "state.json").read_text())
+    assert saved["runs"]["2d/0"]["state"] == "stopped" and len(calls(fold.job.run_dir)) == 1

@@ -11,14 +11,15 @@ import yaml
 
 from console.engine import Engine
 from engine_helpers import REPO, poll_until
-from slurm_helpers import slurm_cluster  # noqa: F401
+from slurm_helpers import no_leftover_jobs, slurm_cluster  # noqa: F401
 
 TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 1, "iterations_per_epoch": 2,
                "val_iterations": 1, "base_features": 4, "max_features": 16, "num_workers": 0,
                "tta_mirroring": False}}
 
 
-def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_cluster):
+def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_cluster,
+                                                  no_leftover_jobs):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)

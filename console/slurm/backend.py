@@ -223,7 +223,7 @@ class SlurmBackend:
 
     def describe(self, handle: Handle) -> dict:
         """Job id, state, pending reason, node, queue time: the cluster view of one run."""
-        info = self._ended.get(handle.job_id or "") or self._table.get(handle.job_id or "")
+        info = self.job(handle.job_id) if handle.job_id else None
         if info is None:
             return {"job_id": handle.job_id}
         queued = None
