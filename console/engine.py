@@ -26,6 +26,7 @@ from console.cluster import (ended_by_cluster, is_pending, job_device, job_note,
 from console.slurm.queries import SlurmError
 from console.decisions import DecisionLog
 from console.jobs import Job, build_jobs
+from console.claims import Claims, foreign_state
 from console.lock import ConsoleLock
 from console.model import (ACTIVE_STATES, FINAL_STATES, EpochPoint, GpuProcessView, GpuView,
                            RunView, Snapshot)
@@ -44,6 +45,17 @@ class ReadOnlyError(ConfigError):
     """An action was called on a read-only engine."""
 
 
+def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
+    """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
+    folds = [j.key for j in build_jobs(exp) if j.kind == "fold"]
+    unknown = [r for r in runs if r not in folds]
+    if unknown or not runs:
+        raise ConfigError(f"--runs {','.join(runs)}: {'no runs given' if not runs else 'no such fold: ' + ', '.join(unknown)}; "
+                          f"the experiment's folds are {', '.join(folds)} (stages are claimed "
+                          "by whichever console first sees their inputs complete)")
+    return list(dict.fromkeys(runs))
+
+
 def trainer_prefix() -> list[str]:
     """`python -m trainer`, or the shlex-split FOLDWATCH_TRAINER (tests use a stand-in)."""
     custom = os.environ.get("FOLDWATCH_TRAINER")
@@ -59,7 +71,7 @@ class Engine:
                  autostart: bool = True, clock: Callable[[], float] = time.time,
                  backend: Backend | None = None, sampler: NvmlSampler | None = None,
                  rng: random.Random | None = None, chaos_every_s: float | None = None,
-                 hold: bool = False) -> None:
+                 hold: bool = False, runs: list[str] | None = None) -> None:
         if not isinstance(experiment, Experiment):
             experiment = load_experiment(experiment)
         if experiment.source is None:
@@ -81,16 +93,26 @@ class Engine:
         g = experiment.devices.gpus
         self.selected_gpus: set[int] | None = None if g == "all" else set(g)
         self._lock: ConsoleLock | None = None
-        if not read_only:
+        # Team split (--runs): per-run claims and this console's own state/events files.
+        self.claims: Claims | None = None
+        state_path, events_path = self.layout.state, self.layout.console_events
+        if runs is not None and not read_only:
+            self.claims = Claims(self.layout, check_runs(experiment, runs))
+            self.claims.acquire()         # ConsoleBusy naming the holders of taken runs
+            own = self.layout.team_console_dir(self.claims.id)
+            own.mkdir(parents=True, exist_ok=True)
+            state_path, events_path = own / "state.json", own / "events.jsonl"
+        elif not read_only:
             self._lock = ConsoleLock(self.layout.lock)
             self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
         if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
             self.layout.console_dir.mkdir(parents=True, exist_ok=True)
-        self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
-        self._events_tail = Tailer(self.layout.console_events)
+        self._state_path = state_path
+        self.decisions = DecisionLog(events_path, write=not read_only)
+        self._events_tail = Tailer(events_path)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
             self.decisions.ingest(ev)
-        self._state_file = StateFile(self.layout.state)
+        self._state_file = StateFile(state_path)
         self._requests = Tailer(self.layout.console_dir / "requests.jsonl")
         self._requests.read()                   # old requests were handled by earlier consoles
         self.jobs: list[Job] = build_jobs(experiment)
@@ -102,7 +124,7 @@ class Engine:
         self._gpu_hist: dict[int, tuple[deque, deque]] = {}
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
         self.sampler.start()
-        saved = load_state(self.layout.state)
+        saved = load_state(state_path)
         now = clock()
         for run in self.runs.values():
             self._tail(run, now)
@@ -115,6 +137,11 @@ class Engine:
     # -- start-up ---------------------------------------------------------------------------
     def _restore(self, saved: dict, autostart: bool, now: float) -> None:
         for key, run in self.runs.items():
+            if self._foreign(key):
+                run.wanted = True                 # someone's run: watched, never launched here
+                run.state, run.message = foreign_state(run, self.layout, now,
+                                                       self.exp.watchdog.stall_timeout_s)
+                continue
             rec = saved["runs"].get(key) or {}
             run.restarts = int(rec.get("restarts") or 0)
             run.total_restarts = int(rec.get("total_restarts") or 0)
@@ -180,6 +207,11 @@ class Engine:
             if end is not None and end.get("status") in FINAL_STATES:
                 run.state = end["status"]
                 run.wanted = True
+            elif run.metrics.starts and not self.layout.state.exists():
+                # No controlling console's state: a team split (--runs), read the files.
+                run.wanted = True
+                run.state, run.message = foreign_state(run, self.layout, time.time(),
+                                                       self.exp.watchdog.stall_timeout_s)
             elif run.metrics.starts:
                 run.state, run.wanted = "stopped", True
                 run.message = "no console state; process not supervised"
@@ -198,6 +230,8 @@ class Engine:
         if self.read_only:
             self._apply_saved(load_state(self.layout.state))
         else:
+            if self.claims is not None:
+                self._sync_claims(now)
             self._handle_requests()
             self._reap(now)
             self._escalate(now)
@@ -377,7 +411,8 @@ class Engine:
         for run in self.runs.values():
             if run.state == "backoff" and run.backoff_until is not None and now >= run.backoff_until:
                 run.state, run.backoff_until = "queued", None
-            if run.state == "queued" and run.wanted and self._blocker(run) is None:
+            if (run.state == "queued" and run.wanted and self._blocker(run) is None
+                    and not self._foreign(run.key)):
                 ready.append(run)
         if not ready:
             return
@@ -446,6 +481,30 @@ class Engine:
         self._decide(run, "launch", f"pid {handle.pid} on {device}{flags}", argv=argv,
                      pid=handle.pid)
 
+    # -- team split (--runs) ----------------------------------------------------------------------
+    def _foreign(self, key: str) -> bool:
+        """Another console's run (or a stage nobody here has claimed yet)."""
+        return self.claims is not None and not self.claims.holds(key)
+
+    def _sync_claims(self, now: float) -> None:
+        """Others' runs from their files; claim a stage once all its inputs are complete."""
+        for key, run in self.runs.items():
+            if not self._foreign(key):
+                continue
+            run.state, run.message = foreign_state(run, self.layout, now,
+                                                   self.exp.watchdog.stall_timeout_s)
+            if (run.job.kind == "stage" and run.state == "queued"
+                    and all(self.runs[d].state == "completed" for d in run.job.depends_on
+                            if d in self.runs)
+                    and self.claims.try_claim(key)):
+                self._tail(run, now)             # the holder may have finished it just now
+                done = foreign_state(run, self.layout, now, self.exp.watchdog.stall_timeout_s)
+                if done[0] == "completed":
+                    run.state, run.message = "completed", None
+                    continue
+                run.state, run.message, run.wanted = "queued", None, True
+                self._decide(run, "claim", "all inputs complete: claimed by this console")
+
     def _decide(self, run: Run | None, action: str, reason: str, **extra) -> None:
         self.decisions.record(self.clock(), run.key if run else None, action, reason, **extra)
 
@@ -479,7 +538,7 @@ class Engine:
         message = run.message
         if not run.wanted and state not in FINAL_STATES:
             state, message = "stopped", message or "not launched"
-        elif state == "queued" and not self.read_only:
+        elif state == "queued" and not self.read_only and not self._foreign(run.key):
             dead = self._dead_end(run)
             blocker = dead or self._blocker(run)
             if dead:
@@ -606,6 +665,8 @@ class Engine:
                 continue
             if job.kind == "stage" and job.configuration not in (None, *configurations):
                 continue
+            if self._foreign(job.key):
+                continue
             if run.state == "completed" or run.handle is not None:
                 run.wanted = True
                 continue
@@ -616,6 +677,8 @@ class Engine:
 
     def stop(self, key: str) -> None:
         self._check_writable()
+        if self._foreign(key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None:
             return
@@ -633,6 +696,8 @@ class Engine:
 
     def kill(self, key: str) -> None:
         self._check_writable()
+        if self._foreign(key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None or run.handle is None:
             return
@@ -642,6 +707,8 @@ class Engine:
 
     def resume(self, key: str) -> None:
         self._check_writable()
+        if self._foreign(key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None or run.handle is not None or run.state in ("queued", "backoff"):
             return
@@ -652,6 +719,8 @@ class Engine:
 
     def restart_from_scratch(self, key: str) -> None:
         self._check_writable()
+        if self._foreign(key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None:
             return
@@ -691,6 +760,8 @@ class Engine:
 
     def run_stage_now(self, stage: str) -> None:
         self._check_writable()
+        if self._foreign(stage):
+            return                                # another console's run: read-only here
         run = self.runs.get(stage)
         if run is None or run.job.kind != "stage" or run.handle is not None:
             return
@@ -713,6 +784,8 @@ class Engine:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.claims is not None:
+            self.claims.release()
 
 
 def send_request(layout, action: str, run: str | None = None) -> None:

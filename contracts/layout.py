@@ -77,6 +77,14 @@ class Layout:
     def lock(self) -> Path:
         return self.console_dir / "lock"
 
+    def claim(self, key: str) -> Path:
+        """Team split (--runs): the lock a console holds on one run or stage it owns."""
+        return self.console_dir / "claims" / f"{key}.lock"
+
+    def team_console_dir(self, console_id: str) -> Path:
+        """Team split: one console's own state.json and events.jsonl (host + its runs)."""
+        return self.console_dir / "consoles" / console_id
+
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """The files every run folder (fold or stage) has."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def main() -> int:
 
     rate = float(spec.get("rate", 0.02))
     if command != "train":
-        log.write("start", stage=key, pid=os.getpid(), host="fake")
+        log.write("start", stage=key, pid=os.getpid(), host=socket.gethostname())
         if spec.get("at", 1) == 0:
             code = act("at start")
             if code is not None:
@@ -112,7 +113,7 @@ def main() -> int:
         start_epoch = int(ckpt.read_text())
     batch = int(_arg(argv, "--batch-size", conf.batch_size))
     log.write("start", configuration=cfg, fold=int(_arg(argv, "--fold")), pid=os.getpid(),
-              host="fake", device="cpu", attempt=attempt + 1,
+              host=socket.gethostname(), device="cpu", attempt=attempt + 1,
               resumed_from=start_epoch if "--resume" in argv else None, epochs=epochs,
               iterations_per_epoch=iters, batch_size=batch,
               grad_accumulation=int(_arg(argv, "--grad-accumulation", conf.grad_accumulation)))
