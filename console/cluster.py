@@ -7,10 +7,18 @@ from __future__ import annotations
 from contracts.experiment import Experiment
 
 
-def make_backend(exp: Experiment):
+def make_backend(exp: Experiment, *, read_only: bool = False):
     """The backend named by the experiment's `backend:` key (imports only what it needs)."""
     if exp.backend == "slurm":
+        import shutil
         from console.slurm.backend import SlurmBackend
+        missing = [c for c in ("sbatch", "squeue", "scancel", "scontrol") if not shutil.which(c)]
+        if missing and not read_only:
+            from contracts.errors import ConfigError
+            raise ConfigError(
+                f"{exp.source or 'the experiment'}: backend: slurm, but {', '.join(missing)} "
+                "not found on PATH. Run foldwatch on the cluster's login node (where sbatch "
+                "works), or set backend: local to train on this machine.")
         return SlurmBackend(exp)
     from console.local_backend import LocalBackend
     return LocalBackend()

@@ -87,7 +87,7 @@ class Engine:
         self._next_chaos = clock() + chaos_every_s if chaos_every_s else None
         if backend is None:
             from console.cluster import make_backend
-            backend = make_backend(experiment)
+            backend = make_backend(experiment, read_only=read_only)
         self.backend = backend
         self.watchdog_enabled = experiment.watchdog.enabled
         g = experiment.devices.gpus

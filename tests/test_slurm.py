@@ -16,7 +16,7 @@ from engine_helpers import actions, calls, poll_until, run_state, use_fake_train
 from slurm_helpers import (no_leftover_jobs, slurm_cluster, slurm_experiment,  # noqa: F401
                            squeue_names)
 
-pytestmark = pytest.mark.usefixtures("slurm_cluster", "no_leftover_jobs")
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "no_leftover_jobs")]
 
 
 def _record(run_dir) -> dict:

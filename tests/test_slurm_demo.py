@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from console.engine import Engine
@@ -18,6 +19,7 @@ TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 1, "iterations_p
                "tta_mirroring": False}}
 
 
+@pytest.mark.slurm
 def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_cluster,
                                                   no_leftover_jobs):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
