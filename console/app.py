@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Input
 from textual.worker import Worker, WorkerState
 
+from console.changes import diff
 from console.model import ACTIVE_STATES, EngineControl, RunView, Snapshot
 from console.screens.confirm import ConfirmScreen
 from console.screens.detail import DetailScreen
@@ -68,29 +69,8 @@ def key_table() -> str:
 
 def describe_changes(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]:
     """Notifications (message, severity) for restarts, failures and completions."""
-    if old is None:
-        return []
-    before = {r.key: r for r in old.runs}
-    out = []
-    for r in new.runs:
-        prev = before.get(r.key)
-        if prev is None:
-            continue
-        why = f": {r.message}" if r.message else ""
-        if r.restarts > prev.restarts:
-            out.append((f"{r.label} restarted (attempt {r.restarts}){why}", "warning"))
-        if r.state != prev.state:
-            if r.state == "completed":
-                out.append((f"{r.label} completed", "information"))
-            elif r.state == "failed":
-                out.append((f"{r.label} failed{why}", "error"))
-            elif r.state == "stalled":
-                out.append((f"{r.label} stalled{why}", "warning"))
-    if new.finished and not old.finished:
-        out.append(("pipeline finished: " + ("everything completed" if new.succeeded
-                                             else "some runs did not complete"),
-                    "information" if new.succeeded else "warning"))
-    return out
+    return [(c.text, c.severity) for c in diff(old, new)
+            if c.notable and (old is not None or c.kind == "notice")]
 
 
 class FoldwatchCommands(Provider):
@@ -213,6 +193,8 @@ class FoldwatchApp(App):
             parts.insert(0, "READ-ONLY")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
+        if snap.notices:             # a damaged state file, a full disk: before anything else
+            parts.insert(0, f"! {snap.notices[0]}")
         return " · ".join(parts)
 
     # -- engine calls off the event loop ---------------------------------------------------------

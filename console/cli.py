@@ -66,7 +66,7 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
                    or 0)
     finally:
         if stop_on_exit and not read_only:
-            engine.stop_all()
+            engine.stop_all(final=False)      # `foldwatch up` again continues them
             deadline = time.monotonic() + exp.watchdog.grace_period_s + 10
             while any(r.pid or r.job for r in engine.poll().runs) and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -91,16 +91,19 @@ def _status(exp_path: Path, as_json: bool) -> int:
     c = Console(width=None if sys.stdout.isatty() else 160)
     for line in gpu_lines(snap):
         c.print(line)
+    for notice in snap.notices:
+        c.print(f"[bold red]![/] {notice}", markup=True, highlight=False)
     c.print(runs_table(snap, title=f"{exp.experiment}"))
     return 0
 
 
 def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
-    from console.engine import Engine, send_request
+    from console.engine import Engine
     from console.jobs import build_jobs
     from console.lock import ConsoleLock
     from console.model import ACTIVE_STATES
-    from console.state import load_state
+    from console.persistence import load_state
+    from console.request_channel import send_request
     from contracts.errors import ConfigError
     exp = _load(exp_path)
     lay = exp.layout
@@ -115,7 +118,7 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
         if not wait:
             return 0
         while time.monotonic() < deadline:
-            runs = load_state(lay.state)["runs"]
+            runs = load_state(lay.state).data["runs"]
             active = [k for k, r in runs.items() if (run is None or k == run)
                       and r.get("state") in ACTIVE_STATES]
             if not active:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-RunState = Literal["queued", "starting", "running", "stalled", "backoff",
+RunState = Literal["queued", "starting", "running", "stalled", "backoff", "waiting",
                    "completed", "failed", "stopped"]
-RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff",
+RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff", "waiting",
                                "completed", "failed", "stopped")
 ACTIVE_STATES = frozenset({"starting", "running", "stalled"})
 FINAL_STATES = frozenset({"completed", "failed", "stopped"})
@@ -103,6 +103,8 @@ class Snapshot:
     finished: bool                # nothing queued or active remains
     succeeded: bool               # finished and every run completed
     decisions: list[Decision] = field(default_factory=list)   # most recent last
+    # Conditions the user must see (damaged state file, disk full, a missing GPU), loudest first
+    notices: list[str] = field(default_factory=list)
     cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.cluster)
 
 

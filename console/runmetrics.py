@@ -33,6 +33,7 @@ class RunMetrics:
         self.epochs_this_attempt = 0
         self.progress: tuple[int, int] | None = None
         self.checkpoints: dict[str, str] = {}
+        self.latest_checkpoint_epoch: int | None = None   # of the newest `latest` checkpoint
         self.history: list[EpochPoint] = []
         self._stride = 1
         self._seen_epochs = 0
@@ -65,6 +66,8 @@ class RunMetrics:
         elif name == "checkpoint":
             if isinstance(ev.get("kind"), str):
                 self.checkpoints[ev["kind"]] = str(ev.get("path"))
+            if ev.get("kind") == "latest" and isinstance(ev.get("epoch"), int):
+                self.latest_checkpoint_epoch = ev["epoch"]
         elif name == "progress":
             done, total = ev.get("done"), ev.get("total")
             if isinstance(done, int) and isinstance(total, int):

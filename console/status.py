@@ -8,7 +8,7 @@ import time
 from console.model import Snapshot
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "yellow",
-               "backoff": "yellow", "completed": "bold green", "failed": "bold red",
+               "backoff": "yellow", "waiting": "yellow", "completed": "bold green", "failed": "bold red",
                "stopped": "magenta"}
 
 

@@ -15,7 +15,7 @@ from contracts.experiment import Watchdog
 
 @dataclass
 class Verdict:
-    outcome: str                  # "completed", "stopped", "failed", "restart"
+    outcome: str                  # "completed", "stopped", "failed", "restart", "busy", "waiting"
     reason: str
     action: str                   # decision action: complete, stop, give_up, restart, fail
     oom: bool = False
@@ -35,14 +35,42 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def _meaningful(line: str) -> bool:
+    """Not a traceback frame, caret line or blank: a line that says something."""
+    t = line.strip()
+    return bool(t) and not (t.startswith(("File \"", "Traceback (", "^", "~", "During handling",
+                                          "The above exception"))
+                            or set(t) <= set("^~ "))
+
+
+def explain(end: dict | None, stderr_lines: list[str] | None = None) -> str | None:
+    """Why the trainer failed, in its own words: `end.message` (the whole of it); else the
+    last meaningful line of `end.error`; else the last meaningful stderr lines."""
+    if end:
+        msg = end.get("message")
+        if isinstance(msg, str) and msg.strip():
+            return msg.strip()
+        err = end.get("error")
+        if isinstance(err, str):
+            lines = [l.strip() for l in err.splitlines() if _meaningful(l)]
+            if lines:
+                return lines[-1]
+    lines = [l.rstrip() for l in (stderr_lines or []) if _meaningful(l)]
+    return "\n".join(lines[-5:]) if lines else None
+
+
 def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stalled: bool,
-               restarts: int, cfg: Watchdog, enabled: bool) -> Verdict:
-    """The verdict on a run whose process is gone. `code` None = unknown (adopted run)."""
+               restarts: int, cfg: Watchdog, enabled: bool,
+               stderr_lines: list[str] | None = None) -> Verdict:
+    """The verdict on a run whose process is gone. `code` None = unknown (adopted run).
+    Outcomes beyond the final states: "restart", "busy" (exit 73: another process holds the
+    run folder), "waiting" (exit 74: no space left; neither counts a restart)."""
     if code is None and end is not None and isinstance(end.get("exit_code"), int):
         code = end["exit_code"]
-    error = end.get("error") if end else None
     if stop_requested and not stalled:
         return Verdict("stopped", "stopped on request", "stopped")
+    said = explain(end, stderr_lines if end is None else None)
+    tail = f": {said}" if said else ""
     if not stalled:
         if code == 0:
             if end is not None and end.get("status") == "stopped":
@@ -51,16 +79,20 @@ def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stal
             return Verdict("completed", "finished", "complete")
         if code in exitcodes.PERMANENT:
             kind = "configuration" if code == exitcodes.USAGE else "dataset"
-            first = (error or "").strip().splitlines()
-            msg = first[-1] if first else f"exit code {code}"
-            return Verdict("failed", f"{kind} error (exit {code}, never restarted): {msg}", "fail")
+            return Verdict("failed", f"{kind} error (exit {code}, never restarted)"
+                           + (tail or f": exit code {code}"), "fail")
+        if code == exitcodes.BUSY:
+            return Verdict("busy", "another process holds the run folder (exit 73)", "adopt")
+        if code == exitcodes.NO_SPACE:
+            return Verdict("waiting", f"no space left (exit 74){tail}", "wait")
     oom = code == exitcodes.TRANSIENT
     if stalled:
         why = "stalled (no new event), stopped by the watchdog"
     elif oom:
         why = "out of memory / transient failure (exit 75)"
     else:
-        why = f"crashed ({describe_exit(code)})"
+        why = f"crashed ({describe_exit(code)})" + (tail if code not in (None,) and code > 0
+                                                    else "")
     if not enabled:
         return Verdict("failed", f"{why}; watchdog off, not restarted", "fail", oom)
     if restarts >= cfg.max_restarts:

@@ -269,17 +269,48 @@ def parse_experiment(data: object, source: Path | None = None) -> Experiment:
     return exp.model_copy(update={"source": source.resolve() if source else None})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:       # an unhashable key: the base class reports it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
+                    "keep one of them", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML file; ConfigError (exit 2) for any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: experiment file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass the experiment YAML file inside it") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read experiment file: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass the "
+                          "experiment YAML file (see configs/example.yaml)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it contains NUL bytes); pass the "
+                          "experiment YAML file (see configs/example.yaml)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -145,3 +145,61 @@ def cpu_sampler():
     from console.nvml import NvmlSampler
     return NvmlSampler(FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)),
                        interval=0.05)
+
+
+class ScriptedBackend:
+    """A backend without processes: the test says when a run exits and writes its log."""
+
+    def __init__(self) -> None:
+        self.next_pid = 1000
+        self.exits: dict[int, int | None] = {}     # pid -> exit code once finished
+        self.submitted: list = []                   # LaunchSpecs, in order
+        self.cancels: list[tuple[int, bool]] = []
+        self.adoptable: dict[str, dict] = {}        # key -> record adopt() accepts
+
+    def submit(self, spec):
+        from console.backend import Handle
+        self.next_pid += 1
+        self.exits[self.next_pid] = None
+        self.submitted.append(spec)
+        return Handle(spec.key, self.next_pid, 1.0, host="scripted")
+
+    def exit(self, handle, code: int) -> None:
+        self.exits[handle.pid] = code
+
+    def poll(self, handle):
+        code = self.exits.get(handle.pid)
+        return (code is not None), code
+
+    def cancel(self, handle, force: bool = False) -> None:
+        self.cancels.append((handle.pid, force))
+        self.exits[handle.pid] = -9 if force else -15
+
+    def adopt(self, key, record):
+        from console.backend import Handle
+        if key in self.adoptable and record.get("pid") == self.adoptable[key].get("pid"):
+            return Handle.from_record(key, record)
+        return None
+
+    def describe(self, handle) -> dict:
+        return {"pid": handle.pid}
+
+    def log_paths(self, run_dir):
+        from contracts.layout import run_files
+        return run_files(run_dir)
+
+    def process_ids(self, handle) -> set[int]:
+        return {handle.pid}
+
+
+class Clock:
+    """An injectable clock the test moves by hand."""
+
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, s: float) -> None:
+        self.t += s

@@ -171,10 +171,14 @@ class SlurmBackend:
         job = self._jobs.get(key)
         job_id = record.get("job_id") if isinstance(record, dict) else None
         info = None
-        if job_id:
-            info = self.job(str(job_id))
-        elif job is not None:
-            info = self._recorded_job(key, job.run_dir)
+        try:
+            if job_id:
+                info = self.job(str(job_id))
+            elif job is not None:     # no id saved, or a run-lock holder: slurm-job.json says
+                info = self._recorded_job(key, job.run_dir)
+        except q.SlurmError as e:
+            self.error = str(e)       # submit() checks again before it submits anything
+            return None
         if info is None or not info.active:
             return None
         return Handle(key, 0, 0.0, adopted=True, job_id=info.job_id, host=info.nodes)

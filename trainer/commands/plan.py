@@ -55,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from contracts.errors import ConfigError
     from trainer.planning.planner import plan_configuration
     from trainer.planning.plans import Plan
+    from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
     from trainer.runtime.workers import default_workers
 
     exp = load_experiment(args.experiment)
     layout = exp.layout
     workers = args.workers or default_workers()
-    with RunLog(layout.stage_dir("plan"), stage="plan", experiment=exp.experiment) as log:
+    with RunLog(layout.stage_dir("plan"), stage="plan", experiment=exp.experiment) as log, \
+            plans_lock(layout.plans_dir, exclusive=True, log=log):
         info = require_consistent(load_dataset(exp.dataset_path))
         n = len(info.cases)
         if not args.skip_check:

@@ -45,8 +45,11 @@ def check_case(args: tuple[CaseFiles, list[int], bool, int]) -> list[str]:
         data, affine, _ = loaded
         if multi:
             if data.ndim != 4 or data.shape[3] != num_channels:
-                problems.append(f"{path}: case {case.case_id}: expected a 4D file with "
-                                f"{num_channels} channels, got shape {data.shape}")
+                got = (f"a 3D image (one channel), shape {data.shape}" if data.ndim == 3 else
+                       f"a 4D file with {data.shape[3]} channels, shape {data.shape}")
+                problems.append(f"{path}: case {case.case_id}: {num_channels} channels are "
+                                f"declared, got {got}; list one file per channel (\"image\": "
+                                f"[...]) or give one 4D file with {num_channels} channels")
                 continue
         bad = int((~np.isfinite(data)).sum())
         if bad:

@@ -106,17 +106,24 @@ def cases_in_folder(folder: str | Path, num_channels: int, file_ending: str = ".
         raise DatasetError(f"{folder}: folder not found")
     ids: set[str] = set()
     stray: list[str] = []
-    for p in folder.iterdir():
+    extra: list[Path] = []          # CASE_000N with N beyond the declared channels
+    for p in sorted(folder.iterdir()):
         stem = _case_id(p.name, file_ending)
         if stem is None or p.name.startswith("."):
             continue
         m = re.fullmatch(r"(.+)_(\d{4})", stem)
         if m:
             ids.add(m.group(1))
+            if int(m.group(2)) >= num_channels:
+                extra.append(p)
         else:
             stray.append(p.name)
     problems = [f"{folder / s}: not named CASE_XXXX{file_ending} (channel number missing); "
                 f"rename it to e.g. {s[:-len(file_ending)]}_0000{file_ending}" for s in stray]
+    problems += [f"{p}: case {p.name[:-len(file_ending) - 5]}: channel file "
+                 f"_{p.name[-len(file_ending) - 4:-len(file_ending)]} but dataset.json declares "
+                 f"{num_channels} channel(s) (_0000.._{num_channels - 1:04d}); remove the file or "
+                 "declare the channel in channel_names" for p in extra]
     cases = []
     for cid in sorted(ids):
         images = [folder / f"{cid}_{c:04d}{file_ending}" for c in range(num_channels)]

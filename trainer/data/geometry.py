@@ -50,9 +50,20 @@ def load_nifti(path: str | Path, channels: bool = False):
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3 and not (channels and data.ndim == 4):
-        raise DatasetError(f"{path}: expected a 3D image, got shape {data.shape}; split 4D files "
-                           "into one file per channel (_0000, _0001, ...)")
+        raise DatasetError(f"{path}: {_dimensionality_advice(data.shape)}")
     return data, img.affine.astype(np.float64), img
+
+
+def _dimensionality_advice(shape: tuple) -> str:
+    """What is wrong with a non-3D file, in terms of what it actually is."""
+    if len(shape) == 2:
+        return (f"expected a 3D image, got a 2D image of shape {shape}; save 2D images as 3D "
+                f"files with one slice, shape {(*shape, 1)} (nnU-Net's convention for 2D data)")
+    if len(shape) == 4:
+        return (f"expected a 3D image, got a 4D image of shape {shape} ({shape[3]} volumes); split "
+                "it into one 3D file per channel (_0000, _0001, ...), or declare that many "
+                "channels in dataset.json when it is one multi-channel case")
+    return f"expected a 3D image, got a {len(shape)}D array of shape {shape}; re-export it as 3D"
 
 
 def orientation_transform(affine: np.ndarray) -> np.ndarray:

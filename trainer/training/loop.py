@@ -20,6 +20,7 @@ from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loade
 from trainer.training.loss import DeepSupervisionLoss, dice_ce
 from trainer.training.network import build_network, deep_supervision_weights, split_outputs
 from trainer.planning.plans import Plan
+from trainer.runtime.faults import fault_point
 from trainer.runtime.runlog import RunLog
 from trainer.runtime.signals import StopRequest
 
@@ -120,6 +121,12 @@ class FoldTrainer:
         self.state = Progress(epoch=ckpt["epoch"], iter=ckpt["iter"], ema_dice=ckpt["ema_dice"],
                               best_ema=ckpt["best_ema"], history=list(ckpt["history"]),
                               partial=dict(ckpt["partial"]), finished=bool(ckpt["finished"]))
+
+    def replay_epochs(self, logged: set[int]) -> None:
+        """Announce checkpointed epochs whose `epoch` event a kill kept out of the log."""
+        for record in self.state.history:
+            if record.get("epoch") not in logged:
+                self.log.event("epoch", **record, replayed=True)
 
     # -- one iteration ------------------------------------------------------------------
     def step(self, batch: dict) -> float:
@@ -224,7 +231,6 @@ class FoldTrainer:
                 "peak_mem_mb": self.peak_mem_mb(),
             }
             s.history.append(record)
-            self.log.event("epoch", **record)
             s.epoch, s.iter, s.partial = epoch + 1, 0, {}
             improved = s.ema_dice is not None and (s.best_ema is None or s.ema_dice > s.best_ema)
             if improved:
@@ -234,7 +240,10 @@ class FoldTrainer:
                 self.save("best")
             if s.finished:
                 self.save("final")
+            # Checkpoint, then announce: an `epoch` event means "resumable from here".
             self.save("latest")
+            fault_point("after-checkpoint")
+            self.log.event("epoch", **record)
             if stop.requested and not s.finished:
                 return False
         return True
