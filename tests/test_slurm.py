@@ -210,3 +210,31 @@ def test_foldwatch_status_and_stop_without_a_console(tmp_path, monkeypatch, caps
     assert ends[-1]["status"] == "stopped" and ends[-1]["stop_cause"] == "signal"
     saved = json.loads((tmp_path / "results" / "t" / "console" / "state.json").read_text())
     assert saved["runs"]["2d/0"]["state"] == "stopped" and len(calls(fold.job.run_dir)) == 1
+
+
+def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
+    """Two real consoles (headless processes) on one results folder with disjoint --runs:
+    each submits only its folds, the stages run exactly once, both end succeeded."""
+    use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.1}})
+    exp = slurm_experiment(tmp_path, folds=(0, 1), epochs=3, slurm={"job_name_prefix": "fwg-"})
+    cmd = [sys.executable, "-m", "console.cli", "up", "--headless", str(exp), "--runs"]
+    consoles = [subprocess.Popen(cmd + [runs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True) for runs in ("2d/0", "2d/1")]
+    try:
+        outs = [c.communicate(timeout=240)[0] for c in consoles]
+    finally:
+        for c in consoles:
+            if c.poll() is None:
+                c.kill()
+    assert [c.returncode for c in consoles] == [0, 0], outs
+    lay = tmp_path / "results" / "t"
+    for stage in ("plan", "preprocess-2d", "crossval-2d", "find-best", "predict"):
+        assert len(calls(lay / "stages" / stage)) == 1, f"{stage} ran more than once"
+        assert _record(lay / "stages" / stage)["previous"] == []
+    for k in (0, 1):
+        assert len(calls(lay / "2d" / f"fold_{k}")) == 1
+    claims = [json.loads(line) for f in (lay / "console" / "consoles").glob("*/events.jsonl")
+              for line in f.read_text().splitlines()]
+    launched = sorted(e["run"] for e in claims if e.get("action") == "launch")
+    assert launched == sorted(["2d/0", "2d/1", "plan", "preprocess-2d", "crossval-2d",
+                               "find-best", "predict"])
