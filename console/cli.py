@@ -75,6 +75,7 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
 
 def _status(exp_path: Path, as_json: bool) -> int:
     from console.engine import Engine
+    from console.results import ResultsReader, enrich, results_lines
     from console.status import gpu_lines, runs_table, snapshot_json
     exp = _load(exp_path)
     engine = Engine(exp, read_only=True)
@@ -83,6 +84,8 @@ def _status(exp_path: Path, as_json: bool) -> int:
         snap = engine.poll()
     finally:
         engine.close()
+    if snap.results is None:
+        enrich(snap, ResultsReader(exp.layout, list(exp.configurations)))
     if as_json:
         from contracts.jsonio import dumps
         print(dumps(snapshot_json(snap), indent=2))
@@ -94,6 +97,8 @@ def _status(exp_path: Path, as_json: bool) -> int:
     for notice in snap.notices:
         c.print(f"[bold red]![/] {notice}", markup=True, highlight=False)
     c.print(runs_table(snap, title=f"{exp.experiment}"))
+    if snap.results is not None and not snap.results.empty:
+        c.print("\n".join(results_lines(snap.results)), markup=False, highlight=False)
     return 0
 
 

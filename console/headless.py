@@ -9,6 +9,7 @@ import threading
 import time
 
 from console.changes import diff
+from console.results import results_lines
 from console.status import gpu_lines, runs_table
 
 SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refit", "adopt",
@@ -51,6 +52,8 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
             last = snap
             if snap.finished:
                 console.print(runs_table(snap, title="final"))
+                if snap.results is not None and not snap.results.empty:
+                    console.print("\n".join(results_lines(snap.results)), markup=False)
                 code = 0 if snap.succeeded else 1
                 console.print("all runs completed" if code == 0 else
                               "finished, but not every run completed")

@@ -54,6 +54,10 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
                   "device": device}
     run.handle, run.device, run.state = None, device, S.STARTING
     run.starts_at_launch = run.metrics.starts
+    try:
+        run.stderr_at_launch = run_files(run.job.run_dir)["stderr"].stat().st_size
+    except OSError:
+        run.stderr_at_launch = 0
     faults.point("launch:intent")
     if not eng.save_state():
         run.state, run.launch, run.device = S.QUEUED, None, None
@@ -79,7 +83,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
     run.force = False
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.message = None
     run.mark_checkpoint()
     eng.save_state()                   # pid + create_time; a failure is retried next tick

@@ -270,7 +270,7 @@ def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:
     run.starts_at_launch = max(0, run.metrics.starts - 1)
     run.restore(S.RUNNING if run.metrics.starts else S.STARTING)
     run.wanted, run.user_stopped = True, False
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.mark_checkpoint()
     where = f" on {run.device}" if run.device else ""
     eng.decide(run, "adopt", f"{how} {handle.pid or handle.job_id}{where}")

@@ -79,7 +79,8 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
                    "--resume, no restart counted")
         return
     cfg = eng.exp.watchdog
-    stderr = views.stderr_tail(run, 40) if end is None else None
+    # what this attempt wrote to stderr (the file keeps every attempt's)
+    stderr = views.stderr_tail(run, 40, since=run.stderr_at_launch) if end is None else None
     v = wd.judge_exit(code, end, stop_requested=run.stop_requested, stalled=run.stalled,
                       restarts=run.restarts, cfg=cfg, enabled=eng.watchdog_enabled,
                       stderr_lines=stderr)

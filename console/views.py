@@ -132,13 +132,14 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
 
 
 # -- details of one run (the detail screen) ------------------------------------------------
-def stderr_tail(run: Run, lines: int = 40) -> list[str]:
-    """The last `lines` lines of the run's stderr.log (reads at most its last 64 KiB)."""
+def stderr_tail(run: Run, lines: int = 40, since: int = 0) -> list[str]:
+    """The last `lines` lines of the run's stderr.log written after byte `since` (reads at
+    most the last 64 KiB)."""
     try:
         with open(run_files(run.job.run_dir)["stderr"], "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
+            f.seek(max(since if since <= size else 0, size - 64 * 1024))
             data = f.read()
     except OSError:
         return []

@@ -55,8 +55,19 @@ def explain(end: dict | None, stderr_lines: list[str] | None = None) -> str | No
             lines = [l.strip() for l in err.splitlines() if _meaningful(l)]
             if lines:
                 return lines[-1]
-    lines = [l.rstrip() for l in (stderr_lines or []) if _meaningful(l)]
-    return "\n".join(lines[-5:]) if lines else None
+    return _from_stderr(stderr_lines or [])
+
+
+def _from_stderr(raw: list[str]) -> str | None:
+    """The exception of the last traceback (its unindented lines), else the last few lines."""
+    lines = [l.rstrip() for l in raw if l.strip()]
+    tbs = [i for i, l in enumerate(lines) if l.startswith("Traceback (")]
+    if tbs:
+        exc = [l for l in lines[tbs[-1] + 1:] if not l[:1].isspace() and _meaningful(l)]
+        if exc:
+            return "\n".join(exc[-3:])
+    said = [l for l in lines if _meaningful(l)]
+    return "\n".join(said[-5:]) if said else None
 
 
 def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stalled: bool,

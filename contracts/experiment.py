@@ -181,6 +181,9 @@ class Experiment(_Strict):
     results: Path = Path("results")
     folds: list[Annotated[int, Field(ge=0, le=4)]] = [0, 1, 2, 3, 4]
     splits: Path | None = None          # a user-supplied splits.json (nnU-Net format)
+    # one random train/validation split with this share of the cases held out (Pytorch-UNet's
+    # --validation), instead of 5-fold cross-validation; folds then default to [0]
+    validation_percent: Annotated[float, Field(gt=0, lt=100)] | None = None
     test_images: Path | None = None     # default: the dataset's imagesTs
     configurations: dict[str, Configuration]
     devices: Devices = Devices()
@@ -211,6 +214,19 @@ class Experiment(_Strict):
         if not v:
             raise ValueError("expected at least one fold")
         return sorted(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_split_one_fold(cls, data):
+        if isinstance(data, dict) and data.get("validation_percent") is not None:
+            if data.get("splits") is not None:
+                raise ValueError("validation_percent and splits both choose the splits; keep one")
+            folds = data.get("folds", [0])
+            if folds != [0]:
+                raise ValueError("validation_percent makes one train/validation split: "
+                                 f"folds must be [0], got {folds}")
+            data = {**data, "folds": [0]}
+        return data
 
     @model_validator(mode="after")
     def _dims_match(self):

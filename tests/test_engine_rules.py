@@ -176,3 +176,17 @@ def test_gpus_asked_for_in_cpu_mode_are_said(world):
         time.sleep(0.02)
     assert any("devices.gpus asks for GPU 0, but no GPU is available" in n
                for n in eng.poll().notices)
+
+
+def test_stderr_fallback_takes_the_last_tracebacks_exception():
+    from console.watchdog import explain
+    stderr = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n"
+              "    old()\nOldError: from an earlier attempt\n"
+              "Traceback (most recent call last):\n  File \"b.py\", line 84, in run\n"
+              "    from trainer import device as devices\n"
+              "ImportError: cannot import name 'device' from 'trainer'\n\n").splitlines()
+    assert explain(None, stderr) == "ImportError: cannot import name 'device' from 'trainer'"
+    assert explain(None, ["usage: trainer train ...", "trainer: error: --fold is required", ""]) \
+        == "usage: trainer train ...\ntrainer: error: --fold is required"
+    assert explain({"message": "  one clean sentence  ", "error": "x"}, stderr) == "one clean sentence"
+    assert explain(None, []) is None
