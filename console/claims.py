@@ -103,7 +103,7 @@ def foreign_state(run, layout: Layout, now: float, stall_s: float) -> tuple[str,
     end = m.end
     if end is not None and end.get("status") == "completed" and end.get("exit_code", 0) == 0:
         return "completed", None
-    start = m.last_start or {}
+    start = getattr(m, "last_start", None) or {}     # host of the last start, when kept
     h = holder(run.job.run_dir)
     if h is not None:
         return "running", f"on {h.get('host') or '?'} (pid {h.get('pid', '?')}), another console"
