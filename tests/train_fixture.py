@@ -94,3 +94,21 @@ def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout
     return subprocess.run(train_cmd(exp, configuration, fold, *more), cwd=ROOT,
                           env=trainer_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def train_in_process(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> int:
+    """The real `train` command in this process: no interpreter start (~20 s on a busy
+    2-core machine); the torch thread count it sets is put back afterwards."""
+    import torch
+
+    from trainer.cli import main
+    threads = torch.get_num_threads()
+    plots = os.environ.get("FOLDWATCH_PROGRESS_PLOT")
+    os.environ["FOLDWATCH_PROGRESS_PLOT"] = plots or "0"     # as trainer_env: off unless asked
+    try:
+        return main(["train", "--experiment", str(exp), "--configuration", configuration,
+                     "--fold", str(fold), *more])
+    finally:
+        torch.set_num_threads(threads)
+        if plots is None:
+            os.environ.pop("FOLDWATCH_PROGRESS_PLOT", None)

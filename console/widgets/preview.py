@@ -82,6 +82,7 @@ class PreviewPane(Widget):
         self.index = 0
 
     def on_mount(self) -> None:
+        self.display = False             # no room taken until there is something to show
         self.reload()
         self.set_interval(self.RELOAD_S, self.reload)
 
@@ -98,9 +99,13 @@ class PreviewPane(Widget):
         if (heading, items) == (self.heading, self.items):
             return
         current = self.items[self.index].case if self.items else None
+        had = bool(self.items)
         self.heading, self.items = heading, items
         cases = [i.case for i in items]
         self.index = cases.index(current) if current in cases else 0
+        self.display = bool(items)
+        if had != bool(items):
+            self.screen.refresh_bindings()      # the paging keys appear in the footer
         self.refresh()
 
     def page(self, step: int) -> None:
