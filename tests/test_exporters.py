@@ -161,3 +161,29 @@ def test_exporter_started_by_the_console_survives_a_crash_and_stops_cleanly(tmp_
     tb.Reload()
     assert [s.step for s in tb.Scalars("val/loss")] == [0, 1, 2]
     assert not (exp.layout.root / "wandb").exists()          # off unless switched on
+
+
+def test_a_fold_started_from_scratch_is_a_new_curve_not_skipped_steps(tmp_path):
+    """The console moves the fold folder aside and starts over: its new log restarts at
+    epoch 0, which the exporter must export (new TensorBoard folder, new W&B run id)."""
+    exp = _exp(tmp_path)
+    fold = exp.layout.fold_dir("3d_fullres", 0)
+    with EventWriter(fold / "metrics.jsonl") as log:
+        _attempt(exp, log, 1, [0, 1, 2])
+    _export(exp, subprocess_=False)
+    fold.rename(fold.with_name("fold_0.old-1"))                  # what `x` (scratch) does
+    with EventWriter(fold / "metrics.jsonl") as log:
+        _attempt(exp, log, 1, [0, 1])
+    _export(exp, subprocess_=False)
+    steps = {}
+    for where in (fold.with_name("fold_0.old-1"), fold):
+        tb = EventAccumulator(str(where / "tensorboard"))
+        tb.Reload()
+        steps[where.name] = [s.step for s in tb.Scalars("train/loss")]
+    assert steps == {"fold_0.old-1": [0, 1, 2], "fold_0": [0, 1]}
+    ids = {}
+    for path in (exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"):
+        for rec in records(path):
+            if rec.WhichOneof("record_type") == "run":
+                ids[rec.run.run_id] = path
+    assert set(ids) == {"bridge-3d_fullres-fold0", "bridge-3d_fullres-fold0-g1"}

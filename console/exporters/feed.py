@@ -44,9 +44,13 @@ def load_cursor(path: Path) -> dict:
 
 
 class RunFeed:
-    def __init__(self, metrics: Path, previews: Path | None, cursor: Path, sink) -> None:
-        self.metrics, self.previews, self.cursor_path, self.sink = metrics, previews, cursor, sink
+    """`make_sink(generation)`: a new log file in place of the old one (the run was started
+    from scratch, its folder moved aside) is a new generation: new sink, steps from 0."""
+
+    def __init__(self, metrics: Path, previews: Path | None, cursor: Path, make_sink) -> None:
+        self.metrics, self.previews, self.cursor_path = metrics, previews, cursor
         c = load_cursor(cursor)
+        self.generation = int(c.get("generation") or 0)
         self.last: dict[str, int] = dict(c.get("last") or {})
         self.images = int(c.get("images", -1))
         self.ipe = c.get("ipe")
@@ -54,6 +58,20 @@ class RunFeed:
         self.tailer = Tailer(metrics)
         self.tailer.offset = int(c.get("offset") or 0)
         self.tailer.inode = c.get("inode")
+        self.resets = self.tailer.resets
+        self.make_sink = make_sink
+        self.sink = None
+
+    def _check_generation(self) -> None:
+        if self.tailer.resets != self.resets:
+            self.resets = self.tailer.resets
+            self.generation += 1
+            self.last, self.images, self.ipe, self.epochs = {}, -1, None, None
+            if self.sink is not None:
+                self.sink.close()
+                self.sink = None
+        if self.sink is None:
+            self.sink = self.make_sink(self.generation)
 
     def _series(self, name: str, step: int, values: dict) -> None:
         values = {k: float(v) for k, v in values.items() if finite(v)}
@@ -119,9 +137,11 @@ class RunFeed:
         def each(ev: dict) -> None:
             nonlocal n
             n += 1
+            self._check_generation()
             self._event(ev)
 
         self.tailer.read_each(each)
+        self._check_generation()
         self._images()
         if n or (self.tailer.offset, self.tailer.resets) != before:
             self.sink.flush()
@@ -131,4 +151,4 @@ class RunFeed:
     def save(self) -> None:
         atomic_write_json(self.cursor_path, {
             "offset": self.tailer.offset - len(self.tailer.partial), "inode": self.tailer.inode,
-            "last": self.last, "images": self.images, "ipe": self.ipe, "epochs": self.epochs})
+            "generation": self.generation, "last": self.last, "images": self.images, "ipe": self.ipe, "epochs": self.epochs})

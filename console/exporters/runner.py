@@ -28,11 +28,12 @@ class Exporter:
         e = self.exp.export
         return [name for name, on in (("tensorboard", e.tensorboard), ("wandb", e.wandb)) if on]
 
-    def _sink(self, name: str, configuration: str, fold: int):
+    def _sink(self, name: str, configuration: str, fold: int, generation: int):
         from console.exporters import sinks
         if name == "tensorboard":
             return sinks.TensorBoardSink(self.layout.tensorboard(configuration, fold))
-        return sinks.WandbSink(self.layout.wandb_dir, self.exp.experiment, configuration, fold)
+        return sinks.WandbSink(self.layout.wandb_dir, self.exp.experiment, configuration, fold,
+                               generation)
 
     def pump(self) -> int:
         """One pass over every run with a metric log; returns the events exported."""
@@ -46,13 +47,16 @@ class Exporter:
                     key = (cfg, fold, name)
                     if key not in self.feeds:
                         cursor = self.layout.exports_dir / f"{_slug(cfg, fold)}.{name}.json"
-                        self.feeds[key] = RunFeed(metrics, self.layout.previews(cfg, fold),
-                                                  cursor, self._sink(name, cfg, fold))
+                        self.feeds[key] = RunFeed(
+                            metrics, self.layout.previews(cfg, fold), cursor,
+                            lambda g, name=name, cfg=cfg, fold=fold: self._sink(name, cfg, fold, g))
                     n += self.feeds[key].pump()
         return n
 
     def close(self) -> None:
         for feed in self.feeds.values():
+            if feed.sink is None:
+                continue
             try:
                 feed.sink.close()
             except Exception as e:            # one sink's trouble must not lose the others

@@ -39,9 +39,11 @@ class TensorBoardSink:
         self.writer.close()
 
 
-def wandb_run_id(experiment: str, configuration: str, fold: int) -> str:
-    """Stable across restarts, so every restart resumes the same W&B run."""
-    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{configuration}-fold{fold}")[:64]
+def wandb_run_id(experiment: str, configuration: str, fold: int, generation: int = 0) -> str:
+    """Stable across restarts, so every restart resumes the same W&B run; a fold started
+    from scratch (generation 1, 2, ...) is a new run."""
+    gen = f"-g{generation}" if generation else ""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{experiment}-{configuration}-fold{fold}{gen}")[:64]
 
 
 class WandbSink:
@@ -50,13 +52,16 @@ class WandbSink:
 
     name = "wandb"
 
-    def __init__(self, root: Path, experiment: str, configuration: str, fold: int) -> None:
+    def __init__(self, root: Path, experiment: str, configuration: str, fold: int,
+                 generation: int = 0) -> None:
         os.environ["WANDB_MODE"] = "offline"        # never the network
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
         self.run = wandb.init(
             project=experiment, group=experiment, job_type=configuration,
-            name=f"{configuration}/fold_{fold}", id=wandb_run_id(experiment, configuration, fold),
+            name=f"{configuration}/fold_{fold}" + (f" (from scratch {generation})" if generation
+                                                    else ""),
+            id=wandb_run_id(experiment, configuration, fold, generation),
             resume="allow", dir=str(root), mode="offline", reinit="create_new",
             config={"configuration": configuration, "fold": fold},
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
