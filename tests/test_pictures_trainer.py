@@ -94,3 +94,24 @@ def test_console_help_and_plot_help_import_no_drawing_or_bridge_library():
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                          timeout=60, env=trainer_env())
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_drawing_thread_never_makes_the_caller_wait_and_skips_stale_redraws():
+    import threading
+    import time
+
+    from trainer.reporting.worker import DrawingThread
+    gate, started, ran = threading.Event(), threading.Event(), []
+    t = DrawingThread()
+    t.submit("progress", lambda: (started.set(), gate.wait(30), ran.append("first")))
+    assert started.wait(30)                     # a slow figure is being drawn
+    t0 = time.monotonic()
+    for i in range(5):                          # five epochs end while it draws
+        t.submit("progress", lambda i=i: ran.append(f"epoch {i}"))
+    t.submit("previews-3", lambda: ran.append("previews"))
+    t.submit("boom", lambda: 1 / 0)            # a failing picture: reported, not raised
+    assert time.monotonic() - t0 < 1.0
+    gate.set()
+    assert t.drain(30)
+    t.close()
+    assert ran == ["first", "epoch 4", "previews"] and t.errors == 1
