@@ -8,7 +8,8 @@ WATCH_S = 30.0      # how often a crashed exporter is noticed and started again
 
 
 class Bridges:
-    def __init__(self, exp, *, active: bool) -> None:
+    def __init__(self, exp, *, active: bool, console_dir=None) -> None:
+        """`console_dir`: where the engine keeps its state.json and events.jsonl."""
         self.exporter = self.notifier = None
         if not active:
             return                       # read-only consoles: the controlling one does this
@@ -21,7 +22,7 @@ class Bridges:
                              daemon=True).start()
         if exp.notify.command:
             from console.notify import Notifier
-            self.notifier = Notifier(exp)
+            self.notifier = Notifier(exp, console_dir=console_dir)
             self.notifier.start()
 
     def _watch(self) -> None:

@@ -62,7 +62,8 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
         claimed = [r.strip() for r in runs.split(",") if r.strip()]
     engine = Engine(exp, read_only=read_only, chaos_every_s=chaos, runs=claimed)
     from console.bridges import Bridges
-    bridges = Bridges(exp, active=not read_only)      # exporter subprocess, notifications
+    bridges = Bridges(exp, active=not read_only,       # exporter subprocess, notifications
+                      console_dir=getattr(engine, "state_path", exp.layout.state).parent)
     try:
         if headless:
             from console.headless import run_headless

@@ -36,16 +36,22 @@ def _id(*parts) -> str:
 
 
 class Notifier:
-    def __init__(self, exp, *, interval_s: float = 2.0, clock=time.time) -> None:
+    def __init__(self, exp, *, console_dir: Path | None = None, interval_s: float = 2.0,
+                 clock=time.time) -> None:
+        """`console_dir`: the console's own folder (a team-split console has one of its own
+        with its state.json and events.jsonl); default results/<exp>/console."""
         self.exp, self.layout, self.cfg = exp, exp.layout, exp.notify
         self.interval_s, self.clock = interval_s, clock
-        self.state_path = self.layout.notify_state
+        own = Path(console_dir) if console_dir else self.layout.console_dir
+        self.console_state = own / self.layout.state.name
+        self.state_path = own / self.layout.notify_state.name
+        self.log_path = own / self.layout.notify_log.name
         s = self._load()
         self.outbox: list[dict] = s.get("outbox") or []
         self.sent: list[str] = s.get("sent") or []
         self.disk_low = bool(s.get("disk_low"))
         self.finished = s.get("finished")          # signature of the run states last reported
-        self.tailer = Tailer(self.layout.console_events)
+        self.tailer = Tailer(own / self.layout.console_events.name)
         self.tailer.offset = int(s.get("offset") or 0)
         self.tailer.inode = s.get("inode")
         self._stop = threading.Event()
@@ -104,7 +110,7 @@ class Notifier:
             self.disk_low = False
 
     def _finished(self) -> None:
-        runs = load_state(self.layout.state).data["runs"]
+        runs = load_state(self.console_state).data["runs"]
         states = {k: (r or {}).get("state") for k, r in runs.items()}
         done = bool(states) and all(s in FINAL for s in states.values())
         if not done:
@@ -143,7 +149,7 @@ class Notifier:
             self.outbox.pop(0)
             self.sent.append(note["id"])
             self._save()
-            with EventWriter(self.layout.notify_log) as log:
+            with EventWriter(self.log_path) as log:
                 log.write("notify", id=note["id"], kind=note["event"], run=note.get("run"),
                           **outcome)
 
@@ -178,7 +184,7 @@ class Notifier:
             try:
                 self.tick()
             except Exception as e:                 # notifications must never end the console
-                with EventWriter(self.layout.notify_log) as log:
+                with EventWriter(self.log_path) as log:
                     log.write("notify_error", error=f"{type(e).__name__}: {e}")
             self._stop.wait(self.interval_s)
 

@@ -91,3 +91,15 @@ def test_disk_low_once_and_failing_or_hanging_commands_are_logged(tmp_path):
     Notifier(bad).tick()
     (e,) = [e for e in iter_jsonl(bad.layout.notify_log) if e.get("event") == "notify"]
     assert e["status"] == "failed" and "no-such-program" in e["error"]
+
+
+def test_a_team_split_console_notifies_from_its_own_folder(tmp_path):
+    inbox = tmp_path / "inbox.jsonl"
+    exp = _exp(tmp_path, [sys.executable, "-c", APPEND, str(inbox)], disk_free_gb=0)
+    own = exp.layout.team_console_dir("gpu07-1a2b3c4d")        # `foldwatch up --runs ...`
+    own.mkdir(parents=True)
+    DecisionLog(own / "events.jsonl").record(1.0, "2d/1", "fail", "dataset error (exit 3)")
+    Notifier(exp, console_dir=own).tick()
+    (msg,) = _messages(inbox)
+    assert msg["event"] == "run_failed" and msg["run"] == "2d/1"
+    assert (own / "notify.json").exists() and not exp.layout.notify_state.exists()
