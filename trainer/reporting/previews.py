@@ -74,16 +74,27 @@ def _resize_nearest(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return a[rows][:, cols]
 
 
+def _thicken(edge: np.ndarray, inside: np.ndarray, times: int) -> np.ndarray:
+    """Grow an outline `times` pixels into its own mask (it stays inside the structure)."""
+    for _ in range(times):
+        grown = edge.copy()
+        grown[1:] |= edge[:-1]
+        grown[:-1] |= edge[1:]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown & inside
+    return edge
+
+
 def overlay(p: Preview, height: int, width: int, thickness: int = 1) -> np.ndarray:
     """(height, width, 3) uint8: the slice in grey with the outlines painted on."""
     rgb = np.repeat(_resize_nearest(_gray(p.image), height, width)[..., None], 3, axis=2)
-    pred = outline(_resize_nearest(p.pred, height, width))
-    truth = (outline(_resize_nearest(p.truth, height, width)) if p.truth is not None
-             else np.zeros_like(pred))
-    for _ in range(thickness - 1):      # thicken outlines inward so they stay visible
-        pred |= np.roll(pred, 1, 0) & (_resize_nearest(p.pred, height, width) > 0)
-        if p.truth is not None:
-            truth |= np.roll(truth, 1, 0) & (_resize_nearest(p.truth, height, width) > 0)
+    pred_map = _resize_nearest(p.pred, height, width)
+    pred = _thicken(outline(pred_map), pred_map > 0, thickness - 1)
+    truth = np.zeros_like(pred)
+    if p.truth is not None:
+        truth_map = _resize_nearest(p.truth, height, width)
+        truth = _thicken(outline(truth_map), truth_map > 0, thickness - 1)
     rgb[truth & ~pred] = GT_RGB
     rgb[pred & ~truth] = PRED_RGB
     rgb[pred & truth] = BOTH_RGB
