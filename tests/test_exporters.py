@@ -101,11 +101,12 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     assert [i.step for i in images] == list(range(9))
     assert images[0].width > 24 and images[0].height > 24
 
-    runs = sorted((exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"))
+    wandb_runs = _wandb_runs(exp)
+    runs = [p for p, _ in wandb_runs]
     assert len(runs) == 4                                  # one per exporter start, same id
     steps, ids, groups, images_seen = [], set(), set(), 0
-    for path in runs:
-        for rec in records(path):
+    for path, recs in wandb_runs:
+        for rec in recs:
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 ids.add(rec.run.run_id)
@@ -209,18 +210,21 @@ def test_one_broken_sink_or_picture_does_not_stop_the_others(tmp_path, capsys):
     assert _wandb_steps(exp, "train/loss") == [0, 1], err     # W&B carried on
 
 
-def _wandb_steps(exp, tag, timeout=60):
-    """Steps of `tag` in the offline runs, once wandb's service has written their `exit`
+def _wandb_runs(exp, timeout=60):
+    """(file, records) of every offline run, once wandb's service has written their `exit`
     record (finish() hands the rest of the log to it)."""
     import time
     deadline = time.monotonic() + timeout
     while True:
         files = sorted((exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"))
-        recs = [list(records(p)) for p in files]
-        done = all(any(r.WhichOneof("record_type") == "exit" for r in rs) for rs in recs)
+        runs = [(p, list(records(p))) for p in files]
+        done = all(any(r.WhichOneof("record_type") == "exit" for r in rs) for _, rs in runs)
         if (files and done) or time.monotonic() > deadline:
-            break
+            return runs
         time.sleep(0.2)
-    return [r.history.step.num for rs in recs for r in rs
+
+
+def _wandb_steps(exp, tag):
+    return [r.history.step.num for _, rs in _wandb_runs(exp) for r in rs
             if r.WhichOneof("record_type") == "history"
             and any((i.key or "/".join(i.nested_key)) == tag for i in r.history.item)]
