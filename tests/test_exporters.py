@@ -183,8 +183,8 @@ def test_a_fold_started_from_scratch_is_a_new_curve_not_skipped_steps(tmp_path):
         steps[where.name] = [s.step for s in tb.Scalars("train/loss")]
     assert steps == {"fold_0.old-1": [0, 1, 2], "fold_0": [0, 1]}
     ids = {}
-    for path in (exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"):
-        for rec in records(path):
+    for path, recs in _wandb_runs(exp):
+        for rec in recs:
             if rec.WhichOneof("record_type") == "run":
                 ids[rec.run.run_id] = path
     assert set(ids) == {"bridge-3d_fullres-fold0", "bridge-3d_fullres-fold0-g1"}
