@@ -173,7 +173,9 @@ def escalate(eng: "Engine", now: float) -> None:
         if run.handle is not None and run.term_deadline is not None and now >= run.term_deadline:
             eng.backend.cancel(run.handle, force=True)
             run.term_deadline = None
-            eng.decide(run, "kill", "still alive after the grace period: SIGKILL to its group")
+            eng.decide(run, "kill", "still alive after the grace period: " + (
+                f"scancel job {run.handle.job_id}" if run.handle.job_id
+                else "SIGKILL to its group"))
 
 
 def stalls(eng: "Engine", now: float) -> None:
