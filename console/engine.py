@@ -84,16 +84,23 @@ class Engine:
         # Team split (--runs): claims on those runs, and this console's own state files.
         self.claims: Claims | None = None
         self.state_path, events_path = self.layout.state, self.layout.console_events
-        if runs is not None and not read_only:
-            self.claims = Claims(self.layout, check_runs(experiment, runs))
-            self.claims.acquire()         # ConsoleBusy naming the holders of taken runs
-            own = self.layout.team_console_dir(self.claims.id)
-            own.mkdir(parents=True, exist_ok=True)
-            self.state_path, events_path = own / "state.json", own / "events.jsonl"
-        elif not read_only:         # `foldwatch status` on a fresh experiment writes nothing
-            self._lock = ConsoleLock(self.layout.lock)
-            self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+        if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
+            try:
+                self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+                if runs is not None:
+                    self.claims = Claims(self.layout, check_runs(experiment, runs))
+                    self.claims.acquire()     # ConsoleBusy naming the holders of taken runs
+                    own = self.layout.team_console_dir(self.claims.id)
+                    own.mkdir(parents=True, exist_ok=True)
+                    self.state_path, events_path = own / "state.json", own / "events.jsonl"
+                else:
+                    self._lock = ConsoleLock(self.layout.lock)
+                    self._lock.acquire()      # ConsoleBusy (exit 2) when another console has it
+            except OSError as e:
+                raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
+                                  f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
+                                  ". Check that the results folder is writable and has "
+                                  "space.") from None
         self.decisions = DecisionLog(events_path, write=not read_only)
         self._events_tail = Tailer(events_path)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views

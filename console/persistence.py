@@ -302,7 +302,11 @@ def _resolve_active(eng: "Engine", run, rec: dict, now: float) -> None:
     if handle is not None:
         _adopt(eng, run, handle, now, "re-adopted live process")
         return
-    if adopt_holder(eng, run, now) is not False:
+    got = adopt_holder(eng, run, now)
+    if got is None:                    # held, not adoptable (yet): the scheduler tries again
+        run.state = S.QUEUED
+        return
+    if got:
         return
     if launch and rec.get("pid") is None and run.metrics.starts <= launch["starts"]:
         run.state, run.launch = S.QUEUED, None

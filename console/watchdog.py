@@ -92,6 +92,9 @@ def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stal
             kind = "configuration" if code == exitcodes.USAGE else "dataset"
             return Verdict("failed", f"{kind} error (exit {code}, never restarted)"
                            + (tail or f": exit code {code}"), "fail")
+        if code == exitcodes.INTERRUPTED:
+            return Verdict("stopped", "interrupted (SIGINT, exit 130): treated as a stop",
+                           "stopped")
         if code == exitcodes.BUSY:
             return Verdict("busy", "another process holds the run folder (exit 73)", "adopt")
         if code == exitcodes.NO_SPACE:
