@@ -238,3 +238,37 @@ def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
     launched = sorted(e["run"] for e in claims if e.get("action") == "launch")
     assert launched == sorted(["2d/0", "2d/1", "plan", "preprocess-2d", "crossval-2d",
                                "find-best", "predict"])
+
+
+def test_pending_job_shows_its_reason_and_is_never_stalled(tmp_path, monkeypatch):
+    """A job the cluster holds back (here: --begin in an hour) is PENDING with Slurm's reason
+    in the view, is not 'stalled' however long it waits, and a Slurm outage is shown, not
+    fatal."""
+    use_fake_trainer(monkeypatch, tmp_path)
+    exp = slurm_experiment(tmp_path, folds=(0,), pipeline={
+        "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False},
+        slurm={"job_name_prefix": "fwh-", "extra_sbatch": ["--begin=now+3600"]},
+        watchdog={"stall_timeout_s": 1})
+    engine = Engine(exp)
+    try:
+        snap = poll_until(engine, lambda s: s.runs[0].job and s.runs[0].job.get("reason"),
+                          timeout=60)
+        plan = snap.runs[0]
+        assert plan.key == "plan" and plan.device == "queue"
+        assert plan.job["state"] == "PENDING" and plan.job["reason"] == "BeginTime"
+        assert plan.message.startswith(f"job {plan.job['job_id']} PENDING (BeginTime), ")
+        time.sleep(2.5)                                   # > stall_timeout_s
+        snap = engine.poll()
+        assert snap.runs[0].state == "starting" and "stall" not in actions(engine, "plan")
+        # Slurm's commands failing (a broken slurm.conf here): said in the view, not fatal,
+        # and the run keeps its job.
+        bad = tmp_path / "broken-slurm.conf"
+        bad.write_text("NoSuchKey=1\n")
+        monkeypatch.setenv("SLURM_CONF", str(bad))
+        engine.backend.refresh(force=True)
+        engine.backend._partition_at = None
+        snap = engine.poll()
+        assert snap.cluster["error"] and "failed" in snap.cluster["error"]
+        assert snap.runs[0].state == "starting" and engine.runs["plan"].handle is not None
+    finally:
+        engine.close()
