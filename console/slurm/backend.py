@@ -9,7 +9,6 @@ the controller still holds it, else `sacct` when accounting exists, else the run
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -44,7 +43,9 @@ class SlurmBackend:
         self.exp = exp
         self.cfg = exp.slurm
         self.clock = clock
-        self.workdir = Path(workdir or os.getcwd())
+        # The experiment's folder: on the shared filesystem (its relative paths start there),
+        # where the login node's current directory may not be.
+        self.workdir = Path(workdir or exp.base_dir)
         self._jobs = {j.key: j for j in build_jobs(exp)}
         self._table: dict[str, q.JobInfo] = {}
         self._table_at: float | None = None
