@@ -110,7 +110,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
         gpu_block = scheduling.missing_gpus(eng, reading)
     views = [run_view(eng, r, now, gpu_block) for r in eng.runs.values()]
     wanted = [r for r in eng.runs.values() if r.wanted]
-    pending = [r for r in wanted if r.state in ACTIVE or r.state == S.BACKOFF
+    pending = [r for r in wanted if r.state in ACTIVE or r.state in (S.BACKOFF, S.WAITING)
                or (r.state == S.QUEUED and (eng.read_only or not scheduling.dead_end(eng, r)))]
     finished = not pending
     succeeded = finished and bool(wanted) and all(r.state == S.COMPLETED for r in wanted)

@@ -114,6 +114,7 @@ def test_busy_exit_counts_no_restart_and_no_space_waits(world):
            "needs ~5 MB", reason="no_space")
     eng.poll()
     assert run.state == "waiting" and run.restarts == 0 and run.total_restarts == 0
+    assert not eng.poll().finished            # waiting is not giving up: headless keeps going
     assert run.message.startswith("waiting for disk space:") and "no space left on /r" in run.message
     snap = eng.poll()
     assert any(n.startswith("waiting for disk space (2d/0)") for n in snap.notices)
