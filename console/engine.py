@@ -358,7 +358,10 @@ class Engine:
                 self.stop(key, final=final)
 
     def close(self) -> None:
-        """Leave the runs running; let go of the lock, the sampler and the files."""
+        """Leave the runs running; let go of the lock, the sampler and the files. Once."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.sampler.close()
         if not self.read_only:
             self.save_state()

@@ -58,6 +58,8 @@ _RUN_FIELDS = {     # key: (check, expected) -- every field optional, None allow
                   "an object of integers"),
     "message": (lambda v: v is None or isinstance(v, str), "text or null"),
     "backoff_until": (lambda v: v is None or _is_num(v), "a time or null"),
+    "wait_for_free": (lambda v: v is None or (_is_int(v) and v >= 0), "bytes or null"),
+    "wait_reason": (lambda v: v is None or isinstance(v, str), "text or null"),
     "launch": (lambda v: v is None or (isinstance(v, dict) and _is_int(v.get("attempt"))
                                        and _is_int(v.get("starts"))),
                "null or {attempt, starts, ...}"),
@@ -343,6 +345,10 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
             run.wanted = bool(rec.get("wanted", True))
         elif state in (S.QUEUED, S.BACKOFF):
             run.wanted = autostart or bool(rec.get("wanted", True))
+        elif state == S.WAITING:               # for disk space: keep waiting for it
+            run.restore(S.WAITING)
+            run.wanted = True
+            run.wait_for_free, run.wait_reason = rec.get("wait_for_free"), rec.get("wait_reason")
         else:
             _from_logs(eng, run, autostart, now)
 

@@ -128,6 +128,7 @@ class Run:
                "restarts": self.restarts, "total_restarts": self.total_restarts,
                "overrides": self.overrides, "message": self.message,
                "backoff_until": self.backoff_until, "attempts": self.attempts,
-               "launch": self.launch, "user_stopped": self.user_stopped}
+               "launch": self.launch, "user_stopped": self.user_stopped,
+               "wait_for_free": self.wait_for_free, "wait_reason": self.wait_reason}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec
