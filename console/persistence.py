@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from console import faults, supervision
+from console import faults, supervision, team
 from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from contracts import runlock
@@ -322,6 +322,9 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
     """Start-up of a controlling console: adopt live runs, judge the dead, queue the rest.
     Whatever state.json says, a run folder held by a live process is adopted, never launched."""
     for key, run in eng.runs.items():
+        if team.foreign(eng, key):
+            team.refresh(eng, run, now)            # someone's run: watched, never launched
+            continue
         rec = saved["runs"].get(key) or {}
         _counters(run, rec)
         state = rec.get("state")
@@ -388,6 +391,8 @@ def apply_saved(eng: "Engine", saved: dict) -> None:
         elif end is not None and end.get("status") in FINAL:
             run.restore(end["status"])
             run.wanted = True
+        elif run.metrics.starts and not eng.layout.state.exists():
+            team.refresh(eng, run, time.time())   # a team split: no console has state.json
         elif run.metrics.starts:
             run.restore(S.STOPPED)
             run.wanted = True

@@ -120,3 +120,28 @@ def refit_after_oom(batch_size: int, grad_accumulation: int) -> dict | None:
     if batch_size <= 1:
         return None
     return {"batch_size": batch_size // 2, "grad_accumulation": grad_accumulation * 2}
+
+
+# Stop causes that mean "the cluster ended it, carry on": Slurm's pre-walltime SIGUSR2,
+# preemption, node failure. Resubmitted with --resume, no restart counted.
+CLUSTER_CAUSES = ("timeout", "preempted", "node_fail")
+
+
+def cluster_stop(end: dict | None, ended_by: str | None, *, stop_requested: bool,
+                 queued_backend: bool) -> str | None:
+    """Why a run ended without the console asking and should simply carry on, or None.
+
+    `ended_by` is the backend's reading (Slurm job state TIMEOUT/PREEMPTED/NODE_FAIL, or
+    `cancelled` by someone else's scancel). On a batch system every stop the console did not
+    ask for came from the cluster or its admins; locally only walltime/preemption causes do.
+    """
+    if stop_requested:
+        return None
+    cause = end.get("stop_cause") if end and end.get("status") == "stopped" else None
+    if cause in CLUSTER_CAUSES:
+        return cause
+    if ended_by in CLUSTER_CAUSES:
+        return ended_by
+    if queued_backend and (ended_by == "cancelled" or (end and end.get("status") == "stopped")):
+        return "cancelled" if ended_by == "cancelled" else (cause or "signal")
+    return None
