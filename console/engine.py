@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import disk, launching, persistence, scheduling, supervision, team, views
+from console import cleanup, disk, launching, persistence, scheduling, supervision, team, views
 from console.backend import Backend
 from console.claims import Claims
 from console.cluster import make_backend, queues_runs
@@ -126,7 +126,7 @@ class Engine:
         if read_only:
             persistence.apply_saved(self, loaded.data)
             return
-        removed = persistence.clean_stale_temps(persistence.temp_folders(self))
+        removed = cleanup.clean_stale_temps(cleanup.temp_folders(self))
         if removed:
             self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
@@ -233,20 +233,6 @@ class Engine:
             return False
         self.write_errors.pop(name, None)
         return True
-
-    def notices(self, reading) -> list[str]:
-        """What the user must see now, loudest first (header of every front end)."""
-        out = list(self.write_errors.values())
-        if self.state_notice:
-            out.append(self.state_notice)
-        waiting = [r.key for r in self.runs.values() if r.state == S.WAITING]
-        if waiting:
-            out.append(f"waiting for disk space ({', '.join(waiting)}): "
-                       f"{disk.free_text(self.layout.root)}")
-        gpus = scheduling.missing_gpus(self, reading)
-        if gpus:
-            out.append(gpus)
-        return out
 
     # -- views for a selected run ------------------------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
