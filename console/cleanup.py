@@ -40,7 +40,9 @@ def clean_stale_temps(folders, older_than_s: float = STALE_TEMP_S) -> list[Path]
 
 
 def temp_folders(eng: "Engine") -> list[Path]:
-    out = [eng.layout.console_dir]
+    """console/ (and this console's own folder in a team split), every run folder and its
+    checkpoints/."""
+    out = list(dict.fromkeys([eng.layout.console_dir, Path(eng.state_path).parent]))
     for run in eng.runs.values():
         out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
     return out
