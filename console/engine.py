@@ -132,6 +132,9 @@ class Engine:
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
         if loaded.notice:
             self.decide(None, "state", loaded.notice)
+        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs.values()):
+            self.decide(None, "state", f"no {self.state_path.name} yet: the runs were "
+                        "re-discovered from their folders (metrics.jsonl, run locks)")
         if loaded.damaged:
             try:
                 kept = self._state_file.set_aside_damaged()
