@@ -8,6 +8,7 @@ from pathlib import Path
 from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl, read_json
+from contracts.layout import LATEST_CHECKPOINT, METRICS_FILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     layout = exp.layout
     fold_dir = layout.fold_dir(args.configuration, args.fold)
     ckpt_dir = layout.checkpoints(args.configuration, args.fold)
-    latest = ckpt_dir / "latest.pt"
+    latest = ckpt_dir / LATEST_CHECKPOINT
 
     # Heavy imports only once the arguments are known to be sane.
     import torch
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.training.loop import FoldTrainer, hparams_hash
 
     dev = devices.pick_device()
-    metrics = fold_dir / "metrics.jsonl"
+    metrics = fold_dir / METRICS_FILE
     batch_size = args.batch_size or cfg.batch_size
     # --batch-size alone keeps the configuration's effective batch where it divides evenly.
     accum = args.grad_accumulation or (cfg.grad_accumulation if not args.batch_size else

@@ -20,6 +20,7 @@ from typing import Any
 from contracts import exitcodes
 from contracts.errors import NoSpaceError, UserError
 from contracts.jsonio import EventWriter
+from contracts.layout import METRICS_FILE
 from contracts.runlock import RunLock
 
 from trainer.runtime.folders import free_bytes, make_folder, no_space_cause
@@ -91,7 +92,7 @@ class RunLog:
         self.lock = RunLock(self.run_dir, role=self.role, **record)
         self.lock.acquire()  # RunBusy (exit 73) before anything is written
         try:
-            self.writer = EventWriter(self.run_dir / "metrics.jsonl")
+            self.writer = EventWriter(self.run_dir / METRICS_FILE)
             if not self.defer_start:
                 self.begin()
         except BaseException:
