@@ -250,6 +250,8 @@ CASES = {
                                          ["latest.pt", "missing", "best.pt"], False),
     "ckpt-exists-without-resume": (lambda t: _ckpt(t, "latest.pt", fake_checkpoint())[:-1], 2,
                                    ["fold_0", "--resume"], False),
+    "best-exists-without-resume": (lambda t: _ckpt(t, "best.pt", fake_checkpoint())[:-1], 2,
+                                   ["fold_0", "best.pt", "--resume"], False),
     # -- command line -----------------------------------------------------------------------
     "cli-unknown-command": (lambda t: ["trian"], 2, ["'trian'", "commands"], False),
     "cli-fold-range": (lambda t: train(trained(t))[:-1] + ["7"], 2, ["--fold 7", "0 to 4"], False),

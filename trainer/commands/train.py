@@ -117,9 +117,11 @@ def run(args: argparse.Namespace) -> int:
     with log, StopRequest() as stop:
         events = list(iter_jsonl(metrics)) if metrics.exists() else []
         log.start_fields["attempt"] = 1 + sum(1 for e in events if e.get("event") == "start")
-        if latest.exists() and not args.resume:
-            raise ConfigError(f"{fold_dir}: this fold already has checkpoints; pass --resume to "
-                              "continue it, or move the folder away to start over")
+        existing = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+        if existing and not args.resume:
+            raise ConfigError(f"{fold_dir}: this fold already has checkpoints "
+                              f"({', '.join(existing)}); pass --resume to continue it, or move "
+                              "the folder away to start over")
         remove_stale_temps(fold_dir)    # ours to clean: we hold the fold's lock
         ckpt = None
         if args.resume:
