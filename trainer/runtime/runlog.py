@@ -23,7 +23,7 @@ from contracts.jsonio import EventWriter
 from contracts.layout import METRICS_FILE
 from contracts.runlock import RunLock
 
-from trainer.runtime.folders import free_bytes, make_folder, no_space_cause
+from trainer.runtime.folders import folder_error, free_bytes, make_folder, no_space_cause
 
 REASON_BY_CODE = {exitcodes.USAGE: "usage", exitcodes.DATASET: "dataset",
                   exitcodes.BUSY: "busy", exitcodes.NO_SPACE: "no_space",
@@ -90,11 +90,14 @@ class RunLog:
         record = {k: self.start_fields[k] for k in ("configuration", "fold", "stage")
                   if k in self.start_fields}
         self.lock = RunLock(self.run_dir, role=self.role, **record)
-        self.lock.acquire()  # RunBusy (exit 73) before anything is written
         try:
+            self.lock.acquire()  # RunBusy (exit 73) before anything is written
             self.writer = EventWriter(self.run_dir / METRICS_FILE)
             if not self.defer_start:
                 self.begin()
+        except OSError as e:     # a read-only or full results disk, no permission
+            self._close()
+            raise folder_error(self.run_dir, e) from None
         except BaseException:
             self._close()
             raise
