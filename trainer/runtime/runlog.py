@@ -48,7 +48,7 @@ def describe_failure(exc: BaseException, tb, run_dir: Path) -> dict:
         return dict(status="failed", exit_code=code, reason=REASON_BY_CODE.get(code, "usage"),
                     message=str(exc), error=str(exc))
     if isinstance(exc, KeyboardInterrupt):
-        return dict(status="stopped", exit_code=130, reason="interrupted", error="interrupted",
+        return dict(status="stopped", exit_code=exitcodes.INTERRUPTED, reason="interrupted", error="interrupted",
                     message="interrupted (Ctrl-C); --resume continues from the last checkpoint")
     if is_out_of_memory(exc):
         text = f"out of memory: {exc}"
