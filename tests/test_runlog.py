@@ -126,3 +126,12 @@ def test_stop_causes_sigterm_is_signal_sigusr2_is_timeout():
             assert stop.cause is None
             os.kill(os.getpid(), sig)     # delivered before os.kill returns (main thread)
             assert stop.requested and stop.cause == cause
+
+
+def test_ctrl_c_is_interrupted_not_a_crash(tmp_path, capsys):
+    with RunLog(tmp_path, stage="demo") as log:
+        raise KeyboardInterrupt
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert log.exit_code == exitcodes.INTERRUPTED
+    assert (end["status"], end["reason"]) == ("stopped", "interrupted") and end["message"]
+    assert "Traceback" not in capsys.readouterr().err
