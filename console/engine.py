@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import shlex
-import sys
 import time
 from collections import deque
 from datetime import datetime
@@ -22,7 +20,9 @@ from console import watchdog as wd
 from console.allocation import DeviceUse, cpu_threads, free_cpu_slot, gpu_slots
 from console.backend import Backend, LaunchSpec
 from console.decisions import DecisionLog
-from console.jobs import Job, build_jobs
+from console.jobs import Job
+from console.kinds import kind_for
+from console.kinds.foldwatch import trainer_prefix  # noqa: F401  (console.demo imports it here)
 from console.lock import ConsoleLock
 from console.model import (ACTIVE_STATES, FINAL_STATES, EpochPoint, GpuProcessView, GpuView,
                            RunView, Snapshot)
@@ -39,14 +39,6 @@ HISTORY = 60            # GPU gauge history points
 
 class ReadOnlyError(ConfigError):
     """An action was called on a read-only engine."""
-
-
-def trainer_prefix() -> list[str]:
-    """`python -m trainer`, or the shlex-split FOLDWATCH_TRAINER (tests use a stand-in)."""
-    custom = os.environ.get("FOLDWATCH_TRAINER")
-    if custom:
-        return shlex.split(custom)
-    return [sys.executable, "-m", "trainer"]
 
 
 class Engine:
@@ -90,7 +82,8 @@ class Engine:
         self._state_file = StateFile(self.layout.state)
         self._requests = Tailer(self.layout.console_dir / "requests.jsonl")
         self._requests.read()                   # old requests were handled by earlier consoles
-        self.jobs: list[Job] = build_jobs(experiment)
+        self.kind = kind_for(experiment)      # foldwatch, nnunetv2 or command: console/kinds/
+        self.jobs: list[Job] = self.kind.build_jobs()
         self.runs: dict[str, Run] = {}
         for job in self.jobs:
             run = Run(job)
@@ -325,6 +318,11 @@ class Engine:
             d = self.runs.get(dep)
             if d is not None and d.state != "completed":
                 return dep
+        for first in run.job.starts_after:     # staggered start: let it unpack and train first
+            d = self.runs.get(first)
+            if (d is not None and d.wanted and d.state not in ("completed", "failed", "stopped")
+                    and d.metrics.epochs_this_attempt == 0):
+                return first
         return None
 
     def _dead_end(self, run: Run, seen: set | None = None) -> str | None:
@@ -385,10 +383,8 @@ class Engine:
 
     def _launch(self, run: Run, device: str, now: float, reading: NvmlReading) -> None:
         job = run.job
-        resume = job.kind == "fold" and (job.run_dir / "checkpoints" / "latest.pt").exists()
-        argv = trainer_prefix() + job.argv(self.exp.source, resume=resume,
-                                           overrides=run.overrides if job.kind == "fold" else None)
-        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        argv, kind_env, resume = self.kind.launch(job, device, run.overrides or None)
+        env = {**kind_env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                "CUDA_VISIBLE_DEVICES": device[3:] if device.startswith("gpu") else "",
                "FOLDWATCH_CPU_THREADS": str(cpu_threads(self.exp.devices, self._parallel(reading)))}
         try:

@@ -91,6 +91,7 @@ class CommandSettings(_Strict):
     env: dict[str, str] = {}
     metrics: Literal["jsonl", "stdout_pattern"] = "jsonl"
     pattern: str | None = None              # stdout_pattern: a regex with named groups
+    first_epoch: Literal[0, 1] = 0          # the number the program prints for its first epoch
     epochs: PositiveInt | None = None       # for the ETA when the program does not say
     no_metrics_after_lines: PositiveInt = 400
     no_metrics_after_s: Annotated[float, Field(gt=0)] = 900
