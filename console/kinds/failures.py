@@ -21,8 +21,7 @@ class Failure:
 WORKERS_DIED = re.compile(r"[Bb]ackground workers are no longer alive")
 _CUDA_OOM = re.compile(r"CUDA out of memory|torch\.(cuda\.)?OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED")
 _NO_SPACE = re.compile(r"No space left on device")
-_NO_DATASET = re.compile(r"Could not find a dataset with the ID (\S+)|"
-                         r"RuntimeError: Could not find a (?:dataset|task) with the ID")
+_NO_DATASET = re.compile(r"Could not find a dataset with the ID (\d+)")
 _OUR_USAGE = re.compile(r"^error: (.+)$", re.M)
 
 
@@ -40,10 +39,10 @@ def recognise(output: str, returncode: int) -> Failure | None:
                        "no space left on the disk holding the results: free space, the run "
                        "resumes from its checkpoint")
     if m := _NO_DATASET.search(output):
-        which = m.group(1) if m.group(1) else "the configured one"
         return Failure("usage", exitcodes.USAGE,
-                       f"unknown nnU-Net dataset {which}: no DatasetXXX_ folder with that id in "
-                       "nnUNet_raw / nnUNet_preprocessed; check nnunet.dataset and nnunet.raw")
+                       f"unknown nnU-Net dataset {m.group(1)}: no Dataset{int(m.group(1)):03d}_* "
+                       "folder in nnUNet_raw, nnUNet_preprocessed or nnUNet_results; check "
+                       "nnunet.dataset and nnunet.raw in the experiment file")
     if returncode == exitcodes.USAGE and (m := _OUR_USAGE.search(output)):
         return Failure("usage", exitcodes.USAGE, m.group(1).strip())
     if WORKERS_DIED.search(output):

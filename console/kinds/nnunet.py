@@ -109,7 +109,9 @@ class NnunetKind:
     # -- the graph ---------------------------------------------------------------------------
     def build_jobs(self) -> list[Job]:
         lay, p = self.exp.layout, self.exp.pipeline
-        cfgs, folds = list(self.exp.configurations), self.exp.folds
+        # the cascade after 3d_lowres, whose folds it waits for; otherwise the file's order
+        cfgs = sorted(self.exp.configurations, key=lambda c: c == "3d_cascade_fullres")
+        folds = self.exp.folds
         jobs: list[Job] = []
         before_folds: tuple[str, ...] = ()
         if self.s.plan:
@@ -148,10 +150,12 @@ class NnunetKind:
         return jobs
 
     # -- one launch ----------------------------------------------------------------------------
-    def env(self) -> dict[str, str]:
+    def env(self, job: Job) -> dict[str, str]:
         env = {v: str(self.roots[k]) for k, v in ROOTS.items()}
         env["PYTHONUNBUFFERED"] = "1"              # live output through the runner's pipe
-        if self.s.workers is not None:
+        # Folds only: nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which
+        # fails for 0.
+        if self.s.workers is not None and job.kind == "fold":
             env["nnUNet_n_proc_DA"] = str(self.s.workers)
         return env
 
@@ -161,7 +165,7 @@ class NnunetKind:
                  "predict": self._predict, "ensemble": self._ensemble,
                  "postprocess": self._postprocess}[job.command]
         argv, resume = build(job, dev)
-        return Launch(argv, self.env(), resume)
+        return Launch(argv, self.env(job), resume)
 
     def _stage(self, job: Job, *more: str) -> list[str]:
         return runner() + ["--run-dir", str(job.run_dir), "--stage", job.key, *more, "--"]

@@ -1,0 +1,94 @@
+"""`trainer: nnunetv2` with the real nnU-Net v2 on a tiny dataset made on the fly, all through
+the engine: plan_and_preprocess, two 2d folds (one killed with SIGKILL mid-training and
+resumed with --c by the watchdog), find-best, one prediction per fold, ensemble,
+postprocessing. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from console.engine import Engine
+from contracts.events import validate_event
+from contracts.jsonio import iter_jsonl
+from engine_helpers import REPO, cpu_sampler, poll_until
+from nnunet_fixture import make_tiny_dataset
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None,
+                                reason="needs the nnunet extra (pip install '.[nnunet]')")
+
+EPOCHS = 6
+
+
+def nnunet_experiment(tmp: Path, **nnunet) -> Path:
+    roots = {k: str(tmp / f"nnUNet_{k}") for k in ("raw", "preprocessed", "results")}
+    data = {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "results"),
+            "folds": [0, 1], "configurations": {"2d": {}},
+            "nnunet": {"dataset": 901, **roots, "epochs": EPOCHS, "iterations_per_epoch": 4,
+                       "val_iterations": 1, "workers": 0, "processes": 1, **nnunet},
+            "devices": {"cpu_slots": 2, "cpu_threads_per_run": 1},
+            "watchdog": {"backoff_initial_s": 0.5, "backoff_max_s": 1, "grace_period_s": 20,
+                         "stall_timeout_s": 300}}
+    path = tmp / "nn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def events(run_dir: Path, name: str) -> list[dict]:
+    return [e for e in iter_jsonl(run_dir / "metrics.jsonl") if e.get("event") == name]
+
+
+def test_nnunet_workflow_through_the_engine_with_a_kill(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    make_tiny_dataset(tmp_path / "nnUNet_raw")
+    eng = Engine(nnunet_experiment(tmp_path), sampler=cpu_sampler())
+    try:
+        victim = eng.runs["2d/1"]
+        poll_until(eng, lambda s: (victim.metrics.epoch or 0) >= 2 and victim.handle is not None
+                   and victim.metrics.epoch < EPOCHS - 1, timeout=400, every=0.1)
+        done_at_kill = victim.metrics.epoch          # epochs whose `epoch` event was written
+        os.killpg(victim.handle.pid, signal.SIGKILL)  # the runner, nnU-Net and its workers
+        snap = poll_until(eng, lambda s: s.finished, timeout=600, every=0.2)
+        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+    finally:
+        eng.close()
+
+    # the watchdog resumed the killed fold with --c, losing at most the epoch in progress
+    launches = [d for d in iter_jsonl(eng.layout.console_events)
+                if d.get("run") == "2d/1" and d.get("action") == "launch"]
+    assert len(launches) == 2 and "--c" in launches[1]["argv"] and "--c" not in launches[0]["argv"]
+    starts = events(victim.job.run_dir, "start")
+    assert len(starts) == 2 and starts[1]["resumed_from"] >= done_at_kill
+    epochs = [e["epoch"] for e in events(victim.job.run_dir, "epoch")]
+    assert epochs[-1] == EPOCHS - 1
+    redone = len(epochs) - len(set(epochs))
+    assert redone <= 1, f"epochs done twice after the kill: {epochs}"
+
+    # metrics come from nnU-Net's own training log, value for value
+    fold0 = eng.runs["2d/0"].job.run_dir
+    nn_fold = next((tmp_path / "nnUNet_results").glob("Dataset901_*/nnUNetTrainer__nnUNetPlans__2d/fold_0"))
+    log = "".join(p.read_text() for p in sorted(nn_fold.glob("training_log_*.txt")))
+    logged = [float(x) for x in re.findall(r"train_loss (\S+)", log)]
+    parsed = events(fold0, "epoch")
+    assert [e["train_loss"] for e in parsed] == logged and len(parsed) == EPOCHS
+    assert all(isinstance(e["val_dice_per_class"], list) and e["ema_dice"] is not None
+               and e["lr"] is not None and e["epoch_s"] is not None for e in parsed)
+    for e in iter_jsonl(fold0 / "metrics.jsonl"):
+        if e["event"] in ("start", "epoch", "checkpoint", "end"):
+            assert validate_event(e) == [], e
+    kinds = [e["kind"] for e in events(fold0, "checkpoint")]
+    assert kinds.count("latest") == EPOCHS - 1 and "final" in kinds
+
+    # after the folds: find-best, a prediction per fold, the ensemble, postprocessing
+    assert next((tmp_path / "nnUNet_results").glob("Dataset901_*/inference_information.json"))
+    for k in (0, 1):
+        assert len(list((eng.layout.root / "nnunet_predictions/2d" / f"fold_{k}").glob("*.npz"))) == 2
+    final = sorted(p.name for p in eng.layout.predictions.glob("*.nii.gz"))
+    assert final == ["tiny_test_000.nii.gz", "tiny_test_001.nii.gz"]
