@@ -10,11 +10,13 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# torch first, then the package with its extras (nnunetv2 for `trainer: nnunetv2` and its
+# tests) and the same torch spec again, so pip keeps that torch instead of pulling another.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,nnunet]" "$(TORCH_SPEC)"
 	@touch $(STAMP)
 
 demo: $(STAMP)

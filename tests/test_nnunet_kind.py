@@ -92,3 +92,43 @@ def test_nnunet_workflow_through_the_engine_with_a_kill(tmp_path, monkeypatch):
         assert len(list((eng.layout.root / "nnunet_predictions/2d" / f"fold_{k}").glob("*.npz"))) == 2
     final = sorted(p.name for p in eng.layout.predictions.glob("*.nii.gz"))
     assert final == ["tiny_test_000.nii.gz", "tiny_test_001.nii.gz"]
+
+
+def _failed_run(eng, key: str) -> tuple[str, dict]:
+    snap = poll_until(eng, lambda s: s.finished, timeout=180, every=0.2)
+    view = next(r for r in snap.runs if r.key == key)
+    end = events(eng.runs[key].job.run_dir, "end")[-1]
+    return view.state, end
+
+
+def test_unknown_dataset_is_a_clear_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    (tmp_path / "nnUNet_raw").mkdir()
+    eng = Engine(nnunet_experiment(tmp_path, dataset=999), sampler=cpu_sampler())
+    try:
+        state, end = _failed_run(eng, "plan")
+    finally:
+        eng.close()
+    assert state == "failed" and end["exit_code"] == 2 and end["reason"] == "usage"
+    assert end["message"].startswith("unknown nnU-Net dataset 999: no Dataset999_* folder")
+    assert eng.runs["2d/0"].handle is None and eng.runs["2d/0"].metrics.starts == 0
+
+
+def test_plans_not_found_names_the_plans_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    make_tiny_dataset(tmp_path / "nnUNet_raw", cases=2)
+    pre = tmp_path / "nnUNet_preprocessed" / "Dataset901_Tiny"
+    pre.mkdir(parents=True)
+    (pre / "nnUNetPlans.json").write_text("{}")
+    path = nnunet_experiment(tmp_path, plan=False, plans="nnUNetResEncUNetLPlans")
+    data = yaml.safe_load(path.read_text())
+    data.update(folds=[0], pipeline={"find_best": False, "predict_test": False})
+    path.write_text(yaml.safe_dump(data))
+    eng = Engine(path, sampler=cpu_sampler())
+    try:
+        state, end = _failed_run(eng, "2d/0")
+    finally:
+        eng.close()
+    assert state == "failed" and end["reason"] == "usage"
+    assert "plans 'nnUNetResEncUNetLPlans' not found" in end["message"]
+    assert "plans there: nnUNetPlans" in end["message"]
