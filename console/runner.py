@@ -181,7 +181,9 @@ class Runner:
         self.sources = []
         pattern_source = None
         if a.metrics == "nnunet" and a.nnunet_dir:
-            self.sources.append(NnunetLogSource(a.nnunet_dir, self.t0, previous["ema"]))
+            source = NnunetLogSource(a.nnunet_dir)
+            source.parser.ema = previous["ema"]
+            self.sources.append(source)
         if a.metrics == "pattern":
             pattern_source = PatternSource(re.compile(a.pattern), a.first_epoch)
         if a.checkpoints and a.metrics != "jsonl":
@@ -218,6 +220,9 @@ class Runner:
                 self.emit("warning", {"message": f"augmentation workers died; retrying with "
                                                  f"{a.workers_env}={fewer}"})
                 self.tail.clear()
+                # the new process writes a new training log
+                self.sources = [NnunetLogSource(a.nnunet_dir) if isinstance(s, NnunetLogSource)
+                                else s for s in self.sources]
                 continue
             break
         return self.finish(code)

@@ -53,25 +53,35 @@ class _LineFile:
 
 
 class NnunetLogSource:
-    """The training log nnU-Net writes in its fold folder during this attempt."""
+    """The training log nnU-Net writes in its fold folder during this attempt.
 
-    def __init__(self, folder_glob: str, since: float, ema: float | None) -> None:
+    nnU-Net starts a new `training_log_<date>_<time>.txt` per process (appending when two
+    starts share a second); what earlier attempts wrote is recorded at start and skipped, so
+    a restart soon after a kill does not re-read the old log.
+    """
+
+    def __init__(self, folder_glob: str) -> None:
         self.folder_glob = folder_glob
-        self.since = since - 2.0
-        self.parser = NnunetLogParser(ema)
+        self.parser = NnunetLogParser()
         self.file: _LineFile | None = None
+        self.before = self._sizes()
 
-    def _find(self) -> None:
-        logs = []
+    def _sizes(self) -> dict[Path, int]:
+        sizes = {}
         for folder in glob.glob(self.folder_glob):
             for p in Path(folder).glob("training_log_*.txt"):
                 try:
-                    if p.stat().st_mtime >= self.since:
-                        logs.append(p)
+                    sizes[p] = p.stat().st_size
                 except OSError:
                     pass
-        if logs:
-            self.file = _LineFile(max(logs, key=lambda p: p.name))
+        return sizes
+
+    def _find(self) -> None:
+        grown = [p for p, size in self._sizes().items() if size > self.before.get(p, 0)]
+        if grown:
+            newest = max(grown, key=lambda p: p.name)
+            self.file = _LineFile(newest)
+            self.file.offset = self.before.get(newest, 0)
 
     def poll(self) -> Events:
         if self.file is None:

@@ -68,7 +68,7 @@ def _usage(msg: str) -> int:
 
 
 def supervised_subclass(base, *, epochs: int | None, iterations: int | None,
-                        val_iterations: int | None):
+                        val_iterations: int | None, every_epoch: bool = True):
     """A subclass of the user's trainer with foldwatch's checkpoint and stop policy."""
     class Supervised(base):
         _stop_signal: int | None = None
@@ -82,7 +82,8 @@ def supervised_subclass(base, *, epochs: int | None, iterations: int | None,
                 self.num_iterations_per_epoch = iterations
             if val_iterations:
                 self.num_val_iterations_per_epoch = val_iterations
-            self.save_every = 1          # checkpoint_latest.pth after every epoch
+            if every_epoch:
+                self.save_every = 1      # checkpoint_latest.pth after every epoch
 
         def save_checkpoint(self, filename: str) -> None:
             # nnU-Net's torch.save in place can leave a torn file on a kill: write a temp
@@ -137,6 +138,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--val-iterations", type=int)
+    p.add_argument("--nnunet-checkpointing", action="store_true",
+                   help="keep nnU-Net's own policy (latest every 50 epochs, a signal kills): "
+                        "the baseline of bench/nnunet_workflow.py")
     return p.parse_args(argv)
 
 
@@ -152,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Installed before nnU-Net forks its augmentation workers, which inherit it: a SIGTERM to
     # the whole process group then leaves them alive until the main process has saved.
-    for s in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(s, on_signal)
+    if not args.nnunet_checkpointing:
+        for s in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(s, on_signal)
 
     import torch
     from batchgenerators.utilities.file_and_folder_operations import join, load_json
@@ -184,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     plans["continue_training"] = args.c
     base = resolve_trainer_class(args.tr)
     cls = supervised_subclass(base, epochs=args.epochs, iterations=args.iterations,
-                              val_iterations=args.val_iterations)
+                              val_iterations=args.val_iterations,
+                              every_epoch=not args.nnunet_checkpointing)
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("FOLDWATCH_CPU_THREADS") or os.cpu_count() or 1))
     else:
