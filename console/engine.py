@@ -247,7 +247,8 @@ class Engine:
             run.restarts += 1
             run.total_restarts += 1
             extra = ""
-            if v.oom and self.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold":
+            if (v.oom and self.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold"
+                    and self.exp.trainer == "foldwatch"):     # other kinds own their batch size
                 cfg = self.exp.configurations[run.job.configuration]
                 bs = run.overrides.get("batch_size", cfg.batch_size)
                 ga = run.overrides.get("grad_accumulation", cfg.grad_accumulation)
@@ -535,6 +536,12 @@ class Engine:
                     out.append((str(p), p.stat().st_mtime))
         except OSError:
             pass
+        if not out:             # nnU-Net's and commands' checkpoints, as their events named them
+            for path in sorted(set(run.metrics.checkpoints.values())):
+                try:
+                    out.append((path, os.stat(path).st_mtime))
+                except OSError:
+                    pass
         return out
 
     def decisions_for(self, key: str):
