@@ -49,6 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cwd", type=Path)
     p.add_argument("--no-metrics-lines", type=int, default=400)
     p.add_argument("--no-metrics-s", type=float, default=900)
+    p.add_argument("--heartbeat-s", type=float, default=60.0,
+                   help="at most this often, a `heartbeat` event while the program prints")
     p.add_argument("--require", action="append", default=[], metavar="PATH=MESSAGE",
                    help="fail (exit 2) with MESSAGE when PATH does not exist")
     p.add_argument("--skip", metavar="MESSAGE", help="do nothing but complete, saying why")
@@ -79,6 +81,8 @@ class Runner:
         self.no_metrics: str | None = None
         self.last_epoch: int | None = None
         self.sources: list = []
+        self.last_output = 0.0
+        self.last_heartbeat = time.time()
 
     # -- events ------------------------------------------------------------------------------
     def emit(self, event: str, fields: dict) -> None:
@@ -103,15 +107,40 @@ class Runner:
 
     # -- the program ---------------------------------------------------------------------------
     def _pump(self, stream, out, on_line) -> None:
-        for raw in iter(stream.readline, b""):
-            out.buffer.write(raw)
+        # Chunks, not lines: progress bars redraw with \r and no newline for minutes, and
+        # that output still shows the program is alive (see `heartbeat`).
+        partial = b""
+        fd = stream.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            out.buffer.write(chunk)
             out.buffer.flush()
-            text = raw.decode("utf-8", "replace")
-            with self.lock:
-                self.tail.append(text)
-                self.lines += 1
-            if on_line:
-                on_line(text)
+            self.last_output = time.time()
+            *lines, partial = (partial + chunk).split(b"\n")
+            if len(partial) > 65536:           # a line that never ends: keep its tail only
+                partial = partial[-4096:]
+            for raw in lines:
+                self._line(raw.decode("utf-8", "replace") + "\n", on_line)
+        if partial:
+            self._line(partial.decode("utf-8", "replace"), on_line)
+
+    def _line(self, text: str, on_line) -> None:
+        with self.lock:
+            self.tail.append(text[-2000:])
+            self.lines += 1
+        if on_line:
+            on_line(text)
+
+    def heartbeat(self) -> None:
+        """A quiet log but a talking program (planning, prediction, progress bars) is alive:
+        say so every --heartbeat-s so the watchdog's stall timer sees activity."""
+        now = time.time()
+        if (self.last_output > self.last_heartbeat
+                and now - self.last_heartbeat >= self.args.heartbeat_s):
+            self.last_heartbeat = now
+            self.emit("heartbeat", {"output_age_s": round(now - self.last_output, 1)})
 
     def run_once(self, env: dict, argv: list[str], on_stdout) -> int:
         self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -131,8 +160,12 @@ class Runner:
             except subprocess.TimeoutExpired:
                 self.poll_sources()
                 self.check_metrics()
+                self.heartbeat()
+        # A grandchild (multiprocessing's resource tracker) may hold the pipes open after the
+        # program exits: read what is there, do not wait for it.
+        deadline = time.time() + 2.0
         for t in pumps:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.time()))
         self.poll_sources()
         return code
 

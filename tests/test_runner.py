@@ -92,3 +92,12 @@ def test_require_and_skip(tmp_path):
     p.communicate(timeout=30)
     end = log(b)[-1]
     assert p.returncode == 0 and end["status"] == "completed" and end["message"] == "not chosen"
+
+
+def test_a_progress_bar_without_newlines_keeps_the_run_alive(tmp_path):
+    bar = ("import sys, time\nfor i in range(30):\n    sys.stderr.write(f'\\rplanning {i}/30')\n"
+           "    sys.stderr.flush(); time.sleep(0.1)\nprint()\n")
+    p = runner(tmp_path, "--stage", "plan", "--heartbeat-s", "0.5", "--", sys.executable, "-c", bar)
+    p.communicate(timeout=60)
+    beats = [e for e in log(tmp_path) if e["event"] == "heartbeat"]
+    assert p.returncode == 0 and len(beats) >= 2
