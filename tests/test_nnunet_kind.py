@@ -44,6 +44,7 @@ def events(run_dir: Path, name: str) -> list[dict]:
     return [e for e in iter_jsonl(run_dir / "metrics.jsonl") if e.get("event") == name]
 
 
+@pytest.mark.timeout(1800)     # ~3-4 min on an idle 2-core machine; far more when it is shared
 def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
