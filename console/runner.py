@@ -223,6 +223,10 @@ class Runner:
             self.sources.append(CheckpointGlob(
                 a.checkpoints, a.cwd, self.t0,
                 lambda: None if self.last_epoch is None else self.last_epoch + 1))
+        if a.cwd is not None and not a.cwd.is_dir():
+            return self.end("failed", exitcodes.USAGE, None,
+                            f"working folder {a.cwd} does not exist (command.cwd in the "
+                            "experiment file)", "usage")
         env = dict(os.environ)
         env["FOLDWATCH_RUN_DIR"] = str(self.run_dir)
         argv = list(a.command)
@@ -243,10 +247,10 @@ class Runner:
                 return self.end("failed", exitcodes.USAGE, None,
                                 f"program {argv[0]!r} is not executable", "usage")
             output = "".join(self.tail)
-            workers = a.workers_env and int(env.get(a.workers_env) or 0)
+            workers = current_workers(env, a.workers_env)
             if (code != 0 and self.stop_signal is None and WORKERS_DIED.search(output)
-                    and a.workers_env and retries < 3 and workers != 0):
-                fewer = max(0, (workers or 2) // 2)
+                    and a.workers_env and retries < 3 and workers > 0):
+                fewer = workers // 2
                 env[a.workers_env] = str(fewer)
                 retries += 1
                 argv = list(a.command) + [x for x in a.retry_arg if x not in a.command]
@@ -295,6 +299,16 @@ class Runner:
         if message and status == "failed":
             print(f"foldwatch runner: {message}", file=sys.stderr)
         return code
+
+
+def current_workers(env: dict, name: str | None) -> int:
+    """The augmentation workers the program uses; unset = nnU-Net's default, 12 or the cores."""
+    if not name:
+        return 0
+    try:
+        return int(env[name])
+    except (KeyError, ValueError):
+        return min(12, os.cpu_count() or 1)
 
 
 def main(argv: list[str] | None = None) -> int:

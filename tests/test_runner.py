@@ -101,3 +101,16 @@ def test_a_progress_bar_without_newlines_keeps_the_run_alive(tmp_path):
     p.communicate(timeout=60)
     beats = [e for e in log(tmp_path) if e["event"] == "heartbeat"]
     assert p.returncode == 0 and len(beats) >= 2
+
+
+def test_unset_workers_start_from_nnunets_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_n_proc_DA"}
+    p = subprocess.Popen([sys.executable, "-m", "console.runner", "--run-dir", str(tmp_path),
+                          "--stage", "s", "--workers-env", "nnUNet_n_proc_DA", "--",
+                          sys.executable, "-c", FLAKY.replace('int(os.environ["nnUNet_n_proc_DA"])',
+                                                              'int(os.environ.get("nnUNet_n_proc_DA", 99))')],
+                         cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                         text=True)
+    out, _ = p.communicate(timeout=60)
+    first_retry = out.splitlines()[1]
+    assert p.returncode == 0 and first_retry.startswith(f"workers {min(12, os.cpu_count()) // 2} ")
