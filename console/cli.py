@@ -95,7 +95,7 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
     from contracts.errors import ConfigError
     exp = _load(exp_path)
     lay = exp.layout
-    known = {j.key for j in kind_for(exp).build_jobs()}
+    known = {j.key for j in kind_for(exp, launching=False).build_jobs()}
     if run is not None and run not in known:
         raise ConfigError(f"--run {run}: no such run in {exp_path}; runs are "
                           + ", ".join(sorted(known)))

@@ -82,7 +82,8 @@ class Engine:
         self._state_file = StateFile(self.layout.state)
         self._requests = Tailer(self.layout.console_dir / "requests.jsonl")
         self._requests.read()                   # old requests were handled by earlier consoles
-        self.kind = kind_for(experiment)      # foldwatch, nnunetv2 or command: console/kinds/
+        # foldwatch, nnunetv2 or command (console/kinds/)
+        self.kind = kind_for(experiment, launching=not read_only)
         self.jobs: list[Job] = self.kind.build_jobs()
         self.runs: dict[str, Run] = {}
         for job in self.jobs:

@@ -105,8 +105,10 @@ def test_nnunet_roots_must_be_known(tmp_path, monkeypatch):
         monkeypatch.delenv(v, raising=False)
     data = _nn(tmp_path)
     del data["nnunet"]["results"], data["nnunet"]["raw"]
+    exp = _load(tmp_path, data)
     with pytest.raises(ConfigError, match=r"nnunet.raw \(or \$nnUNet_raw\), nnunet.results"):
-        kind_for(_load(tmp_path, data))
+        kind_for(exp)
+    assert "find-best" in {j.key for j in kind_for(exp, launching=False).build_jobs()}
 
 
 @pytest.mark.parametrize("section, expected", [

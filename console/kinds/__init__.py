@@ -24,11 +24,12 @@ class Kind(Protocol):
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch: ...
 
 
-def kind_for(exp: Experiment) -> Kind:
-    """The adapter for `exp.trainer`; ConfigError when its settings cannot work here."""
+def kind_for(exp: Experiment, *, launching: bool = True) -> Kind:
+    """The adapter for `exp.trainer`; ConfigError when its settings cannot launch anything
+    here (only checked when `launching`: a read-only console just shows the jobs)."""
     if exp.trainer == "nnunetv2":
         from console.kinds.nnunet import NnunetKind
-        return NnunetKind(exp)
+        return NnunetKind(exp, launching=launching)
     if exp.trainer == "command":
         from console.kinds.command import CommandKind
         return CommandKind(exp)

@@ -39,7 +39,7 @@ def runner() -> list[str]:
 
 
 class NnunetKind:
-    def __init__(self, exp: Experiment) -> None:
+    def __init__(self, exp: Experiment, launching: bool = True) -> None:
         self.exp = exp
         self.s = exp.nnunet
         self.roots: dict[str, Path] = {}
@@ -50,7 +50,7 @@ class NnunetKind:
                 missing.append(f"nnunet.{key} (or ${env})")
             else:
                 self.roots[key] = exp.resolve(Path(value))
-        if missing:
+        if missing and launching:
             raise ConfigError(f"{exp.source}: nnU-Net's folders are not set: "
                               f"{', '.join(missing)}. Set them in the nnunet: section or export "
                               "the environment variables before starting foldwatch")
