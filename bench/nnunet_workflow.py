@@ -161,8 +161,10 @@ def main() -> None:
         tmp = Path(d)
         make_tiny_dataset(tmp / "raw")
         t = time.time()
+        plan_env = env_for(tmp, "unused")
+        del plan_env["nnUNet_n_proc_DA"]      # nnU-Net's planner fails on 0
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", "901", "-c", "2d", "-np", "1"],
-            env_for(tmp, "unused"), tmp / "plan.log")
+            plan_env, tmp / "plan.log")
         plan_s = time.time() - t
         rows = {"shell": shell(tmp, a), "foldwatch": foldwatch(tmp, a)}
     print(f"tiny dataset: 8 cases 4x24x24, 2d, folds 0 1, {a.epochs} epochs x {a.iterations} "
