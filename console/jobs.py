@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts.experiment import Experiment, run_name
+from contracts.layout import (FIND_BEST, PLAN, PREDICT, crossval_stage, preprocess_stage)
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Job:
              overrides: dict | None = None) -> list[str]:
         """Trainer arguments (without the `python -m trainer` prefix), ARCHITECTURE.md s. 5."""
         args = [self.command, "--experiment", str(experiment_file)]
-        if self.configuration is not None and self.command != "find-best":
+        if self.configuration is not None and self.command != FIND_BEST:
             args += ["--configuration", self.configuration]
         if self.kind == "fold":
             args += ["--fold", str(self.fold)]
@@ -48,33 +49,33 @@ class Job:
 def build_jobs(exp: Experiment) -> list[Job]:
     """Every job of the experiment in scheduling priority order."""
     lay = exp.layout
-    jobs = [Job("plan", "stage", "plan", lay.stage_dir("plan"))]
+    jobs = [Job(PLAN, "stage", "plan", lay.stage_dir(PLAN))]
     crossvals = []
     for cfg in exp.configurations:
-        pre = f"preprocess-{cfg}"
+        pre = preprocess_stage(cfg)
         jobs.append(Job(pre, "stage", "preprocess", lay.stage_dir(pre), configuration=cfg,
-                        depends_on=("plan",)))
+                        depends_on=(PLAN,)))
     folds_by_cfg: dict[str, list[str]] = {}
     for cfg in exp.configurations:
         for k in exp.folds:
             key = run_name(cfg, k)
             folds_by_cfg.setdefault(cfg, []).append(key)
             jobs.append(Job(key, "fold", "train", lay.fold_dir(cfg, k), configuration=cfg,
-                            fold=k, depends_on=(f"preprocess-{cfg}",), needs_gpu=True))
+                            fold=k, depends_on=(preprocess_stage(cfg),), needs_gpu=True))
     p = exp.pipeline
     if p.evaluate:
         for cfg in exp.configurations:
-            name = f"crossval-{cfg}"
+            name = crossval_stage(cfg)
             crossvals.append(name)
             jobs.append(Job(name, "stage", "crossval", lay.stage_dir(name), configuration=cfg,
                             depends_on=tuple(folds_by_cfg[cfg])))
     all_folds = tuple(k for ks in folds_by_cfg.values() for k in ks)
     before_best = tuple(crossvals) or all_folds
     if p.find_best:
-        jobs.append(Job("find-best", "stage", "find-best", lay.stage_dir("find-best"),
+        jobs.append(Job(FIND_BEST, "stage", "find-best", lay.stage_dir(FIND_BEST),
                         depends_on=before_best))
     if p.predict_test:
-        deps = ("find-best",) if p.find_best else before_best
-        jobs.append(Job("predict", "stage", "predict", lay.stage_dir("predict"),
+        deps = (FIND_BEST,) if p.find_best else before_best
+        jobs.append(Job(PREDICT, "stage", "predict", lay.stage_dir(PREDICT),
                         depends_on=deps, needs_gpu=True))
     return jobs

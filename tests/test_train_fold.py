@@ -43,10 +43,13 @@ def test_refuses_to_overwrite_without_resume_and_resume_of_finished_run(tmp_path
     assert run_train(exp, "--skip-validation").returncode == 0
     again = run_train(exp)
     assert again.returncode == 2 and "--resume" in again.stderr
+    refused = _events(exp)[-1]   # the refusal is an attempt the console can explain
+    assert refused["event"] == "end" and refused["reason"] == "usage"
+    assert "--resume" in refused["message"] and "Traceback" not in again.stderr
     done = run_train(exp, "--resume", "--skip-validation")
     assert done.returncode == 0, done.stderr
     starts = [e for e in _events(exp) if e["event"] == "start"]
-    assert starts[-1]["attempt"] == 2 and starts[-1]["resumed_from"] == 1
+    assert starts[-1]["attempt"] == 3 and starts[-1]["resumed_from"] == 1
     assert not [e for e in _events(exp)[len(starts):] if e["event"] == "epoch" and e["epoch"] > 0]
 
 

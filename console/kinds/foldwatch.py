@@ -9,6 +9,7 @@ import sys
 from console.jobs import Job, build_jobs
 from console.kinds import Launch
 from contracts.experiment import Experiment
+from contracts.layout import run_files
 
 
 def trainer_prefix() -> list[str]:
@@ -27,7 +28,7 @@ class FoldwatchKind:
         return build_jobs(self.exp)
 
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch:
-        resume = job.kind == "fold" and (job.run_dir / "checkpoints" / "latest.pt").exists()
+        resume = job.kind == "fold" and run_files(job.run_dir)["latest"].exists()
         argv = trainer_prefix() + job.argv(self.exp.source, resume=resume,
                                            overrides=overrides if job.kind == "fold" else None)
         return Launch(argv, {}, resume)
