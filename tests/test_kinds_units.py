@@ -171,3 +171,24 @@ def test_known_failures():
 def test_example_files_are_valid():
     kinds = {load_experiment(p).trainer for p in (REPO / "configs" / "examples").glob("*.yaml")}
     assert kinds == {"foldwatch", "nnunetv2", "command"}
+
+
+def test_later_folds_wait_for_the_first_to_train_an_epoch(tmp_path, monkeypatch):
+    from console.engine import Engine
+    from engine_helpers import cpu_sampler
+    data = _nn(tmp_path)
+    data["configurations"] = {"2d": {}}
+    data["nnunet"]["plan"] = False
+    eng = Engine(_load(tmp_path, data), sampler=cpu_sampler(), autostart=False)
+    try:
+        first, second = eng.runs["2d/0"], eng.runs["2d/1"]
+        first.wanted = second.wanted = True
+        from console.scheduling import blocker
+        assert blocker(eng, second) == "2d/0"
+        first.metrics.feed({"t": 1.0, "event": "epoch", "epoch": 0})
+        assert blocker(eng, second) is None
+        first.metrics = type(first.metrics)()
+        first.wanted = False                # the user did not launch fold 0: do not wait for it
+        assert blocker(eng, second) is None
+    finally:
+        eng.close()
