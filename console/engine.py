@@ -21,7 +21,8 @@ from console.backend import Backend
 from console.claims import Claims
 from console.cluster import make_backend, queues_runs
 from console.decisions import DecisionLog
-from console.jobs import Job, build_jobs
+from console.jobs import Job
+from console.kinds import kind_for
 from console.lock import ConsoleLock
 from console.model import EpochPoint, Snapshot
 from console.nvml import NvmlSampler
@@ -44,7 +45,7 @@ class ReadOnlyError(ConfigError):
 
 def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
     """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
-    folds = [j.key for j in build_jobs(exp) if j.kind == "fold"]
+    folds = [j.key for j in kind_for(exp, launching=False).build_jobs() if j.kind == "fold"]
     unknown = [r for r in runs if r not in folds]
     if unknown or not runs:
         what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
@@ -107,7 +108,9 @@ class Engine:
             self.decisions.ingest(ev)
         self._state_file = persistence.StateFile(self.state_path)
         self._requests = RequestChannel(self.layout)
-        self.jobs: list[Job] = build_jobs(experiment)
+        # foldwatch, nnunetv2 or command (console/kinds/)
+        self.kind = kind_for(experiment, launching=not read_only)
+        self.jobs: list[Job] = self.kind.build_jobs()
         self.runs: dict[str, Run] = {}
         for job in self.jobs:
             run = Run(job)

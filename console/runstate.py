@@ -74,6 +74,7 @@ class Run:
     total_restarts: int = 0
     attempts: int = 0              # launches, ever (the intent record names the attempt)
     launch: dict | None = None     # intent persisted before the process starts, see launching
+    resuming: bool = False         # the last launch continues from a checkpoint (its kind said)
     user_stopped: bool = False     # the user stopped it: a new console keeps it stopped
     ckpt_mark: int | None = None   # latest checkpoint epoch when launched/adopted
     wait_for_free: int | None = None   # WAITING for disk: bytes free needed to retry

@@ -170,4 +170,10 @@ def checkpoints(run: Run) -> list[tuple[str, float]]:
                 out.append((str(p), p.stat().st_mtime))
     except OSError:
         pass
+    if not out:                 # nnU-Net's and commands' checkpoints, as their events named them
+        for path in sorted(set(run.metrics.checkpoints.values())):
+            try:
+                out.append((path, os.stat(path).st_mtime))
+            except OSError:
+                pass
     return out
