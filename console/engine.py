@@ -303,7 +303,9 @@ class Engine:
             run.stop_requested = True
             run.term_deadline = self.clock() + grace
             self.backend.cancel(run.handle)
-            self.decide(run, "stop", f"SIGTERM to its group; SIGKILL after {grace:g}s")
+            how = (f"scancel --signal=TERM job {run.handle.job_id}; scancel after {grace:g}s"
+                   if run.handle.job_id else f"SIGTERM to its group; SIGKILL after {grace:g}s")
+            self.decide(run, "stop", how)
 
     def kill(self, key: str) -> None:
         self._check_writable()
@@ -314,7 +316,8 @@ class Engine:
             return
         run.stop_requested = run.user_stopped = True
         self.backend.cancel(run.handle, force=True)
-        self.decide(run, "kill", "SIGKILL to its group (user)")
+        self.decide(run, "kill", f"scancel job {run.handle.job_id} (user)" if run.handle.job_id
+                    else "SIGKILL to its group (user)")
 
     def resume(self, key: str) -> None:
         self._check_writable()

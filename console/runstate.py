@@ -93,6 +93,8 @@ class Run:
     metrics: RunMetrics = field(default_factory=RunMetrics)
     tailer: Tailer | None = None
     bugs: list[str] = field(default_factory=list)   # illegal transitions seen (non-strict)
+    cluster_stops: int = 0         # cluster stops in a row without a new latest.pt (walltime...)
+    cluster_ckpt: float | None = None   # latest.pt's mtime at the last cluster stop
 
     @property
     def key(self) -> str:

@@ -239,3 +239,32 @@ def test_busy_exit_adopts_the_live_holder_of_the_run_folder(world):
     finally:
         hold.kill()
         hold.wait()
+
+
+def test_walltime_stops_resubmit_without_restarts_until_they_stop_making_progress(world):
+    """A stop the console did not ask for with stop_cause timeout is resubmitted with
+    --resume and counts no restart; 5 such stops in a row without a new latest.pt fail the
+    run with a reason instead of resubmitting forever."""
+    from console.supervision import MAX_FRUITLESS_CLUSTER_STOPS
+    eng, clock, backend = world()
+    through_stages(eng, backend)
+    latest = run_files(eng.runs["2d/0"].job.run_dir)["latest"]
+    for attempt in range(MAX_FRUITLESS_CLUSTER_STOPS + 3):
+        eng.poll()
+        fold = eng.runs["2d/0"]
+        assert fold.handle is not None, (attempt, fold.state, fold.message)
+        if attempt:
+            assert "--resume" in backend.submitted[-1].argv
+        start(eng, "2d/0")
+        if attempt < 2:                    # progress: a new checkpoint in each of these
+            latest.parent.mkdir(parents=True, exist_ok=True)
+            latest.write_bytes(b"x" * (attempt + 1))
+            import os
+            os.utime(latest, (1000 + attempt, 1000 + attempt))
+        finish(eng, backend, "2d/0", code=0, status="stopped", stop_cause="timeout")
+        eng.poll()
+        if fold.state == "failed":
+            break
+    assert fold.state == "failed" and "without saving a new checkpoint" in fold.message
+    assert fold.total_restarts == 0
+    assert actions(eng, "2d/0").count("requeue") == 1 + MAX_FRUITLESS_CLUSTER_STOPS
