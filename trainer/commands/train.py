@@ -59,6 +59,25 @@ def _check_preprocessed(folder: Path, cases: list[str], configuration: str) -> N
                             for c in unlabeled[:20]], header="preprocessed labels missing")
 
 
+def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: Path):
+    from trainer.reporting.fold_reporter import FoldReporter
+    lay = exp.layout
+    return FoldReporter(metrics=lay.fold_dir(configuration, fold) / "metrics.jsonl",
+                        progress_png=lay.progress_png(configuration, fold),
+                        previews_dir=lay.previews(configuration, fold),
+                        title=f"{exp.experiment} {configuration} fold {fold}",
+                        val_cases=list(val_cases), folder=folder, settings=exp.previews,
+                        overlay=(lay, configuration, list(exp.folds)))
+
+
+def _validation_previews(exp, configuration: str, fold: int, val_cases):
+    if not exp.previews.enabled:
+        return None
+    from trainer.reporting.validation_previews import ValidationPreviews
+    return ValidationPreviews(list(val_cases), exp.previews.cases,
+                              exp.layout.previews(configuration, fold))
+
+
 def _refuse_fresh_start_over(ckpt_dir: Path, latest: Path) -> None:
     """--resume without latest.pt starts fresh, unless that would overwrite other checkpoints."""
     others = [ckpt_dir / f"{k}.pt" for k in ("best", "final") if (ckpt_dir / f"{k}.pt").exists()]
@@ -143,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
                               batch_size=batch_size, grad_accumulation=accum)
+        trainer.reporter = _reporter(exp, args.configuration, args.fold, split["val"], folder)
         if ckpt is not None:
             changed = []
             if ckpt.get("plan_digest") != plan.digest():
@@ -168,7 +188,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming fold {args.fold} at epoch {ckpt['epoch']} iteration {ckpt['iter']}",
                   flush=True)
         if not trainer.state.finished:
-            if not trainer.train(stop):
+            try:
+                done = trainer.train(stop)
+            finally:
+                trainer.reporter.close()     # the last progress.png is on disk before exit
+            if not done:
                 log.stopped(stop.cause)
                 return 0
         if args.skip_validation:
@@ -182,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop)
+                                device=dev, stop=stop,
+                                previews=_validation_previews(exp, args.configuration, args.fold,
+                                                              split["val"]))
         if summary is None:
             print("stopped during validation; --resume finishes the remaining cases", flush=True)
             log.stopped(stop.cause)

@@ -87,6 +87,7 @@ class FoldTrainer:
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False)
         self.state = Progress()
+        self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -257,6 +258,8 @@ class FoldTrainer:
             self.save("latest")
             fault_point("after-checkpoint")
             self.log.event("epoch", **record)
+            if self.reporter is not None:     # pictures: after the epoch is announced
+                self.reporter.after_epoch(self, epoch)
             if stop.requested and not s.finished:
                 return False
         return True
