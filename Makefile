@@ -10,6 +10,8 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# torch first, then the package with its extras (nnunetv2 for `trainer: nnunetv2` and its
+# tests) and the same torch spec again, so pip keeps that torch instead of pulling another.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -23,6 +23,11 @@ def blocker(eng: "Engine", run: Run) -> str | None:
         d = eng.runs.get(dep)
         if d is not None and d.state != S.COMPLETED:
             return dep
+    for first in run.job.starts_after:     # staggered start: let it unpack and train first
+        d = eng.runs.get(first)
+        if (d is not None and d.wanted and d.state not in (S.COMPLETED, S.FAILED, S.STOPPED)
+                and d.metrics.epoch is None):      # no epoch done yet (a resumed one has)
+            return first
     return None
 
 

@@ -180,7 +180,8 @@ def space_back(eng: "Engine") -> None:
 
 def _refit(eng: "Engine", run: Run) -> str:
     """Out of memory: halve the batch, double accumulation (auto_fit_on_oom); the note."""
-    if not (eng.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold"):
+    if not (eng.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold"
+            and eng.exp.trainer == "foldwatch"):       # other kinds own their batch size
         return ""
     cfg = eng.exp.configurations[run.job.configuration]
     bs = run.overrides.get("batch_size", cfg.batch_size)

@@ -114,12 +114,21 @@ def test_busy_exit_counts_no_restart_and_no_space_waits(world):
            "needs ~5 MB", reason="no_space")
     eng.poll()
     assert run.state == "waiting" and run.restarts == 0 and run.total_restarts == 0
+    assert not eng.poll().finished            # waiting is not giving up: headless keeps going
     assert run.message.startswith("waiting for disk space:") and "no space left on /r" in run.message
     snap = eng.poll()
     assert any(n.startswith("waiting for disk space (2d/0)") for n in snap.notices)
-    run.wait_for_free = 0                 # as if space came back
-    eng.poll()
-    assert "retry" in actions(eng, "2d/0") and run.handle is not None
+    eng.close()                           # a new console keeps waiting, same threshold
+    again = Engine(eng.exp, clock=clock, backend=backend, sampler=cpu_sampler())
+    try:
+        run2 = again.runs["2d/0"]
+        assert run2.state == "waiting" and run2.wait_for_free == run.wait_for_free
+        assert "no space left on /r" in run2.wait_reason
+        run2.wait_for_free = 0            # as if space came back
+        again.poll()
+        assert "retry" in actions(again, "2d/0") and run2.handle is not None
+    finally:
+        again.close()
 
 
 def test_every_failure_says_why(world):
