@@ -142,8 +142,9 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
 def squeue(user_jobs_only: bool = True, name: str | None = None) -> dict[str, JobInfo]:
     """Our jobs, including those that ended within MinJobAge (one call for every run)."""
     argv = ["squeue", "-h", "--states=all", "-o", SQUEUE_FORMAT]
-    if user_jobs_only:
-        argv.append("--me")
+    if user_jobs_only:                    # --user, not --me: Slurm before 20.11 lacks --me
+        import getpass
+        argv.append(f"--user={getpass.getuser()}")
     if name:
         argv.append(f"--name={name}")
     return parse_squeue(run(argv))
