@@ -260,3 +260,19 @@ def test_pending_job_shows_its_reason_and_is_never_stalled(tmp_path, monkeypatch
         assert snap.runs[0].state == "starting" and engine.runs["plan"].handle is not None
     finally:
         engine.close()
+
+
+def test_a_job_the_cluster_refuses_fails_with_sbatch_s_reason(tmp_path, monkeypatch):
+    """A partition that does not exist: the run fails at once with sbatch's own words and
+    what to fix, instead of being resubmitted forever."""
+    use_fake_trainer(monkeypatch, tmp_path)
+    exp = slurm_experiment(tmp_path, folds=(0,), slurm={"job_name_prefix": "fwi-",
+                                                         "partition": "nosuch"})
+    engine = Engine(exp)
+    try:
+        snap = poll_until(engine, lambda s: s.runs[0].state == "failed", timeout=60)
+        msg = snap.runs[0].message
+        assert "invalid partition" in msg.lower() and "slurm: section" in msg
+        assert not squeue_names("fwi-")
+    finally:
+        engine.close()
