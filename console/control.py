@@ -19,3 +19,29 @@ def controller(lock_path: Path) -> str | None:
     if not lock.is_held_elsewhere():
         return None
     return f"the console with pid {lock.holder()}"
+
+
+def take_control(eng) -> str:
+    """A read-only console becomes the controlling one (the lock is free): it takes the
+    lock, adopts the live runs from state.json and carries on, as `foldwatch up` would."""
+    from console import persistence
+    from console.lock import ConsoleBusy, ConsoleLock
+    if not eng.read_only:
+        return "this console controls the experiment already"
+    lock = ConsoleLock(eng.layout.lock)
+    try:
+        lock.acquire()
+    except ConsoleBusy:
+        return f"{controller(eng.layout.lock) or 'another console'} controls the experiment; " \
+               "quit that console first"
+    eng._lock, eng.read_only = lock, False
+    eng.layout.console_dir.mkdir(parents=True, exist_ok=True)
+    eng.decisions.write = True
+    for run in eng.runs.values():      # what the read-only view had; restore() decides anew
+        run.handle, run.device = None, None
+    loaded = persistence.load_state(eng.layout.state)
+    persistence.restore(eng, loaded.data, True, eng.clock())
+    eng.decide(None, "control", "a read-only console took control (no console held the lock)")
+    eng.save_state()
+    adopted = sum(1 for r in eng.runs.values() if r.handle is not None)
+    return f"this console now controls the experiment ({adopted} live runs adopted)"

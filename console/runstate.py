@@ -67,7 +67,7 @@ class Run:
     job: Job
     _state: RunState = RunState.QUEUED
     wanted: bool = False           # queued by autostart or launch(); False = not launched
-    force: bool = False            # run_stage_now: ignore dependencies once
+    run_now: bool = False          # "run X now": ahead of the queue once its inputs are done
     handle: Handle | None = None
     device: str | None = None
     restarts: int = 0              # counts toward max_restarts; reset after a new checkpoint
@@ -128,6 +128,7 @@ class Run:
                "restarts": self.restarts, "total_restarts": self.total_restarts,
                "overrides": self.overrides, "message": self.message,
                "backoff_until": self.backoff_until, "attempts": self.attempts,
-               "launch": self.launch, "user_stopped": self.user_stopped}
+               "launch": self.launch, "user_stopped": self.user_stopped,
+               "run_now": self.run_now}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec

@@ -57,6 +57,9 @@ def gpus_text(snap: Snapshot | None) -> Text:
     out = Text("\n").join(gpu_block(g) for g in snap.gpus)
     if snap.nvml_message:
         out.append(f"\n{snap.nvml_message}", style="yellow")
+    if snap.nvml_problems:        # logged once each; here so nobody has to read the log
+        out.append("\nNVML calls that failed (shown as n/a):\n", style="bold")
+        out.append("\n".join(f"  {p}" for p in snap.nvml_problems), style="yellow")
     return out
 
 
