@@ -11,14 +11,23 @@ def controller(lock_path: Path) -> str | None:
     Probes the lock without keeping it and creates nothing in an experiment that has no
     console folder yet.
     """
+    import fcntl
+    import os
     lock_path = Path(lock_path)
-    if not lock_path.parent.is_dir():
+    try:          # read-only, no O_CREAT: a read-only console changes no byte
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None                    # no lock file: no console ever held it here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        from console.lock import ConsoleLock
+        return f"the console with pid {ConsoleLock.holder_of(lock_path)}"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
-    from console.lock import ConsoleLock
-    lock = ConsoleLock(lock_path)
-    if not lock.is_held_elsewhere():
-        return None
-    return f"the console with pid {lock.holder()}"
+    finally:
+        os.close(fd)
 
 
 def take_control(eng) -> str:
