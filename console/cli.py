@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mouse", action="store_true", help="enable the mouse in the console")
     up.add_argument("--chaos", type=float, metavar="SECONDS", default=None,
                     help="SIGKILL a random running fold about every SECONDS (watchdog demo)")
+    up.add_argument("--runs", metavar="C/K,...", default=None,
+                    help="team split: claim only these folds (e.g. 3d_lowres/0,3d_lowres/1) "
+                         "of an experiment other consoles share; see docs/slurm.md")
     st = sub.add_parser("status", help="the runs table (works while another console runs)")
     st.add_argument("experiment", type=Path)
     st.add_argument("--json", action="store_true", help="machine-readable snapshot")
@@ -44,10 +47,16 @@ def _load(path: Path):
 
 
 def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, mouse: bool,
-        chaos: float | None, title: str | None = None) -> int:
+        chaos: float | None, title: str | None = None, runs: str | None = None) -> int:
     from console.engine import Engine
+    from contracts.errors import ConfigError
     exp = _load(exp_path)
-    engine = Engine(exp, read_only=read_only, chaos_every_s=chaos)
+    claimed = None
+    if runs is not None:
+        if read_only:
+            raise ConfigError("--runs claims runs to train; it cannot go with --read-only")
+        claimed = [r.strip() for r in runs.split(",") if r.strip()]
+    engine = Engine(exp, read_only=read_only, chaos_every_s=chaos, runs=claimed)
     if headless:
         from console.headless import run_headless
         return run_headless(engine, stop_on_exit=stop_on_exit)
@@ -59,7 +68,7 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
         if stop_on_exit and not read_only:
             engine.stop_all(final=False)      # `foldwatch up` again continues them
             deadline = time.monotonic() + exp.watchdog.grace_period_s + 10
-            while any(r.pid for r in engine.poll().runs) and time.monotonic() < deadline:
+            while any(r.pid or r.job for r in engine.poll().runs) and time.monotonic() < deadline:
                 time.sleep(0.2)
         engine.close()
 
@@ -133,7 +142,8 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
             engine.stop_all()
         while True:
             snap = engine.poll()
-            active = [r.key for r in snap.runs if r.pid and (run is None or r.key == run)]
+            active = [r.key for r in snap.runs
+                      if (r.pid or r.job) and (run is None or r.key == run)]
             if not active or not wait:
                 break
             if time.monotonic() > deadline:
@@ -159,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             return _up(args.experiment, headless=args.headless, read_only=args.read_only,
-                       stop_on_exit=args.stop_on_exit, mouse=args.mouse, chaos=args.chaos)
+                       stop_on_exit=args.stop_on_exit, mouse=args.mouse, chaos=args.chaos,
+                       runs=args.runs)
         if args.command == "status":
             return _status(args.experiment, args.json)
         if args.command == "stop":

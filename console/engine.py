@@ -16,8 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import control, disk, launching, persistence, scheduling, supervision, views
+from console import (control, disk, launching, persistence, scheduling, supervision,
+                     team, views)
 from console.backend import Backend
+from console.claims import Claims
+from console.cluster import make_backend, queues_runs
 from console.decisions import DecisionLog
 from console.jobs import Job, build_jobs
 from console.lock import ConsoleLock
@@ -41,6 +44,18 @@ class ReadOnlyError(ConfigError):
     """An action was called on a read-only engine."""
 
 
+def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
+    """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
+    folds = [j.key for j in build_jobs(exp) if j.kind == "fold"]
+    unknown = [r for r in runs if r not in folds]
+    if unknown or not runs:
+        what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
+        raise ConfigError(f"--runs {','.join(runs)}: {what}; the experiment's folds are "
+                          f"{', '.join(folds)} (stages are claimed by whichever console "
+                          "first sees their inputs complete)")
+    return list(dict.fromkeys(runs))
+
+
 class Engine:
     """Implements console.model.EngineControl; a context manager (close() on exit)."""
 
@@ -48,7 +63,7 @@ class Engine:
                  autostart: bool = True, clock: Callable[[], float] = time.time,
                  backend: Backend | None = None, sampler: NvmlSampler | None = None,
                  rng: random.Random | None = None, chaos_every_s: float | None = None,
-                 hold: bool = False) -> None:
+                 hold: bool = False, runs: list[str] | None = None) -> None:
         if not isinstance(experiment, Experiment):
             experiment = load_experiment(experiment)
         if experiment.source is None:
@@ -62,22 +77,37 @@ class Engine:
         self.hold = hold                  # True: supervise and stop, never launch (foldwatch stop)
         self.chaos = supervision.Chaos(chaos_every_s, clock())
         if backend is None:
-            from console.local_backend import LocalBackend
-            backend = LocalBackend()
+            backend = make_backend(experiment, read_only=read_only)
         self.backend = backend
         self.watchdog_enabled = experiment.watchdog.enabled
         g = experiment.devices.gpus
         self.selected_gpus: set[int] | None = None if g == "all" else set(g)
         self._lock: ConsoleLock | None = None
+        # Team split (--runs): claims on those runs, and this console's own state files.
+        self.claims: Claims | None = None
+        self.state_path, events_path = self.layout.state, self.layout.console_events
         if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
-            self._lock = ConsoleLock(self.layout.lock)
-            self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
-        self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
-        self._events_tail = Tailer(self.layout.console_events)
+            try:
+                self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+                if runs is not None:
+                    self.claims = Claims(self.layout, check_runs(experiment, runs))
+                    self.claims.acquire()     # ConsoleBusy naming the holders of taken runs
+                    own = self.layout.team_console_dir(self.claims.id)
+                    own.mkdir(parents=True, exist_ok=True)
+                    self.state_path, events_path = own / "state.json", own / "events.jsonl"
+                else:
+                    self._lock = ConsoleLock(self.layout.lock)
+                    self._lock.acquire()      # ConsoleBusy (exit 2) when another console has it
+            except OSError as e:
+                raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
+                                  f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
+                                  ". Check that the results folder is writable and has "
+                                  "space.") from None
+        self.decisions = DecisionLog(events_path, write=not read_only)
+        self._events_tail = Tailer(events_path)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
             self.decisions.ingest(ev)
-        self._state_file = persistence.StateFile(self.layout.state)
+        self._state_file = persistence.StateFile(self.state_path)
         self._requests = RequestChannel(self.layout)
         self.jobs: list[Job] = build_jobs(experiment)
         self.runs: dict[str, Run] = {}
@@ -91,7 +121,7 @@ class Engine:
         self.state_notice: str | None = None     # damaged state.json, said loudly
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
         self.sampler.start()
-        loaded = persistence.load_state(self.layout.state)
+        loaded = persistence.load_state(self.state_path)
         now = clock()
         for run in self.runs.values():
             supervision.tail(self, run, now)
@@ -137,6 +167,8 @@ class Engine:
             self.state_notice = loaded.notice
             persistence.apply_saved(self, loaded.data)
         else:
+            if self.claims is not None:
+                team.sync(self, now)
             self._requests.handle(self)
             supervision.reap(self, now)
             supervision.escalate(self, now)
@@ -155,6 +187,10 @@ class Engine:
     def _schedule(self, now: float, reading) -> None:
         ready = scheduling.ready(self, now)
         if not ready:
+            return
+        if queues_runs(self.backend):       # Slurm queues them; the cluster decides where
+            for run in ready:
+                launching.launch(self, run, "slurm", now, reading)
             return
         gpu_mode = reading.available is True and bool(reading.gpus)
         used = scheduling.in_use(self, gpu_mode)
@@ -232,6 +268,9 @@ class Engine:
         return self.decisions.for_run(key)
 
     # -- actions ------------------------------------------------------------------------------
+    def _foreign(self, key: str) -> str:
+        return f"{key} belongs to another console of the team: read-only here"
+
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError("this console is read-only (--read-only)")
@@ -248,6 +287,8 @@ class Engine:
                                            and job.fold in folds):
                 continue
             if job.kind == "stage" and job.configuration not in (None, *configurations):
+                continue
+            if team.foreign(self, job.key):
                 continue
             if run.state == S.COMPLETED or run.handle is not None:
                 run.wanted = True
@@ -270,6 +311,8 @@ class Engine:
         run = self.runs.get(key)
         if run is None:
             return f"{key}: no such run"
+        if team.foreign(self, key):
+            return self._foreign(key)
         until = "; it stays stopped until you resume it (r)" if final else ""
         if run.handle is None:
             if run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
@@ -293,6 +336,8 @@ class Engine:
 
     def kill(self, key: str) -> str:
         self._check_writable()
+        if team.foreign(self, key):
+            return self._foreign(key)
         run = self.runs.get(key)
         if run is None or run.handle is None:
             return f"{key} has no process to kill" + (f" ({run.state.value})" if run else "")
@@ -304,6 +349,8 @@ class Engine:
 
     def resume(self, key: str) -> str:
         self._check_writable()
+        if team.foreign(self, key):
+            return self._foreign(key)
         run = self.runs.get(key)
         if run is None:
             return f"{key}: no such run"
@@ -321,6 +368,8 @@ class Engine:
 
     def restart_from_scratch(self, key: str) -> str:
         self._check_writable()
+        if team.foreign(self, key):
+            return self._foreign(key)
         run = self.runs.get(key)
         if run is None:
             return f"{key}: no such run"
@@ -369,6 +418,8 @@ class Engine:
         """"Run now": ahead of queued folds as soon as its inputs are complete (a wish kept
         in state.json); an input that cannot complete is named and nothing starts."""
         self._check_writable()
+        if team.foreign(self, stage):
+            return self._foreign(stage)
         run = self.runs.get(stage)
         if run is None or run.job.kind != "stage":
             return f"{stage}: no such stage in this experiment"
@@ -411,3 +462,5 @@ class Engine:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.claims is not None:
+            self.claims.release()

@@ -13,6 +13,7 @@ from console.backend import LaunchSpec
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
 from console.runstate import Run
+from console.slurm.queries import SlurmError
 from contracts.layout import run_files
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
                   "device": device}
     run.handle, run.device, run.state = None, device, S.STARTING
     run.starts_at_launch = run.metrics.starts
+    try:
+        run.stderr_at_launch = run_files(run.job.run_dir)["stderr"].stat().st_size
+    except OSError:
+        run.stderr_at_launch = 0
     faults.point("launch:intent")
     if not eng.save_state():
         run.state, run.launch, run.device = S.QUEUED, None, None
@@ -63,6 +68,13 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     faults.point("launch:intent-saved")
     try:
         handle = eng.backend.submit(spec)
+    except SlurmError as e:
+        # Controller busy or down, or the submission could not be checked: later, not failed.
+        run.state, run.launch = S.BACKOFF, None
+        run.backoff_until = now + max(5.0, eng.exp.slurm.poll_interval_s)
+        run.message = f"sbatch failed, retrying: {e}"
+        eng.decide(run, "submit_failed", run.message)
+        return
     except OSError as e:
         run.state, run.launch = S.FAILED, None
         run.message = f"could not start {spec.argv[0]}: {e.strerror or e}"
@@ -71,7 +83,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
     run.run_now = False                # the wish is granted
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.message = None
     run.mark_checkpoint()
     eng.save_state()                   # pid + create_time; a failure is retried next tick
@@ -80,5 +92,12 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     if run.overrides and run.job.kind == "fold":
         flags += (f" (batch size {run.overrides.get('batch_size')}, grad accumulation "
                   f"{run.overrides.get('grad_accumulation')})")
+    if handle.job_id:                  # a batch job; found by its name when already submitted
+        what = (f"re-adopted job {handle.job_id} (submitted before the console died)"
+                if handle.adopted else f"job {handle.job_id}")
+        eng.decide(run, "adopt" if handle.adopted else "launch",
+                   f"{what}{flags} (attempt {run.attempts})", argv=spec.argv,
+                   job_id=handle.job_id, attempt=run.attempts)
+        return
     eng.decide(run, "launch", f"pid {handle.pid} on {device}{flags} (attempt {run.attempts})",
                argv=spec.argv, pid=handle.pid, attempt=run.attempts)

@@ -68,6 +68,7 @@ class RunView:
     run_dir: str | None = None                # the run's folder (metrics.jsonl, *.log)
     outcome: str | None = None                # a finished stage's result, one line
     run_now: bool = False                     # the user asked for it ahead of the queue
+    job: dict | None = None                   # batch job (Slurm): job_id, state, reason, node
 
 
 @dataclass
@@ -125,6 +126,7 @@ class Snapshot:
     controller: str | None = None             # read-only: who controls ("pid 123"), None: no one
     class_names: list[str] = field(default_factory=list)   # foreground classes, label order
     nvml_problems: list[str] = field(default_factory=list)  # NVML calls that failed, and why
+    cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.cluster)
 
 
 class EngineControl(Protocol):
@@ -138,6 +140,7 @@ class EngineControl(Protocol):
     def launch(self, configurations: list[str], folds: list[int],
                gpus: list[int] | None = None) -> str: ...
     def stop(self, key: str, final: bool = True) -> str: ...   # SIGTERM, grace, SIGKILL
+    # final: the user's wish, which later consoles keep (False: --stop-on-exit)
     def kill(self, key: str) -> str: ...
     def resume(self, key: str) -> str: ...
     def restart_from_scratch(self, key: str) -> str: ...  # moves old outputs aside, never deletes

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from console import faults, supervision
+from console import faults, supervision, team
 from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from contracts import runlock
@@ -272,7 +272,7 @@ def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:
     run.starts_at_launch = max(0, run.metrics.starts - 1)
     run.restore(S.RUNNING if run.metrics.starts else S.STARTING)
     run.wanted, run.user_stopped = True, False
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.mark_checkpoint()
     where = f" on {run.device}" if run.device else ""
     eng.decide(run, "adopt", f"{how} {handle.pid or handle.job_id}{where}")
@@ -304,7 +304,11 @@ def _resolve_active(eng: "Engine", run, rec: dict, now: float) -> None:
     if handle is not None:
         _adopt(eng, run, handle, now, "re-adopted live process")
         return
-    if adopt_holder(eng, run, now) is not False:
+    got = adopt_holder(eng, run, now)
+    if got is None:                    # held, not adoptable (yet): the scheduler tries again
+        run.state = S.QUEUED
+        return
+    if got:
         return
     if launch and rec.get("pid") is None and run.metrics.starts <= launch["starts"]:
         run.state, run.launch = S.QUEUED, None
@@ -318,6 +322,9 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
     """Start-up of a controlling console: adopt live runs, judge the dead, queue the rest.
     Whatever state.json says, a run folder held by a live process is adopted, never launched."""
     for key, run in eng.runs.items():
+        if team.foreign(eng, key):
+            team.refresh(eng, run, now)            # someone's run: watched, never launched
+            continue
         rec = saved["runs"].get(key) or {}
         _counters(run, rec)
         state = rec.get("state")
@@ -380,6 +387,8 @@ def apply_saved(eng: "Engine", saved: dict) -> None:
         elif end is not None and end.get("status") in FINAL:
             run.restore(end["status"])
             run.wanted = True
+        elif run.metrics.starts and not eng.layout.state.exists():
+            team.refresh(eng, run, time.time())   # a team split: no console has state.json
         elif run.metrics.starts:
             run.restore(S.STOPPED)
             run.wanted = True

@@ -16,7 +16,6 @@ class RunMetrics:
 
     def __init__(self) -> None:
         self.starts = 0
-        self.last_start: dict | None = None
         self.end: dict | None = None          # `end` of the latest attempt, None while running
         self.last_t: float | None = None
         self.epoch: int | None = None         # epochs done
@@ -35,7 +34,6 @@ class RunMetrics:
         self.best_dice: float | None = None
         self.lr: float | None = None
         self.epoch_s: float | None = None     # smoothed seconds per epoch
-        self.epochs_this_attempt = 0
         self.progress: tuple[int, int] | None = None
         self.checkpoints: dict[str, str] = {}
         self.latest_checkpoint_epoch: int | None = None   # of the newest `latest` checkpoint
@@ -50,9 +48,7 @@ class RunMetrics:
         name = ev.get("event")
         if name == "start":
             self.starts += 1
-            self.last_start = ev
             self.end = None
-            self.epochs_this_attempt = 0
             self.progress = None
             if isinstance(ev.get("epochs"), int):
                 self.epochs = ev["epochs"]
@@ -86,7 +82,6 @@ class RunMetrics:
         e = ev.get("epoch")
         if isinstance(e, int):
             self.epoch = e + 1
-        self.epochs_this_attempt += 1
         self.iteration = None
         self.train_loss = _num(ev.get("train_loss"))
         self.val_dice = _num(ev.get("val_dice"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from console import team
 from console.allocation import DeviceUse, free_cpu_slot, gpu_slots
 from console.nvml import NvmlReading
 from console.priority import boosted, in_priority
@@ -67,7 +68,8 @@ def ready(eng: "Engine", now: float) -> list[Run]:
     for run in eng.runs.values():
         if run.state == S.BACKOFF and run.backoff_until is not None and now >= run.backoff_until:
             run.state, run.backoff_until = S.QUEUED, None
-        if run.state == S.QUEUED and run.wanted and blocker(eng, run) is None:
+        if (run.state == S.QUEUED and run.wanted and blocker(eng, run) is None
+                and not team.foreign(eng, run.key)):
             out.append(run)
     boost = boosted(eng.runs, lambda k: eng.runs[k].job.depends_on if k in eng.runs else ())
     return in_priority(out, boost)

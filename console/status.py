@@ -36,6 +36,9 @@ def runs_table(snap: Snapshot, title: str | None = None):
 
 
 def gpu_lines(snap: Snapshot) -> list[str]:
+    if snap.cluster is not None:              # Slurm: the partition, not this machine's GPUs
+        from console.cluster import cluster_lines
+        return cluster_lines(snap.cluster)
     if snap.cpu_mode or not snap.gpus:
         why = (snap.nvml_message or "").removesuffix(": CPU mode")
         return [f"CPU mode: {snap.cpu_slots} slots" + (f" ({why})" if why else "")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from console import disk, views
+from console.cluster import ended_by_cluster, is_pending, queues_runs
 from console import watchdog as wd
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
@@ -59,15 +60,27 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
             unattended: bool = False) -> None:
     """The run's process is gone: decide what comes next (watchdog rules)."""
     end = run.metrics.end if run.metrics.starts > run.starts_at_launch else None
-    was = run.device
+    was, handle = run.device, run.handle
     run.handle, run.device, run.term_deadline = None, None, None
     if run.gpu_lost:
         run.gpu_lost = run.stalled = run.stop_requested = False
         run.state = S.QUEUED
         eng.decide(run, "reschedule", f"{was} was lost; rescheduled on another device")
         return
+    cause = wd.cluster_stop(end, ended_by_cluster(eng.backend, handle),
+                            stop_requested=run.stop_requested or run.stalled,
+                            queued_backend=queues_runs(eng.backend))
+    if cause is not None and not run.scratch_pending:
+        # The walltime, preemption, a lost node or someone else's scancel: not a crash.
+        run.state, run.stop_requested = S.QUEUED, False
+        run.message = f"ended by the cluster ({cause}); resubmitted with --resume"
+        job = f", job {handle.job_id}" if handle is not None and handle.job_id else ""
+        eng.decide(run, "requeue", f"ended by the cluster ({cause}{job}); resubmitting with "
+                   "--resume, no restart counted")
+        return
     cfg = eng.exp.watchdog
-    stderr = views.stderr_tail(run, 40) if end is None else None
+    # what this attempt wrote to stderr (the file keeps every attempt's)
+    stderr = views.stderr_tail(run, 40, since=run.stderr_at_launch) if end is None else None
     v = wd.judge_exit(code, end, stop_requested=run.stop_requested, stalled=run.stalled,
                       restarts=run.restarts, cfg=cfg, enabled=eng.watchdog_enabled,
                       stderr_lines=stderr)
@@ -169,6 +182,9 @@ def stalls(eng: "Engine", now: float) -> None:
     for run in eng.runs.values():
         if (run.handle is None or run.stalled or run.stop_requested
                 or run.last_activity is None or now - run.last_activity <= limit):
+            continue
+        if is_pending(eng.backend, run.handle):
+            run.last_activity = now           # waiting in the cluster's queue is not a stall
             continue
         run.stalled, run.state = True, S.STALLED
         run.term_deadline = now + cfg.grace_period_s

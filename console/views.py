@@ -8,7 +8,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from console import scheduling
+from console import scheduling, team
+from console.cluster import job_device, job_note, partition_view, queues_runs
 from console.control import controller
 from console.gpu_owners import OurRun, attribute
 from console.results import enrich
@@ -32,7 +33,7 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
     message = run.message
     if not run.wanted and state not in FINAL:
         state, message = S.STOPPED, message or "not launched"
-    elif state == S.QUEUED and not eng.read_only:
+    elif state == S.QUEUED and not eng.read_only and not team.foreign(eng, run.key):
         dead = scheduling.dead_end(eng, run)
         blocker = dead or scheduling.blocker(eng, run)
         if dead:
@@ -48,9 +49,16 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
         age = now - run.last_activity
     elif m.last_t is not None and state in ACTIVE:
         age = max(0.0, time.time() - m.last_t)       # log times are wall-clock
+    device, job_info = run.device, None
+    if run.handle is not None and run.handle.job_id:
+        job_info = (eng.backend.describe(run.handle) if queues_runs(eng.backend)
+                    else {"job_id": run.handle.job_id, "node": run.handle.host})
+        device = job_device(job_info)
+        note = job_note(job_info)
+        message = note if not message else f"{note}; {message}"
     return RunView(
         key=job.key, kind=job.kind, label=job.label, state=state.value,
-        configuration=job.configuration, fold=job.fold, device=run.device,
+        configuration=job.configuration, fold=job.fold, device=device, job=job_info,
         pid=run.handle.pid if run.handle else None,
         epoch=m.epoch, epochs=m.epochs, iteration=m.iteration,
         iterations_per_epoch=m.iterations_per_epoch, samples_per_s=m.samples_per_s,
@@ -129,6 +137,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
                     decisions=list(eng.decisions.recent)[-200:], notices=eng.notices(reading),
+                    cluster=partition_view(eng.backend),
                     controller=controller(eng.layout.lock) if eng.read_only else None,
                     nvml_problems=list(reading.problems))
     enrich(snap, eng.results_reader)      # stage outcomes and the Results view
@@ -136,13 +145,14 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
 
 
 # -- details of one run (the detail screen) ------------------------------------------------
-def stderr_tail(run: Run, lines: int = 40) -> list[str]:
-    """The last `lines` lines of the run's stderr.log (reads at most its last 64 KiB)."""
+def stderr_tail(run: Run, lines: int = 40, since: int = 0) -> list[str]:
+    """The last `lines` lines of the run's stderr.log written after byte `since` (reads at
+    most the last 64 KiB)."""
     try:
         with open(run_files(run.job.run_dir)["stderr"], "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
+            f.seek(max(since if since <= size else 0, size - 64 * 1024))
             data = f.read()
     except OSError:
         return []

@@ -101,6 +101,14 @@ class Layout:
     def lock(self) -> Path:
         return self.console_dir / "lock"
 
+    def claim(self, key: str) -> Path:
+        """Team split (--runs): the lock a console holds on one run or stage it owns."""
+        return self.console_dir / "claims" / f"{key}.lock"
+
+    def team_console_dir(self, console_id: str) -> Path:
+        """Team split: one console's own state.json and events.jsonl (host + its runs)."""
+        return self.console_dir / "consoles" / console_id
+
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """The files every run folder (fold or stage) has (folds also `latest`)."""
@@ -110,4 +118,7 @@ def run_files(run_dir: Path) -> dict[str, Path]:
         "stderr": run_dir / STDERR_FILE,
         "checkpoints": run_dir / CHECKPOINTS_DIR,
         "latest": run_dir / CHECKPOINTS_DIR / LATEST_CHECKPOINT,
+        # Slurm backend: the submission record (intent, then job id) and the batch script.
+        "slurm_job": run_dir / "slurm-job.json",
+        "slurm_script": run_dir / "slurm-job.sh",
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from console.engine import Engine
@@ -176,3 +178,55 @@ def test_gpus_asked_for_in_cpu_mode_are_said(world):
         time.sleep(0.02)
     assert any("devices.gpus asks for GPU 0, but no GPU is available" in n
                for n in eng.poll().notices)
+
+
+def test_stderr_fallback_takes_the_last_tracebacks_exception():
+    from console.watchdog import explain
+    stderr = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n"
+              "    old()\nOldError: from an earlier attempt\n"
+              "Traceback (most recent call last):\n  File \"b.py\", line 84, in run\n"
+              "    from trainer import device as devices\n"
+              "ImportError: cannot import name 'device' from 'trainer'\n\n").splitlines()
+    assert explain(None, stderr) == "ImportError: cannot import name 'device' from 'trainer'"
+    assert explain(None, ["usage: trainer train ...", "trainer: error: --fold is required", ""]) \
+        == "usage: trainer train ...\ntrainer: error: --fold is required"
+    assert explain({"message": "  one clean sentence  ", "error": "x"}, stderr) == "one clean sentence"
+    assert explain(None, []) is None
+
+
+def test_exit_130_is_a_stop_not_a_crash():
+    from console.watchdog import judge_exit
+    from contracts.experiment import Watchdog
+    v = judge_exit(130, {"status": "stopped", "reason": "interrupted", "exit_code": 130},
+                   stop_requested=False, stalled=False, restarts=0, cfg=Watchdog(), enabled=True)
+    assert (v.outcome, v.action) == ("stopped", "stopped")
+
+
+def test_busy_exit_adopts_the_live_holder_of_the_run_folder(world):
+    import subprocess
+    import sys
+    import time
+
+    from contracts.runlock import holder
+    eng, clock, backend = world()
+    through_stages(eng, backend)
+    run = eng.runs["2d/0"]
+    fold = run.job.run_dir
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from contracts.runlock import RunLock\n"
+        "with RunLock(sys.argv[2], role='train'):\n    time.sleep(60)"),
+        str(Path(__file__).resolve().parents[1]), str(fold)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (holder(fold) or {}).get("pid"):        # held, and its record written
+            assert time.monotonic() < deadline and hold.poll() is None
+            time.sleep(0.02)
+        backend.adoptable["2d/0"] = {"pid": hold.pid}
+        backend.exit(run.handle, 73)           # our launch lost the race to that process
+        eng.poll()
+        assert run.handle is not None and run.handle.pid == hold.pid
+        assert run.restarts == 0 and run.total_restarts == 0
+        assert actions(eng, "2d/0")[-1] == "adopt" and len(backend.submitted) == 3
+    finally:
+        hold.kill()
+        hold.wait()

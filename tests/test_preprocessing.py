@@ -81,7 +81,7 @@ def test_cache_format_and_inference_path(planned, small_demo):
     assert list_cases(folder) == [f"Demo_{i:03d}" for i in range(8)]
     data, seg, props = load_case(folder, "Demo_002")
     assert data.dtype == np.float32 and data.ndim == 4 and data.shape[0] == 1
-    assert seg.dtype == np.int8 and seg.shape == data.shape[1:]
+    assert seg.dtype == np.uint8 and seg.shape == data.shape[1:]
     assert props["shape"] == list(seg.shape) and np.allclose(props["spacing"], plan.spacing)
     assert set(np.unique(seg)) == {0, 1, 2}
     for label, locs in props["class_locations"].items():

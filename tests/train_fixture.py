@@ -91,3 +91,17 @@ def train_cmd(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> list
 def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout=300):
     return subprocess.run(train_cmd(exp, configuration, fold, *more), cwd=ROOT,
                           env=trainer_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_process(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> int:
+    """The real `train` command in this process: no interpreter start (~20 s on a busy
+    2-core machine); the torch thread count it sets is put back afterwards."""
+    import torch
+
+    from trainer.cli import main
+    threads = torch.get_num_threads()
+    try:
+        return main(["train", "--experiment", str(exp), "--configuration", configuration,
+                     "--fold", str(fold), *more])
+    finally:
+        torch.set_num_threads(threads)

@@ -57,6 +57,13 @@ def short_model(name: str | None) -> str:
 
 
 def panel_text(snap: Snapshot, width: int = 160) -> Text:
+    if snap.cluster is not None:              # Slurm: the partition view replaces NVML gauges
+        from console.cluster import cluster_lines
+        lines = cluster_lines(snap.cluster)
+        text = Text(lines[0], style="bold")
+        for extra in lines[1:]:
+            text.append(f"\n{extra}", style="yellow")
+        return text
     if snap.cpu_mode or not snap.gpus:
         busy = sum(1 for r in snap.runs if r.device and r.device.startswith("cpu")
                    and r.state in ("starting", "running", "stalled"))

@@ -21,12 +21,15 @@ def _warn(msg: str) -> None:
 def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
     """splits.json: the user's file or nnU-Net's KFold; an existing different one is kept."""
     from contracts.jsonio import atomic_write_json, read_json
-    from trainer.data.splits import kfold_splits, read_splits_file, validate_splits
+    from trainer.data.splits import kfold_splits, percent_split, read_splits_file, validate_splits
 
     if exp.splits is not None:
         src = exp.resolve(exp.splits)
         wanted = validate_splits(read_splits_file(src), case_ids, str(src), exp.folds)
         source = str(src)
+    elif exp.validation_percent is not None:
+        wanted = percent_split(case_ids, exp.validation_percent)
+        source = f"validation_percent {exp.validation_percent:g}"
     else:
         wanted, source = kfold_splits(case_ids), "nnU-Net KFold(5, shuffle, seed 12345)"
     path = layout.splits

@@ -66,10 +66,12 @@ def check_case(args: tuple[CaseFiles, list[int], bool, int]) -> list[str]:
     if not case.label.exists():
         problems.append(f"{case.label}: case {case.case_id}: label file is missing; add it")
         return problems
-    loaded = _load(case.label, case.case_id, problems)
-    if loaded is None:
+    from trainer.data.geometry import load_label
+    try:
+        seg, affine = load_label(case.label)
+    except DatasetError as e:
+        problems.append(f"{e} (case {case.case_id})" if "case" not in str(e) else str(e))
         return problems
-    seg, affine, _ = loaded
     if not np.isfinite(seg).all():
         problems.append(f"{case.label}: case {case.case_id}: label contains NaN/Inf")
         return problems

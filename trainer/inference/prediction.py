@@ -10,7 +10,7 @@ from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_json, read_json
 
-from trainer.data.labelmaps import argmax_labels, atomic_nifti, atomic_npz
+from trainer.data.labelmaps import atomic_nifti, atomic_npz, to_label_map
 from trainer.planning.plans import Plan
 from trainer.evaluation.postprocessing import Postprocessing
 
@@ -96,11 +96,12 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             pr = to_original(predict_probabilities(nets[c], data, plans[c],
                                                    mirror=cfgs[c].tta_mirroring,
                                                    overlap=cfgs[c].sliding_window_overlap,
-                                                   device=dev), p)
+                                                   device=dev), p,
+                             regions=plans[c].has_regions)
             probs = pr if probs is None else probs + pr
             props = props or p
         probs /= len(configurations)
-        seg = post.apply(argmax_labels(probs, values))
+        seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
         if save_probabilities:
@@ -117,7 +118,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     if labelled and len(labelled) == len(cases):
         from trainer.evaluation.compare import evaluate_folders
         ref_dir = Path(next(iter(labelled.values()))).parent
-        summary = evaluate_folders(out, ref_dir, [v for v in values if v != 0], first.file_ending)
+        summary = evaluate_folders(out, ref_dir, first.eval_keys, first.file_ending)
         atomic_write_json(out / "summary.json", summary)
         result["foreground_mean_dice"] = summary["foreground_mean"]["Dice"]
     return result

@@ -155,4 +155,5 @@ def plan_configuration(configuration: str, cfg: Configuration, fp: dict,
         batch_size=cfg.batch_size, median_shape=[int(round(s)) for s in median_shape],
         kernel_sizes=kernels, strides=strides, filters=filters, normalization=normalization(fp),
         labels=dict(fp["labels"]), channel_names=list(fp["channel_names"]),
-        file_ending=file_ending, extra=notes)
+        file_ending=file_ending, extra=notes, regions=dict(fp.get("regions") or {}),
+        regions_class_order=list(fp.get("regions_class_order") or []))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainer.training.augment import augment
+from trainer.training.augment import AugmentPlan, augment, region_extent, spatial_matrix
 from trainer.planning.preprocessed import load_case
 from trainer.training.sampling import sample_patch
 
@@ -34,6 +34,7 @@ class PatchBatches(Dataset):
         self.patch_size, self.labels = list(patch_size), list(labels)
         self.batch, self.oversample, self.seed = batch, oversample, seed
         self.augment_data = augment_data
+        self.aug = AugmentPlan.for_patch(patch_size)
         self.epoch, self.length = 0, 0
         self._cache: dict[str, tuple] = {}
 
@@ -51,10 +52,13 @@ class PatchBatches(Dataset):
         case = self.cases[int(rng.integers(len(self.cases)))]
         data, seg, props = self._case(case)
         force = oversampled(index, self.batch, self.oversample)
-        img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
-        if self.augment_data:
-            img, lab = augment(img, lab, rng)
-        return img, lab
+        if not self.augment_data:
+            return sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
+        # the spatial transform is drawn first: it decides how large a region to cut
+        matrix = spatial_matrix(rng, self.aug)
+        extent = region_extent(matrix, self.patch_size)
+        img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng, extent)
+        return augment(img, lab, rng, self.aug, matrix, self.patch_size)
 
     def __getitem__(self, iteration: int) -> dict:
         pairs = [self.sample(iteration, j) for j in range(self.batch)]

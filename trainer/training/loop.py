@@ -17,7 +17,7 @@ from contracts.experiment import Configuration
 
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loader
-from trainer.training.loss import DeepSupervisionLoss, dice_ce
+from trainer.training.loss import DeepSupervisionLoss, make_loss
 from trainer.training.network import build_network, deep_supervision_weights, split_outputs
 from trainer.planning.plans import Plan
 from trainer.runtime.faults import fault_point
@@ -71,7 +71,9 @@ class FoldTrainer:
         self.net = build_network(plan, deep_supervision=cfg.deep_supervision,
                                  grad_checkpointing=cfg.grad_checkpointing).to(device)
         n_out = 1 + (self.net.deep_supr_num if self.net.deep_supervision else 0)
-        self.loss = DeepSupervisionLoss(deep_supervision_weights(n_out))
+        self.regions = list(plan.regions.values()) or None
+        self.loss = DeepSupervisionLoss(deep_supervision_weights(n_out), self.regions)
+        self.plain_loss = make_loss(self.regions)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.learning_rate,
                                    momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay)
@@ -155,7 +157,8 @@ class FoldTrainer:
         self.net.eval()
         self.val_data.epoch = epoch
         k = self.plan.num_classes
-        tp, fp, fn = np.zeros(k - 1), np.zeros(k - 1), np.zeros(k - 1)
+        n = k if self.regions else k - 1          # regions: every output; labels: no background
+        tp, fp, fn = np.zeros(n), np.zeros(n), np.zeros(n)
         losses = []
         for it in range(self.cfg.val_iterations):
             batch = self.val_data[it]
@@ -165,18 +168,26 @@ class FoldTrainer:
                 sl = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
                 with torch.autocast("cuda", enabled=self.amp):
                     logits = self.net(images[sl])
-                losses.append(float(dice_ce(logits, labels[sl])))
-                pred, ref = logits.argmax(1), labels[sl]
-                for c in range(1, k):
-                    p, r = pred == c, ref == c
-                    tp[c - 1] += int((p & r).sum())
-                    fp[c - 1] += int((p & ~r).sum())
-                    fn[c - 1] += int((~p & r).sum())
+                losses.append(float(self.plain_loss(logits, labels[sl])))
+                for i, (p, r) in enumerate(self._masks(logits, labels[sl])):
+                    tp[i] += int((p & r).sum())
+                    fp[i] += int((p & ~r).sum())
+                    fn[i] += int((~p & r).sum())
         denom = 2 * tp + fp + fn
         per_class = [float(2 * t / d) if d > 0 else None for t, d in zip(tp, denom)]
         valid = [d for d in per_class if d is not None]
         mean = float(np.mean(valid)) if valid else math.nan
         return mean, per_class, float(np.mean(losses)) if losses else math.nan
+
+    def _masks(self, logits: torch.Tensor, ref: torch.Tensor):
+        """(predicted, reference) boolean masks per scored class or region."""
+        if self.regions:
+            from trainer.training.loss import region_targets
+            target = region_targets(ref, self.regions) > 0.5
+            pred = logits > 0                              # sigmoid > 0.5
+            return [(pred[:, i], target[:, i]) for i in range(len(self.regions))]
+        pred = logits.argmax(1)
+        return [(pred == c, ref == c) for c in range(1, self.plan.num_classes)]
 
     # -- the loop -----------------------------------------------------------------------
     def train(self, stop: StopRequest) -> bool:

@@ -39,9 +39,12 @@ def _start(center: int, patch: int, dim: int, rng: np.random.Generator | None) -
 
 
 def sample_patch(data: np.ndarray, seg: np.ndarray, props: dict, patch_size: list[int],
-                 labels: list[int], force_fg: bool, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (C, *patch) image patch and its (*patch) labels; 2d patches come from one z slice."""
+                 labels: list[int], force_fg: bool, rng: np.random.Generator,
+                 extent: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One (C, *patch) image patch and its (*patch) labels; 2d patches come from one z slice.
+
+    `extent` (>= patch) cuts a larger region centred on the chosen patch (for rotation).
+    """
     dim = len(patch_size)
     center: list[int | None] = [None, None, None]
     locs = foreground_locations(props, labels) if force_fg else {}
@@ -54,6 +57,10 @@ def sample_patch(data: np.ndarray, seg: np.ndarray, props: dict, patch_size: lis
         data, seg = data[:, z], seg[z]
         center, shape = center[1:], shape[1:]
     start = [_start(c, p, d, rng) for c, p, d in zip(center, patch_size, shape)]
-    img = _crop_pad(np.asarray(data), start, list(patch_size), 0.0).astype(np.float32, copy=False)
-    lab = _crop_pad(np.asarray(seg), start, list(patch_size), 0)
+    size = list(patch_size)
+    if extent is not None:
+        start = [s - (e - p) // 2 for s, e, p in zip(start, extent, patch_size)]
+        size = list(extent)
+    img = _crop_pad(np.asarray(data), start, size, 0.0).astype(np.float32, copy=False)
+    lab = _crop_pad(np.asarray(seg), start, size, 0)
     return img, lab
