@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import (control, disk, launching, persistence, scheduling, supervision,
-                     team, views)
+from console import (control, disk, launching, persistence, priority, scheduling,
+                     supervision, team, views)
 from console.backend import Backend
 from console.claims import Claims
 from console.cluster import make_backend, queues_runs
@@ -420,25 +420,7 @@ class Engine:
         self._check_writable()
         if team.foreign(self, stage):
             return self._foreign(stage)
-        run = self.runs.get(stage)
-        if run is None or run.job.kind != "stage":
-            return f"{stage}: no such stage in this experiment"
-        if run.handle is not None:
-            return f"{stage} is running already"
-        dead = scheduling.dead_end(self, run)
-        if dead:
-            d = self.runs[dead]
-            why = d.state.value if d.wanted else "not launched"
-            return (f"{stage} cannot run: its input {dead} is {why} and will not complete; "
-                    "resume it first (r). Nothing started")
-        run.wanted, run.run_now, run.state, run.message = True, True, S.QUEUED, None
-        run.restarts, run.user_stopped = 0, False
-        self.decide(run, "queue", "run now (by the user)")
-        self.save_state()               # the wish outlives this console from now on
-        waiting = scheduling.blocker(self, run)
-        return (f"{stage} goes ahead of the queued runs: " + (
-            f"it starts once {waiting} and its other inputs are complete" if waiting else
-            "it starts as soon as a slot is free"))
+        return priority.run_now(self, stage)
 
     def take_control(self) -> str:
         """A read-only console takes over when no console controls the experiment."""
