@@ -99,8 +99,13 @@ def test_results_view_100x30(snap_compare):
 
 async def _late_scrolled(pilot):
     await _late_values(pilot)
-    pilot.app.query_one(RunsTable).scroll_to(x=1000, animate=False)
-    await pilot.pause(0.2)
+    table = pilot.app.query_one(RunsTable)
+    for _ in range(200):               # scrolled fully right once the widened columns are laid out
+        table.scroll_to(x=table.max_scroll_x, animate=False)
+        await pilot.pause(0.05)
+        if table.max_scroll_x > 0 and table.scroll_x == table.max_scroll_x:
+            break
+    await pilot.pause(0.1)
 
 
 def test_late_values_scrolled_right_keep_config_and_fold_80x24(snap_compare):
