@@ -333,3 +333,18 @@ def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
     assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
     app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
     assert seen == {"mouse": True}
+
+
+def test_quitting_at_the_end_prints_where_the_results_are(monkeypatch, capsys):
+    import console.app as app_mod
+
+    def fake_run(self, **kw):
+        self.snapshot = ScriptedEngine(finished=True).poll()
+        self.quit_mode = "leave"
+
+    monkeypatch.setattr(app_mod.FoldwatchApp, "run", fake_run)
+    app_mod.run_app(ScriptedEngine(finished=True), title="t")
+    out = capsys.readouterr().out
+    assert "Results in /exp/results/demo" in out
+    assert "Chosen model: 2d + 3d_fullres (fg Dice 0.949)" in out
+    assert "predictions: /exp/results/demo/predictions" in out
