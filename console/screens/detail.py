@@ -20,7 +20,7 @@ from textual_plotext import PlotextPlot
 from console.model import Decision, EpochPoint, RunView, Snapshot
 from console.results import results_lines
 from console.vocabulary import note
-from console.widgets.fmt import duration, gigabytes, num
+from console.widgets.fmt import duration, gigabytes, num, seconds
 
 # NO_COLOR: series differ by their marker letter, not only by colour.
 MARKERS = {"train": "t", "val": "v", "val Dice": "d", "EMA": "e"}
@@ -66,7 +66,7 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint],
             last.data_wait_frac if last else None)
         mem = run.peak_mem_mb if run.peak_mem_mb is not None else (
             last.peak_mem_mb if last else None)
-        t.append(f"\nepoch time {duration(epoch_s)}  data wait "
+        t.append(f"\nepoch time {seconds(epoch_s)}  data wait "
                  f"{'-' if wait is None else f'{wait:.0%}'}  peak memory "
                  f"{'-' if mem is None else gigabytes(mem)}  samples/s "
                  f"{'-' if run.samples_per_s is None else f'{run.samples_per_s:.1f}'}")
