@@ -48,6 +48,7 @@ async def test_launch_dialog_shows_what_runs_and_ticks_only_what_it_adds():
         text = screen_text(app)
         assert "0:run  1:run  2:run  3:done  4:stopped" in text
         assert "2:failed" in text
+        assert "Enter queues: 2d/4, 3d_fullres/2" in text
         await pilot.press("enter")
         await wait_for(pilot, lambda: eng.calls, what="launch call")
         # only the stopped and failed folds were pre-ticked; lost gpu2 not offered

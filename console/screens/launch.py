@@ -93,9 +93,23 @@ class LaunchScreen(ModalScreen[LaunchRequest | None]):
                 for i, selected, lost in self.gpus:
                     yield Checkbox(f"gpu{i}" + (" (lost)" if lost else ""), selected and not lost,
                                    id=f"gpu-{i}", classes="gpu", name=str(i), disabled=lost)
+            yield Static(id="launch-adds", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Launch", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self._show_adds()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._show_adds()
+
+    def _show_adds(self) -> None:
+        """What Enter would really add, kept up to date as boxes are ticked."""
+        adds = self.request().adds
+        self.query_one("#launch-adds", Static).update(
+            f"Enter queues: {', '.join(adds)}" if adds else
+            "Enter queues nothing new: the chosen runs are done, running or queued")
 
     def overview(self) -> str:
         """Per configuration, what each fold is doing now (so a launch adds, knowingly)."""
