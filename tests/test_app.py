@@ -197,7 +197,7 @@ async def test_filter_narrows_rows_and_escape_restores():
 
 @pytest.mark.asyncio
 async def test_slow_engine_does_not_freeze_keys():
-    eng = ScriptedEngine(poll_delay=6.0)      # long enough for the keys on a loaded machine
+    eng = ScriptedEngine(poll_delay=4.0)      # long enough for the keys on a loaded machine
     app = FoldwatchApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, eng.in_poll.is_set, what="poll in flight")
@@ -207,7 +207,7 @@ async def test_slow_engine_does_not_freeze_keys():
         assert eng.in_poll.is_set() and eng.polls == 0
         await pilot.press("escape", "slash", *"2d")
         assert app.query_one("#filter", Input).value == "2d" and eng.polls == 0
-        await wait_for(pilot, lambda: app.snapshot is not None, what="slow snapshot")
+        await wait_for(pilot, lambda: app.snapshot is not None, timeout=30, what="slow snapshot")
         assert rows(app) and all(k.startswith("2d") or "2d" in k for k in rows(app))
         assert eng.polls == 1      # ticks during a slow poll are skipped, not queued
 
