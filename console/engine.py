@@ -173,6 +173,7 @@ class Engine:
             supervision.reap(self, now)
             supervision.escalate(self, now)
             supervision.lost_gpus(self, reading)
+            supervision.nvml_problems(self, reading)
             if self.watchdog_enabled:
                 supervision.stalls(self, now)
             self.chaos.tick(self, now)

@@ -181,6 +181,8 @@ def test_multi_gpu_panel_from_the_scripted_nvml(tmp_path):
         assert g3.lost and g2.temp_c is None
         assert any("nvmlDeviceGetTemperature failed: Not Supported" in p
                    for p in snap.nvml_problems)
+        said = [d.reason for d in eng.decisions.recent if d.action == "nvml"]
+        assert len(said) == 1 and "gpu2: nvmlDeviceGetTemperature failed" in said[0]   # once
         wide = panel_text(snap, 160).plain.splitlines()
         assert wide[0].startswith("gpu0 H100 80GB HBM3 ")
         assert f"foreign:{g0.processes[0].user}:{me}(2.0G)" in wide[0]
