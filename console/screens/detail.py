@@ -127,6 +127,7 @@ class DetailScreen(Screen):
         self.sub_title = self.key
         run = self._run()
         if run is not None and run.kind == "stage":      # no training curves for a stage
+            self.add_class("stage")                      # results above, full width; log below
             self.query_one("#charts").display = False
             self.query_one("#stderr-title", Static).update("log (stdout + stderr, tail; t: all)")
         self.refresh_data()
