@@ -16,13 +16,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import (control, disk, launching, persistence, priority, scheduling,
-                     supervision, team, views)
+from console import (cleanup, control, disk, launching, persistence, priority,
+                     scheduling, supervision, team, views)
 from console.backend import Backend
 from console.claims import Claims
 from console.cluster import make_backend, queues_runs
 from console.decisions import DecisionLog
-from console.jobs import Job, build_jobs
+from console.jobs import Job
+from console.kinds import kind_for
 from console.lock import ConsoleLock
 from console.model import EpochPoint, Snapshot
 from console.nvml import NvmlSampler
@@ -46,7 +47,7 @@ class ReadOnlyError(ConfigError):
 
 def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
     """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
-    folds = [j.key for j in build_jobs(exp) if j.kind == "fold"]
+    folds = [j.key for j in kind_for(exp, launching=False).build_jobs() if j.kind == "fold"]
     unknown = [r for r in runs if r not in folds]
     if unknown or not runs:
         what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
@@ -109,7 +110,9 @@ class Engine:
             self.decisions.ingest(ev)
         self._state_file = persistence.StateFile(self.state_path)
         self._requests = RequestChannel(self.layout)
-        self.jobs: list[Job] = build_jobs(experiment)
+        # foldwatch, nnunetv2 or command (console/kinds/)
+        self.kind = kind_for(experiment, launching=not read_only)
+        self.jobs: list[Job] = self.kind.build_jobs()
         self.runs: dict[str, Run] = {}
         for job in self.jobs:
             run = Run(job)
@@ -129,12 +132,15 @@ class Engine:
         if read_only:
             persistence.apply_saved(self, loaded.data)
             return
-        removed = persistence.clean_stale_temps(persistence.temp_folders(self))
+        removed = cleanup.clean_stale_temps(cleanup.temp_folders(self))
         if removed:
             self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
         if loaded.notice:
             self.decide(None, "state", loaded.notice)
+        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs.values()):
+            self.decide(None, "state", f"no {self.state_path.name} yet: the runs were "
+                        "re-discovered from their folders (metrics.jsonl, run locks)")
         if loaded.damaged:
             try:
                 kept = self._state_file.set_aside_damaged()
@@ -238,20 +244,6 @@ class Engine:
         self.write_errors.pop(name, None)
         return True
 
-    def notices(self, reading) -> list[str]:
-        """What the user must see now, loudest first (header of every front end)."""
-        out = list(self.write_errors.values())
-        if self.state_notice:
-            out.append(self.state_notice)
-        waiting = [r.key for r in self.runs.values() if r.state == S.WAITING]
-        if waiting:
-            out.append(f"waiting for disk space ({', '.join(waiting)}): "
-                       f"{disk.free_text(self.layout.root)}")
-        gpus = scheduling.missing_gpus(self, reading)
-        if gpus:
-            out.append(gpus)
-        return out
-
     # -- views for a selected run ------------------------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
         run = self.runs.get(key)
@@ -332,7 +324,9 @@ class Engine:
         run.stop_requested = True
         run.term_deadline = self.clock() + grace
         self.backend.cancel(run.handle)
-        self.decide(run, "stop", f"SIGTERM to its group; SIGKILL after {grace:g}s")
+        how = (f"scancel --signal=TERM job {run.handle.job_id}; scancel after {grace:g}s"
+               if run.handle.job_id else f"SIGTERM to its group; SIGKILL after {grace:g}s")
+        self.decide(run, "stop", how)
         return f"{key} stopping: it saves a checkpoint and exits (killed after {grace:g}s){until}"
 
     def kill(self, key: str) -> str:
@@ -344,9 +338,11 @@ class Engine:
             return f"{key} has no process to kill" + (f" ({run.state.value})" if run else "")
         run.stop_requested = run.user_stopped = True
         self.backend.cancel(run.handle, force=True)
-        self.decide(run, "kill", "SIGKILL to its group (user)")
-        return f"{key} killed (SIGKILL to its process group); r resumes it from its last " \
-               "checkpoint"
+        self.decide(run, "kill", f"scancel job {run.handle.job_id} (user)" if run.handle.job_id
+                    else "SIGKILL to its group (user)")
+        how = f"scancel job {run.handle.job_id}" if run.handle.job_id else \
+            "SIGKILL to its process group"
+        return f"{key} killed ({how}); r resumes it from its last checkpoint"
 
     def resume(self, key: str) -> str:
         self._check_writable()
@@ -434,7 +430,10 @@ class Engine:
                 self.stop(key, final=final)
 
     def close(self) -> None:
-        """Leave the runs running; let go of the lock, the sampler and the files."""
+        """Leave the runs running; let go of the lock, the sampler and the files. Once."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.sampler.close()
         if not self.read_only:
             self.save_state()

@@ -8,13 +8,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from console import scheduling, team
+from console import disk, scheduling, team
 from console.cluster import job_device, job_note, partition_view, queues_runs
 from console.control import controller
 from console.gpu_owners import OurRun, attribute
-from console.results import enrich
 from console.model import GpuProcessView, GpuView, RunView, Snapshot
 from console.nvml import NvmlReading
+from console.results import enrich
 from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from console.runstate import Run
@@ -127,7 +127,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
         gpu_block = scheduling.missing_gpus(eng, reading)
     views = [run_view(eng, r, now, gpu_block) for r in eng.runs.values()]
     wanted = [r for r in eng.runs.values() if r.wanted]
-    pending = [r for r in wanted if r.state in ACTIVE or r.state == S.BACKOFF
+    pending = [r for r in wanted if r.state in ACTIVE or r.state in (S.BACKOFF, S.WAITING)
                or (r.state == S.QUEUED and (eng.read_only or not scheduling.dead_end(eng, r)))]
     finished = not pending
     succeeded = finished and bool(wanted) and all(r.state == S.COMPLETED for r in wanted)
@@ -136,12 +136,27 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     cpu_slots=eng.exp.devices.cpu_slots, nvml_message=reading.message,
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
-                    decisions=list(eng.decisions.recent)[-200:], notices=eng.notices(reading),
+                    decisions=list(eng.decisions.recent)[-200:], notices=notices(eng, reading),
                     cluster=partition_view(eng.backend),
                     controller=controller(eng.layout.lock) if eng.read_only else None,
                     nvml_problems=list(reading.problems))
     enrich(snap, eng.results_reader)      # stage outcomes and the Results view
     return snap
+
+
+def notices(eng: "Engine", reading: NvmlReading) -> list[str]:
+    """What the user must see now, loudest first (header of every front end)."""
+    out = list(eng.write_errors.values())
+    if eng.state_notice:
+        out.append(eng.state_notice)
+    waiting = [r.key for r in eng.runs.values() if r.state == S.WAITING]
+    if waiting:
+        out.append(f"waiting for disk space ({', '.join(waiting)}): "
+                   f"{disk.free_text(eng.layout.root)}")
+    gpus = scheduling.missing_gpus(eng, reading)
+    if gpus:
+        out.append(gpus)
+    return out
 
 
 # -- details of one run (the detail screen) ------------------------------------------------
@@ -168,4 +183,10 @@ def checkpoints(run: Run) -> list[tuple[str, float]]:
                 out.append((str(p), p.stat().st_mtime))
     except OSError:
         pass
+    if not out:                 # nnU-Net's and commands' checkpoints, as their events named them
+        for path in sorted(set(run.metrics.checkpoints.values())):
+            try:
+                out.append((path, os.stat(path).st_mtime))
+            except OSError:
+                pass
     return out

@@ -49,6 +49,7 @@ class SlurmBackend:
         self._table: dict[str, q.JobInfo] = {}
         self._table_at: float | None = None
         self._ended: dict[str, q.JobInfo] = {}     # final records, fetched once per job
+        self._gone: set[str] = set()               # known to neither scontrol nor sacct
         self.error: str | None = None              # the last failed Slurm query, for the UI
         self._partition: q.PartitionInfo | None = None
         self._partition_at: float | None = None
@@ -70,6 +71,8 @@ class SlurmBackend:
         """The latest known record of a job (squeue, then scontrol/sacct once it ended)."""
         if job_id in self._ended:
             return self._ended[job_id]
+        if job_id in self._gone:
+            return None
         self.refresh()
         info = self._table.get(job_id)
         if info is not None and info.active:
@@ -81,6 +84,8 @@ class SlurmBackend:
             final = info
         if final is not None and not final.active:
             self._ended[job_id] = final
+        elif final is None and self.error is None:
+            self._gone.add(job_id)                 # purged, no accounting: ask no more
         return final
 
     def _final(self, job_id: str) -> q.JobInfo | None:

@@ -28,7 +28,7 @@ class SlurmError(RuntimeError):
     """A Slurm command failed or is missing: its command line and its message."""
 
 
-def run(argv: list[str], timeout: float = 30.0) -> str:
+def run(argv: list[str], timeout: float = 20.0) -> str:
     """stdout of a Slurm command; SlurmError with its stderr when it fails."""
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,

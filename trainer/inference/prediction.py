@@ -89,6 +89,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         print(f"{kept} case(s) already predicted in {out} are kept (--overwrite redoes them)",
               file=sys.stderr)
     bar = _progress_bar(len(todo))
+    previews = []
     for i, case in enumerate(todo):
         probs, props = None, None
         for c in configurations:
@@ -104,6 +105,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
+        previews.append(_preview(case, seg))
         if save_probabilities:
             atomic_npz(out / f"{case.case_id}.npz", probs)
         if log:
@@ -112,6 +114,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             bar.advance(case.case_id)
     if bar:
         bar.close()
+    if previews:
+        from trainer.reporting.previews import write_previews
+        write_previews(previews, out / "previews", None, "test")
     result = {"predicted": len(todo), "kept": kept, "output": str(out),
               "configurations": configurations, "postprocessing": post.to_dict()}
     labelled = {c.case_id: c.label for c in cases if c.label is not None}
@@ -122,6 +127,17 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         atomic_write_json(out / "summary.json", summary)
         result["foreground_mean_dice"] = summary["foreground_mean"]["Dice"]
     return result
+
+
+def _preview(case, seg):
+    """The case's preview slice: original image, prediction, reference when the case has one."""
+    import nibabel as nib
+    import numpy as np
+    from trainer.reporting.previews import volume_preview
+    image = np.asarray(nib.load(str(case.images[0])).dataobj)
+    truth = (np.asarray(nib.load(str(case.label)).dataobj).astype(np.int16)
+             if case.label is not None else None)
+    return volume_preview(case.case_id, image, seg, truth)
 
 
 class _progress_bar:
