@@ -79,7 +79,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
         return
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
-    run.force = False
+    run.run_now = False                # the wish is granted
     run.last_activity = now
     run.message = None
     run.mark_checkpoint()

@@ -42,6 +42,7 @@ _RUN_FIELDS = {     # key: (check, expected) -- every field optional, None allow
               f"one of {', '.join(s.value for s in S)}"),
     "wanted": (lambda v: isinstance(v, bool), "true or false"),
     "user_stopped": (lambda v: isinstance(v, bool), "true or false"),
+    "run_now": (lambda v: isinstance(v, bool), "true or false"),
     "device": (lambda v: v is None or isinstance(v, str), "a device name or null"),
     "pid": (lambda v: v is None or (_is_int(v) and v >= 0), "a process id or null"),
     "create_time": (lambda v: v is None or _is_num(v), "a number or null"),
@@ -233,6 +234,7 @@ def _counters(run, rec: dict) -> None:
     run.overrides = dict(rec.get("overrides") or {})
     run.message = rec.get("message")
     run.user_stopped = bool(rec.get("user_stopped", False))
+    run.run_now = bool(rec.get("run_now", False))     # the user's wish survives a re-attach
 
 
 def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:

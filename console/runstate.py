@@ -67,7 +67,7 @@ class Run:
     job: Job
     _state: RunState = RunState.QUEUED
     wanted: bool = False           # queued by autostart or launch(); False = not launched
-    force: bool = False            # run_stage_now: ignore dependencies once
+    run_now: bool = False          # "run X now": ahead of the queue once its inputs are done
     handle: Handle | None = None
     device: str | None = None
     restarts: int = 0              # counts toward max_restarts; reset after a new checkpoint
@@ -132,6 +132,7 @@ class Run:
                "overrides": self.overrides, "message": self.message,
                "backoff_until": self.backoff_until, "attempts": self.attempts,
                "launch": self.launch, "user_stopped": self.user_stopped,
-               "wait_for_free": self.wait_for_free, "wait_reason": self.wait_reason}
+               "wait_for_free": self.wait_for_free, "wait_reason": self.wait_reason,
+               "run_now": self.run_now}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec

@@ -235,6 +235,16 @@ def lost_gpus(eng: "Engine", reading: NvmlReading) -> None:
                        "reschedule it on another device")
 
 
+def nvml_problems(eng: "Engine", reading: NvmlReading) -> None:
+    """Each failing NVML call once in console/events.jsonl, with its cause (the GPU screen
+    lists them too), instead of a silent n/a."""
+    said = eng.__dict__.setdefault("_nvml_said", set())
+    for problem in reading.problems:
+        if problem not in said:
+            said.add(problem)
+            eng.decide(None, "nvml", f"{problem}; shown as n/a")
+
+
 class Chaos:
     """`--chaos SECONDS`: SIGKILL a random running fold now and then, to show the watchdog."""
 

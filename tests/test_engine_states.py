@@ -65,6 +65,7 @@ def test_diff_reports_states_restarts_new_decisions_and_the_end():
     first = diff(None, a)
     assert [(c.kind, c.before, c.notable) for c in first] == [("state", None, False)]
     kinds = [(c.kind, c.text, c.notable) for c in diff(a, b)]
+    # the watchdog's decision is said when made; "restarted" only once it really restarted
     assert kinds == [("restart", "2d/0 exited: exit 3; the watchdog restarts it after a backoff",
                       True),
                      ("state", "2d/0 failed: exit 3", True),
