@@ -55,6 +55,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
                    save_probabilities: bool = False, overwrite: bool = False,
                    device: str = "auto", log=None) -> dict:
     """Write <case>.nii.gz per input case; cases already predicted are kept unless overwrite."""
+    from trainer.data import slices
     from trainer.data.datasets import cases_in_folder, load_dataset
     from trainer.data.geometry import preprocess_image, to_original
     from trainer.inference.sliding_window import predict_probabilities
@@ -88,6 +89,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     if kept:
         print(f"{kept} case(s) already predicted in {out} are kept (--overwrite redoes them)",
               file=sys.stderr)
+    slice_values = None
+    if cases and slices.is_slice_file(cases[0].images[0]) and slices.is_slice_folder(info.root):
+        slice_values = slices.mask_values(str(info.root / "masks"))
     bar = _progress_bar(len(todo))
     for i, case in enumerate(todo):
         probs, props = None, None
@@ -104,6 +108,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
+        if slice_values is not None:           # image + mask folders: a mask image too
+            from trainer.data.slices import write_mask
+            write_mask(seg, slice_values, out / f"{case.case_id}.png")
         if save_probabilities:
             atomic_npz(out / f"{case.case_id}.npz", probs)
         if log:
