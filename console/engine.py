@@ -16,10 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import disk, launching, persistence, scheduling, supervision, views
+from console import cleanup, disk, launching, persistence, scheduling, supervision, team, views
 from console.backend import Backend
+from console.claims import Claims
+from console.cluster import make_backend, queues_runs
 from console.decisions import DecisionLog
-from console.jobs import Job, build_jobs
+from console.jobs import Job
+from console.kinds import kind_for
 from console.lock import ConsoleLock
 from console.model import EpochPoint, Snapshot
 from console.nvml import NvmlSampler
@@ -40,6 +43,18 @@ class ReadOnlyError(ConfigError):
     """An action was called on a read-only engine."""
 
 
+def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
+    """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
+    folds = [j.key for j in kind_for(exp, launching=False).build_jobs() if j.kind == "fold"]
+    unknown = [r for r in runs if r not in folds]
+    if unknown or not runs:
+        what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
+        raise ConfigError(f"--runs {','.join(runs)}: {what}; the experiment's folds are "
+                          f"{', '.join(folds)} (stages are claimed by whichever console "
+                          "first sees their inputs complete)")
+    return list(dict.fromkeys(runs))
+
+
 class Engine:
     """Implements console.model.EngineControl; a context manager (close() on exit)."""
 
@@ -47,7 +62,7 @@ class Engine:
                  autostart: bool = True, clock: Callable[[], float] = time.time,
                  backend: Backend | None = None, sampler: NvmlSampler | None = None,
                  rng: random.Random | None = None, chaos_every_s: float | None = None,
-                 hold: bool = False) -> None:
+                 hold: bool = False, runs: list[str] | None = None) -> None:
         if not isinstance(experiment, Experiment):
             experiment = load_experiment(experiment)
         if experiment.source is None:
@@ -61,24 +76,41 @@ class Engine:
         self.hold = hold                  # True: supervise and stop, never launch (foldwatch stop)
         self.chaos = supervision.Chaos(chaos_every_s, clock())
         if backend is None:
-            from console.local_backend import LocalBackend
-            backend = LocalBackend()
+            backend = make_backend(experiment, read_only=read_only)
         self.backend = backend
         self.watchdog_enabled = experiment.watchdog.enabled
         g = experiment.devices.gpus
         self.selected_gpus: set[int] | None = None if g == "all" else set(g)
         self._lock: ConsoleLock | None = None
+        # Team split (--runs): claims on those runs, and this console's own state files.
+        self.claims: Claims | None = None
+        self.state_path, events_path = self.layout.state, self.layout.console_events
         if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
-            self._lock = ConsoleLock(self.layout.lock)
-            self._lock.acquire()          # ConsoleBusy (exit 2) when another console has it
-            self.layout.console_dir.mkdir(parents=True, exist_ok=True)
-        self.decisions = DecisionLog(self.layout.console_events, write=not read_only)
-        self._events_tail = Tailer(self.layout.console_events)
+            try:
+                self.layout.console_dir.mkdir(parents=True, exist_ok=True)
+                if runs is not None:
+                    self.claims = Claims(self.layout, check_runs(experiment, runs))
+                    self.claims.acquire()     # ConsoleBusy naming the holders of taken runs
+                    own = self.layout.team_console_dir(self.claims.id)
+                    own.mkdir(parents=True, exist_ok=True)
+                    self.state_path, events_path = own / "state.json", own / "events.jsonl"
+                else:
+                    self._lock = ConsoleLock(self.layout.lock)
+                    self._lock.acquire()      # ConsoleBusy (exit 2) when another console has it
+            except OSError as e:
+                raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
+                                  f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
+                                  ". Check that the results folder is writable and has "
+                                  "space.") from None
+        self.decisions = DecisionLog(events_path, write=not read_only)
+        self._events_tail = Tailer(events_path)
         for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
             self.decisions.ingest(ev)
-        self._state_file = persistence.StateFile(self.layout.state)
+        self._state_file = persistence.StateFile(self.state_path)
         self._requests = RequestChannel(self.layout)
-        self.jobs: list[Job] = build_jobs(experiment)
+        # foldwatch, nnunetv2 or command (console/kinds/)
+        self.kind = kind_for(experiment, launching=not read_only)
+        self.jobs: list[Job] = self.kind.build_jobs()
         self.runs: dict[str, Run] = {}
         for job in self.jobs:
             run = Run(job)
@@ -89,7 +121,7 @@ class Engine:
         self.state_notice: str | None = None     # damaged state.json, said loudly
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
         self.sampler.start()
-        loaded = persistence.load_state(self.layout.state)
+        loaded = persistence.load_state(self.state_path)
         now = clock()
         for run in self.runs.values():
             supervision.tail(self, run, now)
@@ -97,12 +129,15 @@ class Engine:
         if read_only:
             persistence.apply_saved(self, loaded.data)
             return
-        removed = persistence.clean_stale_temps(persistence.temp_folders(self))
+        removed = cleanup.clean_stale_temps(cleanup.temp_folders(self))
         if removed:
             self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
         if loaded.notice:
             self.decide(None, "state", loaded.notice)
+        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs.values()):
+            self.decide(None, "state", f"no {self.state_path.name} yet: the runs were "
+                        "re-discovered from their folders (metrics.jsonl, run locks)")
         if loaded.damaged:
             try:
                 kept = self._state_file.set_aside_damaged()
@@ -135,6 +170,8 @@ class Engine:
             self.state_notice = loaded.notice
             persistence.apply_saved(self, loaded.data)
         else:
+            if self.claims is not None:
+                team.sync(self, now)
             self._requests.handle(self)
             supervision.reap(self, now)
             supervision.escalate(self, now)
@@ -153,6 +190,10 @@ class Engine:
     def _schedule(self, now: float, reading) -> None:
         ready = scheduling.ready(self, now)
         if not ready:
+            return
+        if queues_runs(self.backend):       # Slurm queues them; the cluster decides where
+            for run in ready:
+                launching.launch(self, run, "slurm", now, reading)
             return
         gpu_mode = reading.available is True and bool(reading.gpus)
         used = scheduling.in_use(self, gpu_mode)
@@ -199,20 +240,6 @@ class Engine:
         self.write_errors.pop(name, None)
         return True
 
-    def notices(self, reading) -> list[str]:
-        """What the user must see now, loudest first (header of every front end)."""
-        out = list(self.write_errors.values())
-        if self.state_notice:
-            out.append(self.state_notice)
-        waiting = [r.key for r in self.runs.values() if r.state == S.WAITING]
-        if waiting:
-            out.append(f"waiting for disk space ({', '.join(waiting)}): "
-                       f"{disk.free_text(self.layout.root)}")
-        gpus = scheduling.missing_gpus(self, reading)
-        if gpus:
-            out.append(gpus)
-        return out
-
     # -- views for a selected run ------------------------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
         run = self.runs.get(key)
@@ -246,6 +273,8 @@ class Engine:
                 continue
             if job.kind == "stage" and job.configuration not in (None, *configurations):
                 continue
+            if team.foreign(self, job.key):
+                continue
             if run.state == S.COMPLETED or run.handle is not None:
                 run.wanted = True
                 continue
@@ -260,7 +289,7 @@ class Engine:
         by --stop-on-exit is not final: `foldwatch up` continues it)."""
         self._check_writable()
         run = self.runs.get(key)
-        if run is None:
+        if run is None or team.foreign(self, key):
             return
         if final:
             run.user_stopped = True
@@ -274,19 +303,26 @@ class Engine:
             run.stop_requested = True
             run.term_deadline = self.clock() + grace
             self.backend.cancel(run.handle)
-            self.decide(run, "stop", f"SIGTERM to its group; SIGKILL after {grace:g}s")
+            how = (f"scancel --signal=TERM job {run.handle.job_id}; scancel after {grace:g}s"
+                   if run.handle.job_id else f"SIGTERM to its group; SIGKILL after {grace:g}s")
+            self.decide(run, "stop", how)
 
     def kill(self, key: str) -> None:
         self._check_writable()
+        if team.foreign(self, key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None or run.handle is None:
             return
         run.stop_requested = run.user_stopped = True
         self.backend.cancel(run.handle, force=True)
-        self.decide(run, "kill", "SIGKILL to its group (user)")
+        self.decide(run, "kill", f"scancel job {run.handle.job_id} (user)" if run.handle.job_id
+                    else "SIGKILL to its group (user)")
 
     def resume(self, key: str) -> None:
         self._check_writable()
+        if team.foreign(self, key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None or run.handle is not None or run.state in (S.QUEUED, S.BACKOFF):
             return
@@ -298,6 +334,8 @@ class Engine:
 
     def restart_from_scratch(self, key: str) -> None:
         self._check_writable()
+        if team.foreign(self, key):
+            return                                # another console's run: read-only here
         run = self.runs.get(key)
         if run is None:
             return
@@ -338,6 +376,8 @@ class Engine:
 
     def run_stage_now(self, stage: str) -> None:
         self._check_writable()
+        if team.foreign(self, stage):
+            return                                # another console's run: read-only here
         run = self.runs.get(stage)
         if run is None or run.job.kind != "stage" or run.handle is not None:
             return
@@ -352,7 +392,10 @@ class Engine:
                 self.stop(key, final=final)
 
     def close(self) -> None:
-        """Leave the runs running; let go of the lock, the sampler and the files."""
+        """Leave the runs running; let go of the lock, the sampler and the files. Once."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.sampler.close()
         if not self.read_only:
             self.save_state()
@@ -363,3 +406,5 @@ class Engine:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.claims is not None:
+            self.claims.release()

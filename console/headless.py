@@ -9,11 +9,12 @@ import threading
 import time
 
 from console.changes import diff
+from console.results import results_lines
 from console.status import gpu_lines, runs_table
 
 SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refit", "adopt",
                    "reschedule", "gpu_lost", "reset", "request", "requeue", "busy", "wait",
-                   "retry", "state", "cleanup", "bug"}
+                   "retry", "state", "cleanup", "bug", "submit_failed", "claim"}
 
 
 def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float = 60.0,
@@ -51,6 +52,8 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
             last = snap
             if snap.finished:
                 console.print(runs_table(snap, title="final"))
+                if snap.results is not None and not snap.results.empty:
+                    console.print("\n".join(results_lines(snap.results)), markup=False)
                 code = 0 if snap.succeeded else 1
                 console.print("all runs completed" if code == 0 else
                               "finished, but not every run completed")
@@ -68,11 +71,11 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
             deadline = time.monotonic() + engine.exp.watchdog.grace_period_s + 10
             while time.monotonic() < deadline:
                 snap = engine.poll()
-                if not any(r.pid for r in snap.runs):
+                if not any(r.pid or r.job for r in snap.runs):
                     break
                 time.sleep(0.2)
         else:
-            alive = [r.key for r in snap.runs if r.pid]
+            alive = [r.key for r in snap.runs if r.pid or r.job]
             if alive:
                 console.print(f"leaving {len(alive)} run(s) running ({', '.join(alive)}); "
                               "`foldwatch up` again adopts them, `foldwatch stop` stops them")

@@ -35,7 +35,10 @@ class ConsoleLock:
                 f"another foldwatch console (pid {self.holder()}) controls this experiment "
                 f"({self.path}). Watch it with --read-only, or use `foldwatch status` / "
                 f"`foldwatch stop`.") from None
-        self._pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            self._pid_file.write_text(f"{os.getpid()}\n")
+        except OSError:
+            pass            # a full disk: the lock itself holds; only the holder's pid is lost
 
     def is_held_elsewhere(self) -> bool:
         """True when some other process holds the lock (probes without keeping it)."""

@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from console import faults, supervision
+from console import faults, supervision, team
 from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from contracts import runlock
 from contracts.jsonio import atomic_write_file, dumps, fsync_dir
-from contracts.layout import run_files
 
 if TYPE_CHECKING:
     from console.engine import Engine
 
 VERSION = 2
 READABLE_VERSIONS = (1, 2)          # version 1: the same records without launch intents
-STALE_TEMP_S = 60.0
-_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")   # contracts.jsonio's temp names
 
 
 def _is_int(v) -> bool:
@@ -58,6 +54,8 @@ _RUN_FIELDS = {     # key: (check, expected) -- every field optional, None allow
                   "an object of integers"),
     "message": (lambda v: v is None or isinstance(v, str), "text or null"),
     "backoff_until": (lambda v: v is None or _is_num(v), "a time or null"),
+    "wait_for_free": (lambda v: v is None or (_is_int(v) and v >= 0), "bytes or null"),
+    "wait_reason": (lambda v: v is None or isinstance(v, str), "text or null"),
     "launch": (lambda v: v is None or (isinstance(v, dict) and _is_int(v.get("attempt"))
                                        and _is_int(v.get("starts"))),
                "null or {attempt, starts, ...}"),
@@ -219,34 +217,6 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def clean_stale_temps(folders, older_than_s: float = STALE_TEMP_S) -> list[Path]:
-    """Remove `.<name>.<8 hex>.tmp` files (contracts.jsonio's temp names) older than a minute
-    from `folders`: left by writers killed mid-write. Only that pattern, only old ones."""
-    removed, now = [], time.time()
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            if not _TEMP.match(e.name):
-                continue
-            try:
-                if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > older_than_s:
-                    os.unlink(e.path)
-                    removed.append(Path(e.path))
-            except OSError:
-                continue
-    return removed
-
-
-def temp_folders(eng: "Engine") -> list[Path]:
-    out = [eng.layout.console_dir]
-    for run in eng.runs.values():
-        out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
-    return out
-
-
 def state_of(eng: "Engine") -> dict:
     sel = eng.selected_gpus
     return {"version": VERSION, "engine_pid": os.getpid(), "experiment": str(eng.exp.source),
@@ -270,7 +240,7 @@ def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:
     run.starts_at_launch = max(0, run.metrics.starts - 1)
     run.restore(S.RUNNING if run.metrics.starts else S.STARTING)
     run.wanted, run.user_stopped = True, False
-    run.launched_at = run.last_activity = now
+    run.last_activity = now
     run.mark_checkpoint()
     where = f" on {run.device}" if run.device else ""
     eng.decide(run, "adopt", f"{how} {handle.pid or handle.job_id}{where}")
@@ -302,7 +272,11 @@ def _resolve_active(eng: "Engine", run, rec: dict, now: float) -> None:
     if handle is not None:
         _adopt(eng, run, handle, now, "re-adopted live process")
         return
-    if adopt_holder(eng, run, now) is not False:
+    got = adopt_holder(eng, run, now)
+    if got is None:                    # held, not adoptable (yet): the scheduler tries again
+        run.state = S.QUEUED
+        return
+    if got:
         return
     if launch and rec.get("pid") is None and run.metrics.starts <= launch["starts"]:
         run.state, run.launch = S.QUEUED, None
@@ -316,6 +290,9 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
     """Start-up of a controlling console: adopt live runs, judge the dead, queue the rest.
     Whatever state.json says, a run folder held by a live process is adopted, never launched."""
     for key, run in eng.runs.items():
+        if team.foreign(eng, key):
+            team.refresh(eng, run, now)            # someone's run: watched, never launched
+            continue
         rec = saved["runs"].get(key) or {}
         _counters(run, rec)
         state = rec.get("state")
@@ -339,6 +316,10 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
             run.wanted = bool(rec.get("wanted", True))
         elif state in (S.QUEUED, S.BACKOFF):
             run.wanted = autostart or bool(rec.get("wanted", True))
+        elif state == S.WAITING:               # for disk space: keep waiting for it
+            run.restore(S.WAITING)
+            run.wanted = True
+            run.wait_for_free, run.wait_reason = rec.get("wait_for_free"), rec.get("wait_reason")
         else:
             _from_logs(eng, run, autostart, now)
 
@@ -378,6 +359,8 @@ def apply_saved(eng: "Engine", saved: dict) -> None:
         elif end is not None and end.get("status") in FINAL:
             run.restore(end["status"])
             run.wanted = True
+        elif run.metrics.starts and not eng.layout.state.exists():
+            team.refresh(eng, run, time.time())   # a team split: no console has state.json
         elif run.metrics.starts:
             run.restore(S.STOPPED)
             run.wanted = True

@@ -74,6 +74,7 @@ class Run:
     total_restarts: int = 0
     attempts: int = 0              # launches, ever (the intent record names the attempt)
     launch: dict | None = None     # intent persisted before the process starts, see launching
+    resuming: bool = False         # the last launch continues from a checkpoint (its kind said)
     user_stopped: bool = False     # the user stopped it: a new console keeps it stopped
     ckpt_mark: int | None = None   # latest checkpoint epoch when launched/adopted
     wait_for_free: int | None = None   # WAITING for disk: bytes free needed to retry
@@ -87,11 +88,13 @@ class Run:
     scratch_pending: bool = False
     term_deadline: float | None = None   # SIGKILL the group after this
     starts_at_launch: int = 0
-    launched_at: float | None = None
+    stderr_at_launch: int = 0      # stderr.log size at launch: this attempt's part follows
     last_activity: float | None = None
     metrics: RunMetrics = field(default_factory=RunMetrics)
     tailer: Tailer | None = None
     bugs: list[str] = field(default_factory=list)   # illegal transitions seen (non-strict)
+    cluster_stops: int = 0         # cluster stops in a row without a new latest.pt (walltime...)
+    cluster_ckpt: float | None = None   # latest.pt's mtime at the last cluster stop
 
     @property
     def key(self) -> str:
@@ -128,6 +131,7 @@ class Run:
                "restarts": self.restarts, "total_restarts": self.total_restarts,
                "overrides": self.overrides, "message": self.message,
                "backoff_until": self.backoff_until, "attempts": self.attempts,
-               "launch": self.launch, "user_stopped": self.user_stopped}
+               "launch": self.launch, "user_stopped": self.user_stopped,
+               "wait_for_free": self.wait_for_free, "wait_reason": self.wait_reason}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec

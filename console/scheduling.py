@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from console import team
 from console.allocation import DeviceUse, free_cpu_slot, gpu_slots
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
@@ -22,6 +23,11 @@ def blocker(eng: "Engine", run: Run) -> str | None:
         d = eng.runs.get(dep)
         if d is not None and d.state != S.COMPLETED:
             return dep
+    for first in run.job.starts_after:     # staggered start: let it unpack and train first
+        d = eng.runs.get(first)
+        if (d is not None and d.wanted and d.state not in (S.COMPLETED, S.FAILED, S.STOPPED)
+                and d.metrics.epoch is None):      # no epoch done yet (a resumed one has)
+            return first
     return None
 
 
@@ -66,7 +72,8 @@ def ready(eng: "Engine", now: float) -> list[Run]:
     for run in eng.runs.values():
         if run.state == S.BACKOFF and run.backoff_until is not None and now >= run.backoff_until:
             run.state, run.backoff_until = S.QUEUED, None
-        if run.state == S.QUEUED and run.wanted and blocker(eng, run) is None:
+        if (run.state == S.QUEUED and run.wanted and blocker(eng, run) is None
+                and not team.foreign(eng, run.key)):
             out.append(run)
     return out
 
@@ -89,6 +96,8 @@ def missing_gpus(eng: "Engine", reading: NvmlReading) -> str | None:
     are none), instead of runs queued forever without a word."""
     asked = eng.selected_gpus
     if asked is None or reading.available is None:     # "all", or NVML not sampled yet
+        return None
+    if getattr(eng.backend, "queues_runs", False):       # Slurm: gres picks the GPUs, not us
         return None
     if reading.available is False or not reading.gpus:
         why = f" ({reading.message})" if reading.message else ""

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from console import disk, views
+from console.cluster import ended_by_cluster, is_pending, queues_runs
+from contracts.layout import run_files
 from console import watchdog as wd
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
@@ -59,15 +61,29 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
             unattended: bool = False) -> None:
     """The run's process is gone: decide what comes next (watchdog rules)."""
     end = run.metrics.end if run.metrics.starts > run.starts_at_launch else None
-    was = run.device
+    was, handle = run.device, run.handle
     run.handle, run.device, run.term_deadline = None, None, None
     if run.gpu_lost:
         run.gpu_lost = run.stalled = run.stop_requested = False
         run.state = S.QUEUED
         eng.decide(run, "reschedule", f"{was} was lost; rescheduled on another device")
         return
+    cause = wd.cluster_stop(end, ended_by_cluster(eng.backend, handle),
+                            stop_requested=run.stop_requested or run.stalled,
+                            queued_backend=queues_runs(eng.backend))
+    if cause is not None and not run.scratch_pending and _no_progress(run, cause, eng):
+        return
+    if cause is not None and not run.scratch_pending:
+        # The walltime, preemption, a lost node or someone else's scancel: not a crash.
+        run.state, run.stop_requested = S.QUEUED, False
+        run.message = f"ended by the cluster ({cause}); resubmitted with --resume"
+        job = f", job {handle.job_id}" if handle is not None and handle.job_id else ""
+        eng.decide(run, "requeue", f"ended by the cluster ({cause}{job}); resubmitting with "
+                   "--resume, no restart counted")
+        return
     cfg = eng.exp.watchdog
-    stderr = views.stderr_tail(run, 40) if end is None else None
+    # what this attempt wrote to stderr (the file keeps every attempt's)
+    stderr = views.stderr_tail(run, 40, since=run.stderr_at_launch) if end is None else None
     v = wd.judge_exit(code, end, stop_requested=run.stop_requested, stalled=run.stalled,
                       restarts=run.restarts, cfg=cfg, enabled=eng.watchdog_enabled,
                       stderr_lines=stderr)
@@ -97,6 +113,31 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
     run.message = f"{v.reason}{extra}"
     eng.decide(run, "restart", f"{v.reason}; restart {run.restarts}/{cfg.max_restarts} "
                f"with --resume in {delay:.1f}s{extra}")
+
+
+# Cluster stops in a row that saved no new checkpoint before a run is given up on: a time
+# limit or signal lead too short to ever checkpoint must not resubmit forever.
+MAX_FRUITLESS_CLUSTER_STOPS = 5
+
+
+def _no_progress(run: Run, cause: str, eng: "Engine") -> bool:
+    """Count a cluster stop; True (run failed, said why) after too many without progress."""
+    try:
+        mark = run_files(run.job.run_dir)["latest"].stat().st_mtime
+    except OSError:
+        mark = None
+    if mark is not None and mark != run.cluster_ckpt:
+        run.cluster_stops, run.cluster_ckpt = 0, mark
+    run.cluster_stops += 1
+    if run.cluster_stops <= MAX_FRUITLESS_CLUSTER_STOPS:
+        return False
+    run.state, run.stop_requested = S.FAILED, False
+    run.message = (f"ended by the cluster ({cause}) {run.cluster_stops - 1} times in a row "
+                   "without saving a new checkpoint; not resubmitted. A longer "
+                   "slurm.time_limit or checkpoint_before_s (or a healthier partition) is "
+                   "needed; resume it with 'r'")
+    eng.decide(run, "give_up", run.message)
+    return True
 
 
 def _busy(eng: "Engine", run: Run, now: float) -> None:
@@ -139,7 +180,8 @@ def space_back(eng: "Engine") -> None:
 
 def _refit(eng: "Engine", run: Run) -> str:
     """Out of memory: halve the batch, double accumulation (auto_fit_on_oom); the note."""
-    if not (eng.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold"):
+    if not (eng.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold"
+            and eng.exp.trainer == "foldwatch"):       # other kinds own their batch size
         return ""
     cfg = eng.exp.configurations[run.job.configuration]
     bs = run.overrides.get("batch_size", cfg.batch_size)
@@ -160,7 +202,9 @@ def escalate(eng: "Engine", now: float) -> None:
         if run.handle is not None and run.term_deadline is not None and now >= run.term_deadline:
             eng.backend.cancel(run.handle, force=True)
             run.term_deadline = None
-            eng.decide(run, "kill", "still alive after the grace period: SIGKILL to its group")
+            eng.decide(run, "kill", "still alive after the grace period: " + (
+                f"scancel job {run.handle.job_id}" if run.handle.job_id
+                else "SIGKILL to its group"))
 
 
 def stalls(eng: "Engine", now: float) -> None:
@@ -169,6 +213,9 @@ def stalls(eng: "Engine", now: float) -> None:
     for run in eng.runs.values():
         if (run.handle is None or run.stalled or run.stop_requested
                 or run.last_activity is None or now - run.last_activity <= limit):
+            continue
+        if is_pending(eng.backend, run.handle):
+            run.last_activity = now           # waiting in the cluster's queue is not a stall
             continue
         run.stalled, run.state = True, S.STALLED
         run.term_deadline = now + cfg.grace_period_s

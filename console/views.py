@@ -8,7 +8,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from console import scheduling
+from console import disk, scheduling, team
+from console.cluster import job_device, job_note, partition_view, queues_runs
 from console.model import GpuProcessView, GpuView, RunView, Snapshot
 from console.nvml import NvmlReading
 from console.runstate import ACTIVE, FINAL
@@ -29,7 +30,7 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
     message = run.message
     if not run.wanted and state not in FINAL:
         state, message = S.STOPPED, message or "not launched"
-    elif state == S.QUEUED and not eng.read_only:
+    elif state == S.QUEUED and not eng.read_only and not team.foreign(eng, run.key):
         dead = scheduling.dead_end(eng, run)
         blocker = dead or scheduling.blocker(eng, run)
         if dead:
@@ -45,9 +46,16 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
         age = now - run.last_activity
     elif m.last_t is not None and state in ACTIVE:
         age = max(0.0, time.time() - m.last_t)       # log times are wall-clock
+    device, job_info = run.device, None
+    if run.handle is not None and run.handle.job_id:
+        job_info = (eng.backend.describe(run.handle) if queues_runs(eng.backend)
+                    else {"job_id": run.handle.job_id, "node": run.handle.host})
+        device = job_device(job_info)
+        note = job_note(job_info)
+        message = note if not message else f"{note}; {message}"
     return RunView(
         key=job.key, kind=job.kind, label=job.label, state=state.value,
-        configuration=job.configuration, fold=job.fold, device=run.device,
+        configuration=job.configuration, fold=job.fold, device=device, job=job_info,
         pid=run.handle.pid if run.handle else None,
         epoch=m.epoch, epochs=m.epochs, iteration=m.iteration,
         iterations_per_epoch=m.iterations_per_epoch, samples_per_s=m.samples_per_s,
@@ -110,7 +118,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
         gpu_block = scheduling.missing_gpus(eng, reading)
     views = [run_view(eng, r, now, gpu_block) for r in eng.runs.values()]
     wanted = [r for r in eng.runs.values() if r.wanted]
-    pending = [r for r in wanted if r.state in ACTIVE or r.state == S.BACKOFF
+    pending = [r for r in wanted if r.state in ACTIVE or r.state in (S.BACKOFF, S.WAITING)
                or (r.state == S.QUEUED and (eng.read_only or not scheduling.dead_end(eng, r)))]
     finished = not pending
     succeeded = finished and bool(wanted) and all(r.state == S.COMPLETED for r in wanted)
@@ -119,17 +127,34 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     cpu_slots=eng.exp.devices.cpu_slots, nvml_message=reading.message,
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
-                    decisions=list(eng.decisions.recent)[-200:], notices=eng.notices(reading))
+                    decisions=list(eng.decisions.recent)[-200:], notices=notices(eng, reading),
+                    cluster=partition_view(eng.backend))
+
+
+def notices(eng: "Engine", reading: NvmlReading) -> list[str]:
+    """What the user must see now, loudest first (header of every front end)."""
+    out = list(eng.write_errors.values())
+    if eng.state_notice:
+        out.append(eng.state_notice)
+    waiting = [r.key for r in eng.runs.values() if r.state == S.WAITING]
+    if waiting:
+        out.append(f"waiting for disk space ({', '.join(waiting)}): "
+                   f"{disk.free_text(eng.layout.root)}")
+    gpus = scheduling.missing_gpus(eng, reading)
+    if gpus:
+        out.append(gpus)
+    return out
 
 
 # -- details of one run (the detail screen) ------------------------------------------------
-def stderr_tail(run: Run, lines: int = 40) -> list[str]:
-    """The last `lines` lines of the run's stderr.log (reads at most its last 64 KiB)."""
+def stderr_tail(run: Run, lines: int = 40, since: int = 0) -> list[str]:
+    """The last `lines` lines of the run's stderr.log written after byte `since` (reads at
+    most the last 64 KiB)."""
     try:
         with open(run_files(run.job.run_dir)["stderr"], "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
+            f.seek(max(since if since <= size else 0, size - 64 * 1024))
             data = f.read()
     except OSError:
         return []
@@ -145,4 +170,10 @@ def checkpoints(run: Run) -> list[tuple[str, float]]:
                 out.append((str(p), p.stat().st_mtime))
     except OSError:
         pass
+    if not out:                 # nnU-Net's and commands' checkpoints, as their events named them
+        for path in sorted(set(run.metrics.checkpoints.values())):
+            try:
+                out.append((path, os.stat(path).st_mtime))
+            except OSError:
+                pass
     return out

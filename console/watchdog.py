@@ -55,8 +55,19 @@ def explain(end: dict | None, stderr_lines: list[str] | None = None) -> str | No
             lines = [l.strip() for l in err.splitlines() if _meaningful(l)]
             if lines:
                 return lines[-1]
-    lines = [l.rstrip() for l in (stderr_lines or []) if _meaningful(l)]
-    return "\n".join(lines[-5:]) if lines else None
+    return _from_stderr(stderr_lines or [])
+
+
+def _from_stderr(raw: list[str]) -> str | None:
+    """The exception of the last traceback (its unindented lines), else the last few lines."""
+    lines = [l.rstrip() for l in raw if l.strip()]
+    tbs = [i for i, l in enumerate(lines) if l.startswith("Traceback (")]
+    if tbs:
+        exc = [l for l in lines[tbs[-1] + 1:] if not l[:1].isspace() and _meaningful(l)]
+        if exc:
+            return "\n".join(exc[-3:])
+    said = [l for l in lines if _meaningful(l)]
+    return "\n".join(said[-5:]) if said else None
 
 
 def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stalled: bool,
@@ -81,6 +92,9 @@ def judge_exit(code: int | None, end: dict | None, *, stop_requested: bool, stal
             kind = "configuration" if code == exitcodes.USAGE else "dataset"
             return Verdict("failed", f"{kind} error (exit {code}, never restarted)"
                            + (tail or f": exit code {code}"), "fail")
+        if code == exitcodes.INTERRUPTED:
+            return Verdict("stopped", "interrupted (SIGINT, exit 130): treated as a stop",
+                           "stopped")
         if code == exitcodes.BUSY:
             return Verdict("busy", "another process holds the run folder (exit 73)", "adopt")
         if code == exitcodes.NO_SPACE:
@@ -106,3 +120,28 @@ def refit_after_oom(batch_size: int, grad_accumulation: int) -> dict | None:
     if batch_size <= 1:
         return None
     return {"batch_size": batch_size // 2, "grad_accumulation": grad_accumulation * 2}
+
+
+# Stop causes that mean "the cluster ended it, carry on": Slurm's pre-walltime SIGUSR2,
+# preemption, node failure. Resubmitted with --resume, no restart counted.
+CLUSTER_CAUSES = ("timeout", "preempted", "node_fail")
+
+
+def cluster_stop(end: dict | None, ended_by: str | None, *, stop_requested: bool,
+                 queued_backend: bool) -> str | None:
+    """Why a run ended without the console asking and should simply carry on, or None.
+
+    `ended_by` is the backend's reading (Slurm job state TIMEOUT/PREEMPTED/NODE_FAIL, or
+    `cancelled` by someone else's scancel). On a batch system every stop the console did not
+    ask for came from the cluster or its admins; locally only walltime/preemption causes do.
+    """
+    if stop_requested:
+        return None
+    cause = end.get("stop_cause") if end and end.get("status") == "stopped" else None
+    if cause in CLUSTER_CAUSES:
+        return cause
+    if ended_by in CLUSTER_CAUSES:
+        return ended_by
+    if queued_backend and (ended_by == "cancelled" or (end and end.get("status") == "stopped")):
+        return "cancelled" if ended_by == "cancelled" else (cause or "signal")
+    return None

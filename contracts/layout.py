@@ -60,6 +60,37 @@ class Layout:
     def validation(self, configuration: str, fold: int) -> Path:
         return self.fold_dir(configuration, fold) / "validation"
 
+    def previews(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "previews"
+
+    def progress_png(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "progress.png"
+
+    def progress_overview(self, configuration: str) -> Path:
+        """All folds of one configuration overlaid."""
+        return self.root / configuration / "progress_folds.png"
+
+    def tensorboard(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """W&B's `dir`: offline runs land in <root>/wandb/offline-run-*."""
+        return self.root
+
+    @property
+    def exports_dir(self) -> Path:
+        """The exporter's cursors, one JSON file per run and sink."""
+        return self.console_dir / "exports"
+
+    @property
+    def notify_state(self) -> Path:
+        return self.console_dir / "notify.json"
+
+    @property
+    def notify_log(self) -> Path:
+        return self.console_dir / "notify.jsonl"
+
     def crossval(self, configuration: str) -> Path:
         return self.root / configuration / "crossval"
 
@@ -101,6 +132,14 @@ class Layout:
     def lock(self) -> Path:
         return self.console_dir / "lock"
 
+    def claim(self, key: str) -> Path:
+        """Team split (--runs): the lock a console holds on one run or stage it owns."""
+        return self.console_dir / "claims" / f"{key}.lock"
+
+    def team_console_dir(self, console_id: str) -> Path:
+        """Team split: one console's own state.json and events.jsonl (host + its runs)."""
+        return self.console_dir / "consoles" / console_id
+
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """The files every run folder (fold or stage) has (folds also `latest`)."""
@@ -110,4 +149,7 @@ def run_files(run_dir: Path) -> dict[str, Path]:
         "stderr": run_dir / STDERR_FILE,
         "checkpoints": run_dir / CHECKPOINTS_DIR,
         "latest": run_dir / CHECKPOINTS_DIR / LATEST_CHECKPOINT,
+        # Slurm backend: the submission record (intent, then job id) and the batch script.
+        "slurm_job": run_dir / "slurm-job.json",
+        "slurm_script": run_dir / "slurm-job.sh",
     }

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,7 @@ def main() -> int:
     with open(calls, "a") as f:
         f.write(json.dumps({"argv": argv, "pid": os.getpid(), "create_time": _ct(),
                             "t": time.time(), "env": {
-            k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+            k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID",
                                            "FOLDWATCH_CPU_THREADS")}}) + "\n")
     script = {}
     if os.environ.get("FAKE_TRAINER_SCRIPT"):
@@ -83,16 +84,20 @@ def main() -> int:
         spec = spec[min(attempt, len(spec) - 1)] if spec else {}
     log = EventWriter(run_dir / "metrics.jsonl")
     then = spec.get("then", "finish")
-    stop = {"flag": False}
+    stop = {"flag": False, "cause": None}
 
     def on_term(signum, frame):
         stop["flag"] = True
+        # Slurm's pre-walltime signal is SIGUSR2 (sbatch --signal), like the real trainer's.
+        stop["cause"] = "timeout" if signum == signal.SIGUSR2 else "signal"
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if spec.get("ignore_term") else on_term)
+    signal.signal(signal.SIGUSR2, on_term)
 
     def finish(status: str, code: int, error=None, message=None, reason=None) -> int:
+        extra = {"stop_cause": stop["cause"]} if status == "stopped" else {}
         log.write("end", status=status, error=error, exit_code=code, message=message,
-                  reason=reason)
+                  reason=reason, **extra)
         return code
 
     def act(where: str) -> int | None:
@@ -131,7 +136,7 @@ def main() -> int:
 
     rate = float(spec.get("rate", 0.02))
     if command != "train":
-        log.write("start", stage=key, pid=os.getpid(), host="fake")
+        log.write("start", stage=key, pid=os.getpid(), host=socket.gethostname())
         if spec.get("at", 1) == 0:
             code = act("at start")
             if code is not None:
@@ -151,7 +156,7 @@ def main() -> int:
         start_epoch = int(ckpt.read_text())
     batch = int(_arg(argv, "--batch-size", conf.batch_size))
     log.write("start", configuration=cfg, fold=int(_arg(argv, "--fold")), pid=os.getpid(),
-              host="fake", device="cpu", attempt=attempt + 1,
+              host=socket.gethostname(), device="cpu", attempt=attempt + 1,
               resumed_from=start_epoch if "--resume" in argv else None, epochs=epochs,
               iterations_per_epoch=iters, batch_size=batch,
               grad_accumulation=int(_arg(argv, "--grad-accumulation", conf.grad_accumulation)))

@@ -20,16 +20,15 @@ import psutil
 
 from console.faults import CRASH_EXIT
 from contracts.experiment import load_experiment
-from contracts.jsonio import iter_jsonl
+from contracts.jsonio import EventWriter, iter_jsonl
 from engine_helpers import FAKE, REPO, write_experiment
 
 NO_STAGES = {"evaluate": False, "find_best": False, "postprocess": False, "predict_test": False}
-# (fault point, which pass): launches 1-2 are plan and preprocess, 3-4 the folds; state saves
-# happen at start-up, twice per launch and on every change.
-CASES = [("launch:intent", 3), ("launch:intent-saved", 3), ("launch:submitted", 3),
-         ("launch:recorded", 4), ("save:prev", 7), ("save:written", 7), ("save:replaced", 8),
-         ("save:written", 2)]
-SCRIPT = {"plan": {"rate": 0.02}, "preprocess-2d": {"rate": 0.02}, "*": {"rate": 0.8}}
+# (fault point, which pass). The stages are done already, so launches 1 and 2 are the folds;
+# state saves: 1 at start-up, then 2-3 for fold 0's launch (intent, pid), 4-5 for fold 1's.
+CASES = [("launch:intent", 1), ("launch:intent-saved", 1), ("launch:submitted", 1),
+         ("launch:recorded", 2), ("save:prev", 3), ("save:written", 4), ("save:replaced", 5)]
+SCRIPT = {"*": {"rate": 0.8}}
 
 
 def _env(tmp: Path, crash: str | None) -> dict:
@@ -82,6 +81,11 @@ def test_console_killed_at_every_step_never_runs_a_fold_twice(tmp_path):
         d = tmp_path / f"case{i}"
         d.mkdir()
         exp = write_experiment(d, folds=(0, 1), epochs=3, pipeline=NO_STAGES)
+        lay = load_experiment(exp).layout
+        for stage in ("plan", "preprocess-2d"):         # done: only the folds are launched
+            with EventWriter(lay.stage_dir(stage) / "metrics.jsonl") as w:
+                w.write("start", stage=stage, pid=1, host="x")
+                w.write("end", status="completed", error=None, exit_code=0)
         cases.append((f"{point}:{nth}", d, exp))
     census = Census([exp for _, _, exp in cases])
     census.start()
@@ -99,8 +103,7 @@ def test_console_killed_at_every_step_never_runs_a_fold_twice(tmp_path):
         assert p.returncode == 0, f"after a crash at {crash}, the pipeline did not complete:\n{out}"
         assert "Traceback" not in out, out
         lay = load_experiment(exp).layout
-        for run_dir in [lay.fold_dir("2d", 0), lay.fold_dir("2d", 1), lay.stage_dir("plan"),
-                        lay.stage_dir("preprocess-2d")]:
+        for run_dir in [lay.fold_dir("2d", 0), lay.fold_dir("2d", 1)]:
             trained = [json.loads(l) for l in (run_dir / "fake_calls.jsonl").read_text().splitlines()]
             busy = run_dir / "fake_busy.jsonl"
             # one trainer per run, ever: never relaunched beside a live one, never restarted

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from console.engine import Engine
@@ -112,12 +114,21 @@ def test_busy_exit_counts_no_restart_and_no_space_waits(world):
            "needs ~5 MB", reason="no_space")
     eng.poll()
     assert run.state == "waiting" and run.restarts == 0 and run.total_restarts == 0
+    assert not eng.poll().finished            # waiting is not giving up: headless keeps going
     assert run.message.startswith("waiting for disk space:") and "no space left on /r" in run.message
     snap = eng.poll()
     assert any(n.startswith("waiting for disk space (2d/0)") for n in snap.notices)
-    run.wait_for_free = 0                 # as if space came back
-    eng.poll()
-    assert "retry" in actions(eng, "2d/0") and run.handle is not None
+    eng.close()                           # a new console keeps waiting, same threshold
+    again = Engine(eng.exp, clock=clock, backend=backend, sampler=cpu_sampler())
+    try:
+        run2 = again.runs["2d/0"]
+        assert run2.state == "waiting" and run2.wait_for_free == run.wait_for_free
+        assert "no space left on /r" in run2.wait_reason
+        run2.wait_for_free = 0            # as if space came back
+        again.poll()
+        assert "retry" in actions(again, "2d/0") and run2.handle is not None
+    finally:
+        again.close()
 
 
 def test_every_failure_says_why(world):
@@ -176,3 +187,84 @@ def test_gpus_asked_for_in_cpu_mode_are_said(world):
         time.sleep(0.02)
     assert any("devices.gpus asks for GPU 0, but no GPU is available" in n
                for n in eng.poll().notices)
+
+
+def test_stderr_fallback_takes_the_last_tracebacks_exception():
+    from console.watchdog import explain
+    stderr = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n"
+              "    old()\nOldError: from an earlier attempt\n"
+              "Traceback (most recent call last):\n  File \"b.py\", line 84, in run\n"
+              "    from trainer import device as devices\n"
+              "ImportError: cannot import name 'device' from 'trainer'\n\n").splitlines()
+    assert explain(None, stderr) == "ImportError: cannot import name 'device' from 'trainer'"
+    assert explain(None, ["usage: trainer train ...", "trainer: error: --fold is required", ""]) \
+        == "usage: trainer train ...\ntrainer: error: --fold is required"
+    assert explain({"message": "  one clean sentence  ", "error": "x"}, stderr) == "one clean sentence"
+    assert explain(None, []) is None
+
+
+def test_exit_130_is_a_stop_not_a_crash():
+    from console.watchdog import judge_exit
+    from contracts.experiment import Watchdog
+    v = judge_exit(130, {"status": "stopped", "reason": "interrupted", "exit_code": 130},
+                   stop_requested=False, stalled=False, restarts=0, cfg=Watchdog(), enabled=True)
+    assert (v.outcome, v.action) == ("stopped", "stopped")
+
+
+def test_busy_exit_adopts_the_live_holder_of_the_run_folder(world):
+    import subprocess
+    import sys
+    import time
+
+    from contracts.runlock import holder
+    eng, clock, backend = world()
+    through_stages(eng, backend)
+    run = eng.runs["2d/0"]
+    fold = run.job.run_dir
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from contracts.runlock import RunLock\n"
+        "with RunLock(sys.argv[2], role='train'):\n    time.sleep(60)"),
+        str(Path(__file__).resolve().parents[1]), str(fold)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (holder(fold) or {}).get("pid"):        # held, and its record written
+            assert time.monotonic() < deadline and hold.poll() is None
+            time.sleep(0.02)
+        backend.adoptable["2d/0"] = {"pid": hold.pid}
+        backend.exit(run.handle, 73)           # our launch lost the race to that process
+        eng.poll()
+        assert run.handle is not None and run.handle.pid == hold.pid
+        assert run.restarts == 0 and run.total_restarts == 0
+        assert actions(eng, "2d/0")[-1] == "adopt" and len(backend.submitted) == 3
+    finally:
+        hold.kill()
+        hold.wait()
+
+
+def test_walltime_stops_resubmit_without_restarts_until_they_stop_making_progress(world):
+    """A stop the console did not ask for with stop_cause timeout is resubmitted with
+    --resume and counts no restart; 5 such stops in a row without a new latest.pt fail the
+    run with a reason instead of resubmitting forever."""
+    from console.supervision import MAX_FRUITLESS_CLUSTER_STOPS
+    eng, clock, backend = world()
+    through_stages(eng, backend)
+    latest = run_files(eng.runs["2d/0"].job.run_dir)["latest"]
+    for attempt in range(MAX_FRUITLESS_CLUSTER_STOPS + 3):
+        eng.poll()
+        fold = eng.runs["2d/0"]
+        assert fold.handle is not None, (attempt, fold.state, fold.message)
+        if attempt:
+            assert "--resume" in backend.submitted[-1].argv
+        start(eng, "2d/0")
+        if attempt < 2:                    # progress: a new checkpoint in each of these
+            latest.parent.mkdir(parents=True, exist_ok=True)
+            latest.write_bytes(b"x" * (attempt + 1))
+            import os
+            os.utime(latest, (1000 + attempt, 1000 + attempt))
+        finish(eng, backend, "2d/0", code=0, status="stopped", stop_cause="timeout")
+        eng.poll()
+        if fold.state == "failed":
+            break
+    assert fold.state == "failed" and "without saving a new checkpoint" in fold.message
+    assert fold.total_restarts == 0
+    assert actions(eng, "2d/0").count("requeue") == 1 + MAX_FRUITLESS_CLUSTER_STOPS

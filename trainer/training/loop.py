@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from contracts.experiment import Configuration
+from contracts.layout import CHECKPOINTS_DIR
 
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loader
@@ -64,7 +65,7 @@ class FoldTrainer:
                  batch_size: int, grad_accumulation: int) -> None:
         self.plan, self.cfg, self.log, self.device = plan, cfg, log, device
         self.fold_dir = fold_dir
-        self.ckpt_dir = fold_dir / "checkpoints"
+        self.ckpt_dir = fold_dir / CHECKPOINTS_DIR
         self.micro_batch, self.accum = batch_size, grad_accumulation
         self.batch = batch_size * grad_accumulation
         torch.manual_seed(cfg.seed)
@@ -86,6 +87,7 @@ class FoldTrainer:
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False)
         self.state = Progress()
+        self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -246,6 +248,7 @@ class FoldTrainer:
             improved = s.ema_dice is not None and (s.best_ema is None or s.ema_dice > s.best_ema)
             if improved:
                 s.best_ema = s.ema_dice
+            print(epoch_line(record, cfg.epochs, s.best_ema if improved else None), flush=True)
             s.finished = s.epoch >= cfg.epochs
             if improved:
                 self.save("best")
@@ -255,6 +258,8 @@ class FoldTrainer:
             self.save("latest")
             fault_point("after-checkpoint")
             self.log.event("epoch", **record)
+            if self.reporter is not None:     # pictures: after the epoch is announced
+                self.reporter.after_epoch(self, epoch)
             if stop.requested and not s.finished:
                 return False
         return True
@@ -267,3 +272,14 @@ class FoldTrainer:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except ImportError:
             return float("nan")
+
+
+def epoch_line(r: dict, epochs: int, new_best: float | None) -> str:
+    """One human line per epoch on stdout, like nnU-Net's; metrics.jsonl stays the contract."""
+    def f(v, fmt="{:.4f}"):
+        return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+    dice = ", ".join(f(d) for d in r["val_dice_per_class"])
+    line = (f"epoch {r['epoch'] + 1}/{epochs}  train_loss {f(r['train_loss'])}  "
+            f"val_loss {f(r['val_loss'])}  pseudo-Dice [{dice}]  "
+            f"epoch_time {r['epoch_s']:.1f}s  lr {r['lr']:.5f}")
+    return line + (f"  new best EMA pseudo-Dice {new_best:.4f}" if new_best is not None else "")
