@@ -119,7 +119,7 @@ def _status(exp_path: Path, as_json: bool) -> int:
 
 def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
     from console.engine import Engine
-    from console.jobs import build_jobs
+    from console.kinds import kind_for
     from console.lock import ConsoleLock
     from console.model import ACTIVE_STATES
     from console.persistence import load_state
@@ -127,7 +127,7 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
     from contracts.errors import ConfigError
     exp = _load(exp_path)
     lay = exp.layout
-    known = {j.key for j in build_jobs(exp)}
+    known = {j.key for j in kind_for(exp, launching=False).build_jobs()}
     if run is not None and run not in known:
         raise ConfigError(f"--run {run}: no such run in {exp_path}; runs are "
                           + ", ".join(sorted(known)))

@@ -21,6 +21,8 @@ class Job:
     depends_on: tuple[str, ...] = ()
     needs_gpu: bool = False        # only folds and prediction use a GPU
     extra: list[str] = field(default_factory=list)
+    starts_after: tuple[str, ...] = ()   # jobs that must have trained an epoch first (stagger)
+    data: dict = field(default_factory=dict)   # what the trainer kind needs to launch it
 
     @property
     def label(self) -> str:

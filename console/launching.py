@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import sys
 from typing import TYPE_CHECKING
 
 from console import faults, scheduling
 from console.allocation import cpu_threads
 from console.backend import LaunchSpec
+from console.kinds.foldwatch import trainer_prefix  # noqa: F401  (console.demo imports it here)
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
 from console.runstate import Run
@@ -20,22 +18,14 @@ if TYPE_CHECKING:
     from console.engine import Engine
 
 
-def trainer_prefix() -> list[str]:
-    """`python -m trainer`, or the shlex-split FOLDWATCH_TRAINER (tests use a stand-in)."""
-    custom = os.environ.get("FOLDWATCH_TRAINER")
-    if custom:
-        return shlex.split(custom)
-    return [sys.executable, "-m", "trainer"]
-
-
 def command(eng: "Engine", run: Run, device: str, reading: NvmlReading) -> LaunchSpec:
     """What to start for `run` on `device` (ARCHITECTURE.md section 5)."""
     job = run.job
-    resume = job.kind == "fold" and run_files(job.run_dir)["latest"].exists()
-    argv = trainer_prefix() + job.argv(eng.exp.source, resume=resume,
-                                       overrides=run.overrides if job.kind == "fold" else None)
+    # the trainer kind (console/kinds/) says what to run and whether it resumes
+    argv, kind_env, resume = eng.kind.launch(job, device, run.overrides or None)
+    run.resuming = resume
     threads = cpu_threads(eng.exp.devices, scheduling.parallel(eng, reading))
-    env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    env = {**kind_env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
            "CUDA_VISIBLE_DEVICES": device[3:] if device.startswith("gpu") else "",
            "FOLDWATCH_CPU_THREADS": str(threads)}
     return LaunchSpec(job.key, argv, job.run_dir, env)
@@ -69,6 +59,13 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     try:
         handle = eng.backend.submit(spec)
     except SlurmError as e:
+        if e.permanent:                # the slurm: section asks for what the cluster refuses
+            run.state, run.launch = S.FAILED, None
+            run.message = (f"the cluster refused the job: {e}. Fix the slurm: section of "
+                           f"{eng.exp.source} (partition, account, qos, gpus_per_run, "
+                           "mem_per_run, extra_sbatch) and resume")
+            eng.decide(run, "fail", run.message)
+            return
         # Controller busy or down, or the submission could not be checked: later, not failed.
         run.state, run.launch = S.BACKOFF, None
         run.backoff_until = now + max(5.0, eng.exp.slurm.poll_interval_s)
@@ -82,13 +79,15 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
         return
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
-    run.force = False
+    run.run_now = False                # the wish is granted
     run.last_activity = now
     run.message = None
     run.mark_checkpoint()
     eng.save_state()                   # pid + create_time; a failure is retried next tick
     faults.point("launch:recorded")
-    flags = " --resume" if "--resume" in spec.argv else ""
+    flags = ""
+    if run.resuming:               # foldwatch's flag by name; other kinds resume their own way
+        flags = " --resume" if eng.exp.trainer == "foldwatch" else " (resuming)"
     if run.overrides and run.job.kind == "fold":
         flags += (f" (batch size {run.overrides.get('batch_size')}, grad accumulation "
                   f"{run.overrides.get('grad_accumulation')})")

@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from .errors import ConfigError
+from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -204,7 +205,8 @@ _OWNED_SBATCH = ("--job-name", "-J", "--output", "-o", "--error", "-e", "--open-
 
 class Experiment(_Strict):
     experiment: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    dataset: Path
+    trainer: Literal["foldwatch", "nnunetv2", "command"] = "foldwatch"   # docs/trainers.md
+    dataset: Path | None = None         # required by trainer: foldwatch
     results: Path = Path("results")
     folds: list[Annotated[int, Field(ge=0, le=4)]] = [0, 1, 2, 3, 4]
     splits: Path | None = None          # a user-supplied splits.json (nnU-Net format)
@@ -221,20 +223,25 @@ class Experiment(_Strict):
     notify: Notify = Notify()
     backend: Literal["local", "slurm"] = "local"
     slurm: Slurm = Slurm()              # used when backend is slurm; ignored otherwise
+    nnunet: NnunetSettings | None = None      # trainer: nnunetv2
+    command: CommandSettings | None = None    # trainer: command
 
     # Set by load_experiment: the file it came from (paths are relative to its folder).
     source: Path | None = Field(default=None, exclude=True)
 
     @field_validator("configurations")
     @classmethod
-    def _known_configurations(cls, v):
+    def _some_configurations(cls, v):
         if not v:
             raise ValueError("expected at least one configuration")
-        for name in v:
-            if name not in CONFIGURATION_NAMES:
-                raise ValueError(f"unknown configuration {name!r}; expected one of "
-                                 + ", ".join(CONFIGURATION_NAMES))
         return v
+
+    @model_validator(mode="after")
+    def _kind_sections(self):
+        problems = kind_problems(self.model_dump(exclude={"source"}))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("folds")
     @classmethod
@@ -280,11 +287,45 @@ class Experiment(_Strict):
 
     @property
     def dataset_path(self) -> Path:
+        if self.dataset is None:
+            raise ConfigError(f"{self.source}: this experiment has no `dataset:`")
         return self.resolve(self.dataset)
 
     @property
     def layout(self) -> Layout:
         return Layout(self.resolve(self.results) / self.experiment)
+
+
+def kind_problems(data: dict) -> list[str]:
+    """What the trainer kind asks of the rest of the file. Works on the raw mapping too, so a
+    file with other errors still gets these listed (pydantic skips model checks then)."""
+    kind = data.get("trainer", "foldwatch")
+    if kind not in ("foldwatch", "nnunetv2", "command"):
+        return []
+    out = []
+    configurations = data.get("configurations")
+    for name in configurations if isinstance(configurations, dict) else ():
+        if kind != "command" and name not in CONFIGURATION_NAMES:
+            out.append(f"configurations: unknown configuration {name!r}; expected one of "
+                       + ", ".join(CONFIGURATION_NAMES))
+        if kind == "command" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
+            out.append(f"configurations: {name!r} is not a usable run name (letters, digits, "
+                       "_ . -)")
+    need = {"nnunetv2": "nnunet", "command": "command"}.get(kind)
+    if need and data.get(need) is None:
+        out.append(f"trainer: {kind} needs a `{need}:` section (see configs/examples/)")
+    for section in ("nnunet", "command"):
+        if data.get(section) is not None and need != section:
+            out.append(f"`{section}:` is set but trainer is {kind!r}; set trainer: "
+                       f"{'nnunetv2' if section == 'nnunet' else 'command'} or remove the section")
+    if kind == "foldwatch" and data.get("dataset") is None:
+        out.append("dataset: required field is missing (the nnU-Net raw folder or a datalist "
+                   ".json)")
+    if (kind == "nnunetv2" and isinstance(configurations, dict)
+            and "3d_cascade_fullres" in configurations and "3d_lowres" not in configurations):
+        out.append("configurations: 3d_cascade_fullres needs 3d_lowres too (it trains on the "
+                   "3d_lowres folds' predictions)")
+    return out
 
 
 def _describe(err: dict) -> str:
@@ -298,6 +339,9 @@ def _describe(err: dict) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if isinstance(given, dict):
+        # a whole-section check: its message names the field itself
+        return f"{loc}: {msg}" if err["loc"] else msg
     return f"{loc}: {msg} (got {given!r})"
 
 
@@ -311,6 +355,8 @@ def parse_experiment(data: object, source: Path | None = None) -> Experiment:
         exp = Experiment.model_validate(data)
     except ValidationError as e:
         lines = [f"  {_describe(err)}" for err in e.errors()]
+        text = "\n".join(lines)
+        lines += [f"  {p}" for p in kind_problems(data) if p not in text]
         raise ConfigError(f"{where}: invalid experiment file:\n" + "\n".join(lines)) from None
     return exp.model_copy(update={"source": source.resolve() if source else None})
 

@@ -20,7 +20,7 @@ from textual_plotext import PlotextPlot
 from console.model import Decision, EpochPoint, RunView, Snapshot
 from console.results import results_lines
 from console.vocabulary import note
-from console.widgets.fmt import duration, gigabytes, num
+from console.widgets.fmt import duration, gigabytes, num, seconds
 from console.widgets.preview import PreviewPane
 
 # NO_COLOR: series differ by their marker letter, not only by colour.
@@ -67,7 +67,7 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint],
             last.data_wait_frac if last else None)
         mem = run.peak_mem_mb if run.peak_mem_mb is not None else (
             last.peak_mem_mb if last else None)
-        t.append(f"\nepoch time {duration(epoch_s)}  data wait "
+        t.append(f"\nepoch time {seconds(epoch_s)}  data wait "
                  f"{'-' if wait is None else f'{wait:.0%}'}  peak memory "
                  f"{'-' if mem is None else gigabytes(mem)}  samples/s "
                  f"{'-' if run.samples_per_s is None else f'{run.samples_per_s:.1f}'}")
@@ -131,6 +131,7 @@ class DetailScreen(Screen):
         self.sub_title = self.key
         run = self._run()
         if run is not None and run.kind == "stage":      # no training curves for a stage
+            self.add_class("stage")                      # results above, full width; log below
             for plot in self.query(PlotextPlot):
                 plot.display = False
             if self.key != "predict":                    # predict: the test-set previews

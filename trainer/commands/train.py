@@ -8,6 +8,7 @@ from pathlib import Path
 from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl, read_json
+from contracts.layout import LATEST_CHECKPOINT, METRICS_FILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     layout = exp.layout
     fold_dir = layout.fold_dir(args.configuration, args.fold)
     ckpt_dir = layout.checkpoints(args.configuration, args.fold)
-    latest = ckpt_dir / "latest.pt"
+    latest = ckpt_dir / LATEST_CHECKPOINT
 
     # Heavy imports only once the arguments are known to be sane.
     import torch
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.training.loop import FoldTrainer, hparams_hash
 
     dev = devices.pick_device()
-    metrics = fold_dir / "metrics.jsonl"
+    metrics = fold_dir / METRICS_FILE
     batch_size = args.batch_size or cfg.batch_size
     # --batch-size alone keeps the configuration's effective batch where it divides evenly.
     accum = args.grad_accumulation or (cfg.grad_accumulation if not args.batch_size else
@@ -135,9 +136,11 @@ def run(args: argparse.Namespace) -> int:
     with log, StopRequest() as stop:
         events = list(iter_jsonl(metrics)) if metrics.exists() else []
         log.start_fields["attempt"] = 1 + sum(1 for e in events if e.get("event") == "start")
-        if latest.exists() and not args.resume:
-            raise ConfigError(f"{fold_dir}: this fold already has checkpoints; pass --resume to "
-                              "continue it, or move the folder away to start over")
+        existing = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+        if existing and not args.resume:
+            raise ConfigError(f"{fold_dir}: this fold already has checkpoints "
+                              f"({', '.join(existing)}); pass --resume to continue it, or move "
+                              "the folder away to start over")
         remove_stale_temps(fold_dir)    # ours to clean: we hold the fold's lock
         ckpt = None
         if args.resume:

@@ -30,8 +30,8 @@ class ValidationPreviews:
         files = props.get("image_files") or []
         if not files or not Path(files[0]).exists():
             return                       # the raw image moved: no picture, validation goes on
-        import nibabel as nib
-        image = np.asarray(nib.load(files[0]).dataobj)
+        from trainer.data.geometry import load_images
+        image = load_images([files[0]])[0][0]     # first channel; NIfTI or a PNG/JPEG slice
         p = volume_preview(case, image, pred, ref)
         if fixed:
             p.role = "fixed"
