@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench venv clean-venv
+.PHONY: demo test test-all bench venv clean-venv slurm-up slurm-down
 
 venv: $(STAMP)
 
@@ -22,8 +22,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/foldwatch demo demo-run
 
+# The Slurm tests start a one-node cluster themselves (tests/slurm_cluster.sh: as root it
+# installs the Debian packages when missing) and skip, saying why, when they cannot.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# A one-node Slurm on this machine to try backend: slurm by hand (docs/slurm.md).
+slurm-up:
+	bash tests/slurm_cluster.sh up
+slurm-down:
+	bash tests/slurm_cluster.sh down
 
 # Includes the multi-minute training runs (e.g. the 5-fold Dice figure).
 test-all: $(STAMP)

@@ -75,7 +75,6 @@ class FoldwatchApp(App):
         self.notices: deque[str] = deque(maxlen=200)    # what notify() said, newest last
         self.history: deque[Notice] = deque(maxlen=200)
         self.bell_on = True                  # a terminal bell when a run fails (key a)
-        self.results_hint: str | None = None  # printed on quit
 
     def notify(self, message: str, *args, **kwargs) -> None:
         self.notices.append(str(message))

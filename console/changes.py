@@ -31,6 +31,10 @@ class Change:
             self.run.state == "stopped" and self.before in ACTIVE_STATES)
 
 
+def _notice_kind(text: str) -> str:
+    return text.split(":", 1)[0]
+
+
 def diff(old: Snapshot | None, new: Snapshot) -> list[Change]:
     """Changes from `old` to `new`; with no `old`, every run's state (before None)."""
     before = {r.key: r for r in old.runs} if old is not None else {}
@@ -50,8 +54,10 @@ def diff(old: Snapshot | None, new: Snapshot) -> list[Change]:
             text = f"{r.label} {r.state}" + (why if r.state in ("failed", "stalled") else "")
             out.append(Change("state", text, NOTABLE_STATES.get(r.state, "information"), r,
                               before=prev.state if prev is not None else None))
-    known = set(old.notices) if old is not None else set()
-    out += [Change("notice", n, "error") for n in new.notices if n not in known]
+    # A notice is new when its kind is (the text before its first colon): "waiting for disk
+    # space (2d/0): 3.1 MB free" changing its number every tick is not a new notice.
+    known = {_notice_kind(n) for n in old.notices} if old is not None else set()
+    out += [Change("notice", n, "error") for n in new.notices if _notice_kind(n) not in known]
     if old is not None:
         seen = old.decisions[-1].t if old.decisions else float("-inf")
         for d in new.decisions:

@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("experiment", type=Path)
     sp.add_argument("--run", metavar="C/K", help="one run, e.g. 3d_fullres/0 or find-best")
     sp.add_argument("--no-wait", action="store_true", help="do not wait for the runs to end")
+    pl = sub.add_parser("plot", help="progress.png of every fold and the folds' overlay figure")
+    pl.add_argument("experiment", type=Path)
+    ex = sub.add_parser("export", help="write the TensorBoard / W&B (offline) exports now")
+    ex.add_argument("experiment", type=Path)
     dm = sub.add_parser("demo", help="generate the demo dataset (if absent) and run it")
     dm.add_argument("directory", nargs="?", type=Path, default=Path("demo-run"))
     dm.add_argument("--headless", action="store_true")
@@ -57,9 +61,20 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
             raise ConfigError("--runs claims runs to train; it cannot go with --read-only")
         claimed = [r.strip() for r in runs.split(",") if r.strip()]
     engine = Engine(exp, read_only=read_only, chaos_every_s=chaos, runs=claimed)
-    if headless:
-        from console.headless import run_headless
-        return run_headless(engine, stop_on_exit=stop_on_exit)
+    from console.bridges import Bridges
+    bridges = Bridges(exp, active=not read_only,       # exporter subprocess, notifications
+                      console_dir=getattr(engine, "state_path", exp.layout.state).parent)
+    try:
+        if headless:
+            from console.headless import run_headless
+            return run_headless(engine, stop_on_exit=stop_on_exit)
+        return _app(engine, exp, title=title, mouse=mouse, stop_on_exit=stop_on_exit,
+                    read_only=read_only)
+    finally:
+        bridges.close()
+
+
+def _app(engine, exp, *, title, mouse, stop_on_exit, read_only) -> int:
     from console.app import run_app
     try:
         return int(run_app(engine, title=title or f"foldwatch - {exp.experiment}", mouse=mouse)
@@ -156,6 +171,21 @@ def _stop(exp_path: Path, run: str | None, wait: bool) -> int:
     return 0
 
 
+def _plot(exp_path: Path) -> int:
+    """Drawn by the trainer side in a subprocess: matplotlib stays out of the console."""
+    import subprocess
+    _load(exp_path)                       # a clear error for a bad file before spawning
+    return subprocess.call([sys.executable, "-m", "trainer", "plot", "--experiment",
+                            str(exp_path)])
+
+
+def _export(exp_path: Path) -> int:
+    """The exporter once, in a subprocess (tensorboardX/wandb stay out of this process)."""
+    import subprocess
+    _load(exp_path)
+    return subprocess.call([sys.executable, "-m", "console.exporters", str(exp_path), "--once"])
+
+
 def _demo(directory: Path, headless: bool, chaos: bool, mouse: bool) -> int:
     from console.demo import prepare_demo
     exp_path = prepare_demo(directory)
@@ -175,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args.experiment, args.json)
         if args.command == "stop":
             return _stop(args.experiment, args.run, not args.no_wait)
+        if args.command == "export":
+            return _export(args.experiment)
+        if args.command == "plot":
+            return _plot(args.experiment)
         if args.command == "demo":
             return _demo(args.directory, args.headless, args.chaos, args.mouse)
     except UserError as e:

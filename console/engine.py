@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from console import disk, launching, persistence, scheduling, supervision, team, views
+from console import (cleanup, control, disk, launching, persistence, priority,
+                     scheduling, supervision, team, views)
 from console.backend import Backend
 from console.claims import Claims
 from console.cluster import make_backend, queues_runs
@@ -27,6 +28,7 @@ from console.lock import ConsoleLock
 from console.model import EpochPoint, Snapshot
 from console.nvml import NvmlSampler
 from console.request_channel import RequestChannel
+from console.results import ResultsReader
 from console.runstate import RunState as S
 from console.runstate import Run
 from console.tailer import Tailer
@@ -117,6 +119,7 @@ class Engine:
             run.reset_log()
             self.runs[job.key] = run
         self.gpu_history = views.GpuHistory()
+        self.results_reader = ResultsReader(self.layout, list(experiment.configurations))
         self.write_errors: dict[str, str] = {}   # file -> why it cannot be written now
         self.state_notice: str | None = None     # damaged state.json, said loudly
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
@@ -129,12 +132,15 @@ class Engine:
         if read_only:
             persistence.apply_saved(self, loaded.data)
             return
-        removed = persistence.clean_stale_temps(persistence.temp_folders(self))
+        removed = cleanup.clean_stale_temps(cleanup.temp_folders(self))
         if removed:
             self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
         if loaded.notice:
             self.decide(None, "state", loaded.notice)
+        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs.values()):
+            self.decide(None, "state", f"no {self.state_path.name} yet: the runs were "
+                        "re-discovered from their folders (metrics.jsonl, run locks)")
         if loaded.damaged:
             try:
                 kept = self._state_file.set_aside_damaged()
@@ -173,6 +179,7 @@ class Engine:
             supervision.reap(self, now)
             supervision.escalate(self, now)
             supervision.lost_gpus(self, reading)
+            supervision.nvml_problems(self, reading)
             if self.watchdog_enabled:
                 supervision.stalls(self, now)
             self.chaos.tick(self, now)
@@ -237,20 +244,6 @@ class Engine:
         self.write_errors.pop(name, None)
         return True
 
-    def notices(self, reading) -> list[str]:
-        """What the user must see now, loudest first (header of every front end)."""
-        out = list(self.write_errors.values())
-        if self.state_notice:
-            out.append(self.state_notice)
-        waiting = [r.key for r in self.runs.values() if r.state == S.WAITING]
-        if waiting:
-            out.append(f"waiting for disk space ({', '.join(waiting)}): "
-                       f"{disk.free_text(self.layout.root)}")
-        gpus = scheduling.missing_gpus(self, reading)
-        if gpus:
-            out.append(gpus)
-        return out
-
     # -- views for a selected run ------------------------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
         run = self.runs.get(key)
@@ -268,15 +261,19 @@ class Engine:
         return self.decisions.for_run(key)
 
     # -- actions ------------------------------------------------------------------------------
+    def _foreign(self, key: str) -> str:
+        return f"{key} belongs to another console of the team: read-only here"
+
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnlyError("this console is read-only (--read-only)")
 
     def launch(self, configurations: list[str], folds: list[int],
-               gpus: list[int] | None = None) -> None:
+               gpus: list[int] | None = None) -> str:
+        """Queue the chosen runs that are not done or on their way; says which it queued."""
         self._check_writable()
-        if gpus is not None:
-            self.select_gpus(gpus)
+        said = self.select_gpus(gpus) + "; " if gpus is not None else ""
+        added = []
         for run in self.runs.values():
             job = run.job
             if job.kind == "fold" and not (job.configuration in configurations
@@ -292,70 +289,97 @@ class Engine:
             if not run.wanted or run.state in (S.FAILED, S.STOPPED):
                 run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
                 run.user_stopped = False
+                added.append(run.key)
                 if job.kind == "fold":
                     self.decide(run, "queue", "launched by the user")
+        if not added:
+            return said + "nothing new to launch: every chosen run is done, running or queued"
+        return said + f"queued {len(added)} runs: {', '.join(added[:8])}" + \
+            (" …" if len(added) > 8 else "")
 
-    def stop(self, key: str, final: bool = True) -> None:
+    def stop(self, key: str, final: bool = True) -> str:
         """Graceful stop. `final`: the user's wish, kept by later consoles (a run stopped
         by --stop-on-exit is not final: `foldwatch up` continues it)."""
         self._check_writable()
         run = self.runs.get(key)
-        if run is None or team.foreign(self, key):
-            return
-        if final:
-            run.user_stopped = True
+        if run is None:
+            return f"{key}: no such run"
+        if team.foreign(self, key):
+            return self._foreign(key)
+        until = "; it stays stopped until you resume it (r)" if final else ""
         if run.handle is None:
             if run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
+                if final:
+                    run.user_stopped = True
+                run.run_now = False
                 run.state, run.backoff_until, run.message = S.STOPPED, None, "stopped before start"
                 self.decide(run, "stop", "removed from the queue")
-            return
-        if not run.stop_requested:
-            grace = self.exp.watchdog.grace_period_s
-            run.stop_requested = True
-            run.term_deadline = self.clock() + grace
-            self.backend.cancel(run.handle)
-            self.decide(run, "stop", f"SIGTERM to its group; SIGKILL after {grace:g}s")
+                return f"{key} taken out of the queue{until}"
+            return f"{key} is {run.state.value}: nothing to stop"
+        if final:
+            run.user_stopped = True
+        if run.stop_requested:
+            return f"{key} is stopping already"
+        grace = self.exp.watchdog.grace_period_s
+        run.stop_requested = True
+        run.term_deadline = self.clock() + grace
+        self.backend.cancel(run.handle)
+        how = (f"scancel --signal=TERM job {run.handle.job_id}; scancel after {grace:g}s"
+               if run.handle.job_id else f"SIGTERM to its group; SIGKILL after {grace:g}s")
+        self.decide(run, "stop", how)
+        return f"{key} stopping: it saves a checkpoint and exits (killed after {grace:g}s){until}"
 
-    def kill(self, key: str) -> None:
+    def kill(self, key: str) -> str:
         self._check_writable()
         if team.foreign(self, key):
-            return                                # another console's run: read-only here
+            return self._foreign(key)
         run = self.runs.get(key)
         if run is None or run.handle is None:
-            return
+            return f"{key} has no process to kill" + (f" ({run.state.value})" if run else "")
         run.stop_requested = run.user_stopped = True
         self.backend.cancel(run.handle, force=True)
-        self.decide(run, "kill", "SIGKILL to its group (user)")
+        self.decide(run, "kill", f"scancel job {run.handle.job_id} (user)" if run.handle.job_id
+                    else "SIGKILL to its group (user)")
+        how = f"scancel job {run.handle.job_id}" if run.handle.job_id else \
+            "SIGKILL to its process group"
+        return f"{key} killed ({how}); r resumes it from its last checkpoint"
 
-    def resume(self, key: str) -> None:
+    def resume(self, key: str) -> str:
         self._check_writable()
         if team.foreign(self, key):
-            return                                # another console's run: read-only here
+            return self._foreign(key)
         run = self.runs.get(key)
-        if run is None or run.handle is not None or run.state in (S.QUEUED, S.BACKOFF):
-            return
+        if run is None:
+            return f"{key}: no such run"
+        if run.handle is not None or (run.wanted and run.state in (S.QUEUED, S.BACKOFF,
+                                                                   S.WAITING)):
+            return f"{key} is {run.state.value} already: nothing to resume"
         if run.state == S.COMPLETED and run.job.kind == "fold":
-            return
+            return f"{key} is completed; x restarts it from scratch"
         run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
         run.user_stopped = False
         self.decide(run, "resume", "queued again by the user")
+        waiting = scheduling.blocker(self, run)
+        return f"{key} queued again" + (f"; it waits for {waiting}" if waiting else
+                                        "; it continues from its last checkpoint")
 
-    def restart_from_scratch(self, key: str) -> None:
+    def restart_from_scratch(self, key: str) -> str:
         self._check_writable()
         if team.foreign(self, key):
-            return                                # another console's run: read-only here
+            return self._foreign(key)
         run = self.runs.get(key)
         if run is None:
-            return
+            return f"{key}: no such run"
         if run.handle is not None:
             run.scratch_pending = True
             self.stop(key)
-            return
-        self.move_aside(run)
+            return f"{key} stopping; then its folder is moved aside and it starts from scratch"
+        return self.move_aside(run)
 
-    def move_aside(self, run: Run) -> None:
+    def move_aside(self, run: Run) -> str:
         """Rename the run folder to `<name>.old-<stamp>` (never deleted) and queue it afresh."""
         folder = run.job.run_dir
+        said = f"{run.key} queued from scratch"
         if folder.exists():
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             target = folder.with_name(f"{folder.name}.old-{stamp}")
@@ -366,32 +390,38 @@ class Engine:
             folder.rename(target)
             self.decide(run, "scratch", f"moved {folder.name} aside to {target.name}; "
                         "starting from scratch")
+            said += f"; its old folder is kept as {target.name}"
         run.reset_log()
         run.overrides, run.restarts, run.message = {}, 0, None
         run.wanted, run.state, run.user_stopped = True, S.QUEUED, False
+        return said
 
-    def set_watchdog(self, enabled: bool) -> None:
+    def set_watchdog(self, enabled: bool) -> str:
         self._check_writable()
         if enabled != self.watchdog_enabled:
             self.watchdog_enabled = enabled
             self.decide(None, "watchdog", "enabled" if enabled else "disabled")
+        return ("watchdog on: crashed or hung runs are restarted" if enabled else
+                "watchdog off: crashed or hung runs stay as they are")
 
-    def select_gpus(self, gpus: list[int] | None) -> None:
+    def select_gpus(self, gpus: list[int] | None) -> str:
         self._check_writable()
         self.selected_gpus = None if gpus is None else set(gpus)
-        self.decide(None, "select_gpus", "all GPUs" if gpus is None else
-                    f"GPUs {', '.join(map(str, sorted(gpus)))}")
+        which = "all GPUs" if gpus is None else f"GPUs {', '.join(map(str, sorted(gpus)))}"
+        self.decide(None, "select_gpus", which)
+        return f"runs use {which}"
 
-    def run_stage_now(self, stage: str) -> None:
+    def run_stage_now(self, stage: str) -> str:
+        """"Run now": ahead of queued folds as soon as its inputs are complete (a wish kept
+        in state.json); an input that cannot complete is named and nothing starts."""
         self._check_writable()
         if team.foreign(self, stage):
-            return                                # another console's run: read-only here
-        run = self.runs.get(stage)
-        if run is None or run.job.kind != "stage" or run.handle is not None:
-            return
-        run.wanted, run.force, run.state, run.message = True, True, S.QUEUED, None
-        run.restarts, run.user_stopped = 0, False
-        self.decide(run, "queue", "run now (by the user)")
+            return self._foreign(stage)
+        return priority.run_now(self, stage)
+
+    def take_control(self) -> str:
+        """A read-only console takes over when no console controls the experiment."""
+        return control.take_control(self)
 
     def stop_all(self, final: bool = True) -> None:
         self._check_writable()
@@ -400,7 +430,10 @@ class Engine:
                 self.stop(key, final=final)
 
     def close(self) -> None:
-        """Leave the runs running; let go of the lock, the sampler and the files."""
+        """Leave the runs running; let go of the lock, the sampler and the files. Once."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
         self.sampler.close()
         if not self.read_only:
             self.save_state()

@@ -59,6 +59,13 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     try:
         handle = eng.backend.submit(spec)
     except SlurmError as e:
+        if e.permanent:                # the slurm: section asks for what the cluster refuses
+            run.state, run.launch = S.FAILED, None
+            run.message = (f"the cluster refused the job: {e}. Fix the slurm: section of "
+                           f"{eng.exp.source} (partition, account, qos, gpus_per_run, "
+                           "mem_per_run, extra_sbatch) and resume")
+            eng.decide(run, "fail", run.message)
+            return
         # Controller busy or down, or the submission could not be checked: later, not failed.
         run.state, run.launch = S.BACKOFF, None
         run.backoff_until = now + max(5.0, eng.exp.slurm.poll_interval_s)
@@ -72,7 +79,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
         return
     faults.point("launch:submitted")
     run.handle, run.launch = handle, None
-    run.force = False
+    run.run_now = False                # the wish is granted
     run.last_activity = now
     run.message = None
     run.mark_checkpoint()

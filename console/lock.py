@@ -22,8 +22,13 @@ class ConsoleLock:
         self._pid_file = self.path.with_name("lock.pid")
 
     def holder(self) -> str:
+        return self.holder_of(self.path)
+
+    @staticmethod
+    def holder_of(path: Path) -> str:
+        """The pid the holder wrote beside the lock ('?' when unknown)."""
         try:
-            return self._pid_file.read_text().strip() or "?"
+            return Path(path).with_name("lock.pid").read_text().strip() or "?"
         except OSError:
             return "?"
 

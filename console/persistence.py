@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,15 +21,12 @@ from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from contracts import runlock
 from contracts.jsonio import atomic_write_file, dumps, fsync_dir
-from contracts.layout import run_files
 
 if TYPE_CHECKING:
     from console.engine import Engine
 
 VERSION = 2
 READABLE_VERSIONS = (1, 2)          # version 1: the same records without launch intents
-STALE_TEMP_S = 60.0
-_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")   # contracts.jsonio's temp names
 
 
 def _is_int(v) -> bool:
@@ -46,6 +42,7 @@ _RUN_FIELDS = {     # key: (check, expected) -- every field optional, None allow
               f"one of {', '.join(s.value for s in S)}"),
     "wanted": (lambda v: isinstance(v, bool), "true or false"),
     "user_stopped": (lambda v: isinstance(v, bool), "true or false"),
+    "run_now": (lambda v: isinstance(v, bool), "true or false"),
     "device": (lambda v: v is None or isinstance(v, str), "a device name or null"),
     "pid": (lambda v: v is None or (_is_int(v) and v >= 0), "a process id or null"),
     "create_time": (lambda v: v is None or _is_num(v), "a number or null"),
@@ -58,6 +55,8 @@ _RUN_FIELDS = {     # key: (check, expected) -- every field optional, None allow
                   "an object of integers"),
     "message": (lambda v: v is None or isinstance(v, str), "text or null"),
     "backoff_until": (lambda v: v is None or _is_num(v), "a time or null"),
+    "wait_for_free": (lambda v: v is None or (_is_int(v) and v >= 0), "bytes or null"),
+    "wait_reason": (lambda v: v is None or isinstance(v, str), "text or null"),
     "launch": (lambda v: v is None or (isinstance(v, dict) and _is_int(v.get("attempt"))
                                        and _is_int(v.get("starts"))),
                "null or {attempt, starts, ...}"),
@@ -219,34 +218,6 @@ def _unlink(p: Path) -> None:
         pass
 
 
-def clean_stale_temps(folders, older_than_s: float = STALE_TEMP_S) -> list[Path]:
-    """Remove `.<name>.<8 hex>.tmp` files (contracts.jsonio's temp names) older than a minute
-    from `folders`: left by writers killed mid-write. Only that pattern, only old ones."""
-    removed, now = [], time.time()
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            if not _TEMP.match(e.name):
-                continue
-            try:
-                if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > older_than_s:
-                    os.unlink(e.path)
-                    removed.append(Path(e.path))
-            except OSError:
-                continue
-    return removed
-
-
-def temp_folders(eng: "Engine") -> list[Path]:
-    out = [eng.layout.console_dir]
-    for run in eng.runs.values():
-        out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
-    return out
-
-
 def state_of(eng: "Engine") -> dict:
     sel = eng.selected_gpus
     return {"version": VERSION, "engine_pid": os.getpid(), "experiment": str(eng.exp.source),
@@ -263,6 +234,7 @@ def _counters(run, rec: dict) -> None:
     run.overrides = dict(rec.get("overrides") or {})
     run.message = rec.get("message")
     run.user_stopped = bool(rec.get("user_stopped", False))
+    run.run_now = bool(rec.get("run_now", False))     # the user's wish survives a re-attach
 
 
 def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:
@@ -346,6 +318,10 @@ def restore(eng: "Engine", saved: dict, autostart: bool, now: float) -> None:
             run.wanted = bool(rec.get("wanted", True))
         elif state in (S.QUEUED, S.BACKOFF):
             run.wanted = autostart or bool(rec.get("wanted", True))
+        elif state == S.WAITING:               # for disk space: keep waiting for it
+            run.restore(S.WAITING)
+            run.wanted = True
+            run.wait_for_free, run.wait_reason = rec.get("wait_for_free"), rec.get("wait_reason")
         else:
             _from_logs(eng, run, autostart, now)
 

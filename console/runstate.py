@@ -67,7 +67,7 @@ class Run:
     job: Job
     _state: RunState = RunState.QUEUED
     wanted: bool = False           # queued by autostart or launch(); False = not launched
-    force: bool = False            # run_stage_now: ignore dependencies once
+    run_now: bool = False          # "run X now": ahead of the queue once its inputs are done
     handle: Handle | None = None
     device: str | None = None
     restarts: int = 0              # counts toward max_restarts; reset after a new checkpoint
@@ -93,6 +93,8 @@ class Run:
     metrics: RunMetrics = field(default_factory=RunMetrics)
     tailer: Tailer | None = None
     bugs: list[str] = field(default_factory=list)   # illegal transitions seen (non-strict)
+    cluster_stops: int = 0         # cluster stops in a row without a new latest.pt (walltime...)
+    cluster_ckpt: float | None = None   # latest.pt's mtime at the last cluster stop
 
     @property
     def key(self) -> str:
@@ -129,6 +131,8 @@ class Run:
                "restarts": self.restarts, "total_restarts": self.total_restarts,
                "overrides": self.overrides, "message": self.message,
                "backoff_until": self.backoff_until, "attempts": self.attempts,
-               "launch": self.launch, "user_stopped": self.user_stopped}
+               "launch": self.launch, "user_stopped": self.user_stopped,
+               "wait_for_free": self.wait_for_free, "wait_reason": self.wait_reason,
+               "run_now": self.run_now}
         rec.update(Handle.empty_record() if self.handle is None else self.handle.to_record())
         return rec

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from console import team
 from console.allocation import DeviceUse, free_cpu_slot, gpu_slots
 from console.nvml import NvmlReading
+from console.priority import boosted, in_priority
 from console.runstate import RunState as S
 from console.runstate import Run
 
@@ -16,9 +17,8 @@ if TYPE_CHECKING:
 
 
 def blocker(eng: "Engine", run: Run) -> str | None:
-    """Why a queued run cannot start now; None when its dependencies are complete."""
-    if run.force:
-        return None
+    """Why a queued run cannot start now; None when its dependencies are complete (also for
+    "run now": it goes first, but never without its inputs)."""
     for dep in run.job.depends_on:
         d = eng.runs.get(dep)
         if d is not None and d.state != S.COMPLETED:
@@ -67,7 +67,8 @@ def parallel(eng: "Engine", reading: NvmlReading) -> int:
 
 
 def ready(eng: "Engine", now: float) -> list[Run]:
-    """Runs that may start now, in priority order; ends backoffs that are over."""
+    """Runs that may start now, in priority order (a "run now" stage and the inputs it waits
+    for first, then the experiment's order); ends backoffs that are over."""
     out = []
     for run in eng.runs.values():
         if run.state == S.BACKOFF and run.backoff_until is not None and now >= run.backoff_until:
@@ -75,7 +76,8 @@ def ready(eng: "Engine", now: float) -> list[Run]:
         if (run.state == S.QUEUED and run.wanted and blocker(eng, run) is None
                 and not team.foreign(eng, run.key)):
             out.append(run)
-    return out
+    boost = boosted(eng.runs, lambda k: eng.runs[k].job.depends_on if k in eng.runs else ())
+    return in_priority(out, boost)
 
 
 def place(eng: "Engine", run: Run, reading: NvmlReading, used: list[DeviceUse]) -> str | None:
@@ -96,6 +98,8 @@ def missing_gpus(eng: "Engine", reading: NvmlReading) -> str | None:
     are none), instead of runs queued forever without a word."""
     asked = eng.selected_gpus
     if asked is None or reading.available is None:     # "all", or NVML not sampled yet
+        return None
+    if getattr(eng.backend, "queues_runs", False):       # Slurm: gres picks the GPUs, not us
         return None
     if reading.available is False or not reading.gpus:
         why = f" ({reading.message})" if reading.message else ""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from console import disk, views
 from console.cluster import ended_by_cluster, is_pending, queues_runs
+from contracts.layout import run_files
 from console import watchdog as wd
 from console.nvml import NvmlReading
 from console.runstate import RunState as S
@@ -70,6 +71,8 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
     cause = wd.cluster_stop(end, ended_by_cluster(eng.backend, handle),
                             stop_requested=run.stop_requested or run.stalled,
                             queued_backend=queues_runs(eng.backend))
+    if cause is not None and not run.scratch_pending and _no_progress(run, cause, eng):
+        return
     if cause is not None and not run.scratch_pending:
         # The walltime, preemption, a lost node or someone else's scancel: not a crash.
         run.state, run.stop_requested = S.QUEUED, False
@@ -110,6 +113,31 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
     run.message = f"{v.reason}{extra}"
     eng.decide(run, "restart", f"{v.reason}; restart {run.restarts}/{cfg.max_restarts} "
                f"with --resume in {delay:.1f}s{extra}")
+
+
+# Cluster stops in a row that saved no new checkpoint before a run is given up on: a time
+# limit or signal lead too short to ever checkpoint must not resubmit forever.
+MAX_FRUITLESS_CLUSTER_STOPS = 5
+
+
+def _no_progress(run: Run, cause: str, eng: "Engine") -> bool:
+    """Count a cluster stop; True (run failed, said why) after too many without progress."""
+    try:
+        mark = run_files(run.job.run_dir)["latest"].stat().st_mtime
+    except OSError:
+        mark = None
+    if mark is not None and mark != run.cluster_ckpt:
+        run.cluster_stops, run.cluster_ckpt = 0, mark
+    run.cluster_stops += 1
+    if run.cluster_stops <= MAX_FRUITLESS_CLUSTER_STOPS:
+        return False
+    run.state, run.stop_requested = S.FAILED, False
+    run.message = (f"ended by the cluster ({cause}) {run.cluster_stops - 1} times in a row "
+                   "without saving a new checkpoint; not resubmitted. A longer "
+                   "slurm.time_limit or checkpoint_before_s (or a healthier partition) is "
+                   "needed; resume it with 'r'")
+    eng.decide(run, "give_up", run.message)
+    return True
 
 
 def _busy(eng: "Engine", run: Run, now: float) -> None:
@@ -174,7 +202,9 @@ def escalate(eng: "Engine", now: float) -> None:
         if run.handle is not None and run.term_deadline is not None and now >= run.term_deadline:
             eng.backend.cancel(run.handle, force=True)
             run.term_deadline = None
-            eng.decide(run, "kill", "still alive after the grace period: SIGKILL to its group")
+            eng.decide(run, "kill", "still alive after the grace period: " + (
+                f"scancel job {run.handle.job_id}" if run.handle.job_id
+                else "SIGKILL to its group"))
 
 
 def stalls(eng: "Engine", now: float) -> None:
@@ -203,6 +233,16 @@ def lost_gpus(eng: "Engine", reading: NvmlReading) -> None:
             eng.backend.cancel(run.handle, force=True)
             eng.decide(run, "gpu_lost", f"{run.device} is lost: killing the run to "
                        "reschedule it on another device")
+
+
+def nvml_problems(eng: "Engine", reading: NvmlReading) -> None:
+    """Each failing NVML call once in console/events.jsonl, with its cause (the GPU screen
+    lists them too), instead of a silent n/a."""
+    said = eng.__dict__.setdefault("_nvml_said", set())
+    for problem in reading.problems:
+        if problem not in said:
+            said.add(problem)
+            eng.decide(None, "nvml", f"{problem}; shown as n/a")
 
 
 class Chaos:

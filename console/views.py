@@ -8,10 +8,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from console import scheduling, team
+from console import disk, scheduling, team
 from console.cluster import job_device, job_note, partition_view, queues_runs
+from console.control import controller
+from console.gpu_owners import OurRun, attribute
 from console.model import GpuProcessView, GpuView, RunView, Snapshot
 from console.nvml import NvmlReading
+from console.results import enrich
 from console.runstate import ACTIVE, FINAL
 from console.runstate import RunState as S
 from console.runstate import Run
@@ -20,7 +23,7 @@ from contracts.layout import run_files
 if TYPE_CHECKING:
     from console.engine import Engine
 
-HISTORY = 60            # GPU gauge history points
+HISTORY = 300           # GPU history points (the panel shows the last few, the GPU screen 60)
 
 
 def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) -> RunView:
@@ -62,7 +65,10 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
         train_loss=m.train_loss, val_dice=m.val_dice, ema_dice=m.ema_dice,
         best_dice=m.best_dice, eta_s=m.eta_s() if state in ACTIVE else None,
         restarts=run.total_restarts, last_event_age_s=age, progress=m.progress,
-        message=message, depends_on=job.depends_on)
+        message=message, depends_on=job.depends_on, epoch_s=m.epoch_time_s,
+        data_wait_frac=m.data_wait_frac, peak_mem_mb=m.peak_mem_mb,
+        val_dice_per_class=m.val_dice_per_class, run_dir=str(job.run_dir),
+        run_now=run.run_now)
 
 
 class GpuHistory:
@@ -90,12 +96,14 @@ class GpuHistory:
 
 
 def gpu_views(eng: "Engine", reading: NvmlReading) -> list[GpuView]:
-    owner: dict[int, str] = {}
+    owner: dict[tuple[int, int], str] = {}
     if reading.gpus:
-        for r in eng.runs.values():
-            if r.handle is not None:
-                for pid in eng.backend.process_ids(r.handle):
-                    owner[pid] = r.key
+        ours = [OurRun(r.key, r.device, set(eng.backend.process_ids(r.handle)),
+                       r.metrics.peak_mem_mb)
+                for r in eng.runs.values() if r.handle is not None]
+        # by pid; inside a container (host pids) by GPU and memory (console.gpu_owners)
+        owner = attribute({g.index: [(p.pid, p.used_mb, p.visible) for p in g.processes or []]
+                           for g in reading.gpus}, ours)
     eng.gpu_history.update(reading)
     views = []
     for g in reading.gpus:
@@ -105,7 +113,8 @@ def gpu_views(eng: "Engine", reading: NvmlReading) -> list[GpuView]:
             mem_used_mb=g.mem_used_mb, mem_total_mb=g.mem_total_mb, temp_c=g.temp_c,
             power_w=g.power_w, power_limit_w=g.power_limit_w, lost=g.lost,
             selected=eng.selected_gpus is None or g.index in eng.selected_gpus,
-            processes=[GpuProcessView(p.pid, p.used_mb, owner.get(p.pid))
+            processes=[GpuProcessView(p.pid, p.used_mb, owner.get((g.index, p.pid)),
+                                      p.user, p.command)
                        for p in (g.processes or [])],
             util_history=util_h, mem_history=mem_h))
     return views
@@ -118,17 +127,36 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
         gpu_block = scheduling.missing_gpus(eng, reading)
     views = [run_view(eng, r, now, gpu_block) for r in eng.runs.values()]
     wanted = [r for r in eng.runs.values() if r.wanted]
-    pending = [r for r in wanted if r.state in ACTIVE or r.state == S.BACKOFF
+    pending = [r for r in wanted if r.state in ACTIVE or r.state in (S.BACKOFF, S.WAITING)
                or (r.state == S.QUEUED and (eng.read_only or not scheduling.dead_end(eng, r)))]
     finished = not pending
     succeeded = finished and bool(wanted) and all(r.state == S.COMPLETED for r in wanted)
-    return Snapshot(time=now, runs=views, gpus=gpu_views(eng, reading),
+    snap = Snapshot(time=now, runs=views, gpus=gpu_views(eng, reading),
                     cpu_mode=reading.available is False,
                     cpu_slots=eng.exp.devices.cpu_slots, nvml_message=reading.message,
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
-                    decisions=list(eng.decisions.recent)[-200:], notices=eng.notices(reading),
-                    cluster=partition_view(eng.backend))
+                    decisions=list(eng.decisions.recent)[-200:], notices=notices(eng, reading),
+                    cluster=partition_view(eng.backend),
+                    controller=controller(eng.layout.lock) if eng.read_only else None,
+                    nvml_problems=list(reading.problems))
+    enrich(snap, eng.results_reader)      # stage outcomes and the Results view
+    return snap
+
+
+def notices(eng: "Engine", reading: NvmlReading) -> list[str]:
+    """What the user must see now, loudest first (header of every front end)."""
+    out = list(eng.write_errors.values())
+    if eng.state_notice:
+        out.append(eng.state_notice)
+    waiting = [r.key for r in eng.runs.values() if r.state == S.WAITING]
+    if waiting:
+        out.append(f"waiting for disk space ({', '.join(waiting)}): "
+                   f"{disk.free_text(eng.layout.root)}")
+    gpus = scheduling.missing_gpus(eng, reading)
+    if gpus:
+        out.append(gpus)
+    return out
 
 
 # -- details of one run (the detail screen) ------------------------------------------------

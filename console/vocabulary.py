@@ -4,7 +4,7 @@ the headless summary, `foldwatch status` and its --json (documented in docs/cons
 from __future__ import annotations
 
 from console.model import RunView
-from console.widgets.fmt import duration, num
+from console.widgets.fmt import duration, num, seconds
 
 # (key, header, definition). Keys are also the --json "columns" names.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -50,7 +50,7 @@ def cells(r: RunView) -> dict[str, str]:
         "epoch": epoch, "val_dice": num(r.val_dice), "ema": num(r.ema_dice),
         "best": num(r.best_dice), "loss": num(r.train_loss),
         "speed": "-" if r.samples_per_s is None else f"{r.samples_per_s:.1f}",
-        "epoch_s": duration(r.epoch_s) if r.epoch_s is not None else "-",
+        "epoch_s": seconds(r.epoch_s),
         "eta": duration(r.eta_s) if active else "-",
         "restarts": str(r.restarts), "age": duration(r.last_event_age_s),
         "note": note(r),

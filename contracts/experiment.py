@@ -88,6 +88,33 @@ class Pipeline(_Strict):
     predict_test: bool = True
 
 
+class Previews(_Strict):
+    """Prediction previews the trainer writes during training (docs/pictures.md)."""
+    enabled: bool = True
+    cases: Annotated[int, Field(ge=0, le=16)] = 2          # fixed validation cases shown
+    scored_cases: Annotated[int, Field(ge=1, le=64)] = 8   # cases scored to find the worst
+    every_epochs: PositiveInt = 1
+
+
+class Export(_Strict):
+    """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`)."""
+    tensorboard: bool = False
+    wandb: bool = False
+
+
+class Notify(_Strict):
+    """A user command run with each notification as JSON on stdin (an argument list, no shell)."""
+    command: list[Annotated[str, Field(min_length=1)]] | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 30
+    disk_free_gb: Annotated[float, Field(ge=0)] = 5.0     # below this: a disk_low notification
+
+    @field_validator("command")
+    @classmethod
+    def _not_empty(cls, v):
+        if v is not None and not v:
+            raise ValueError("expected a non-empty argument list, e.g. [curl, -d, '@-', URL]")
+        return v
+
 _SLURM_TIME = r"^(\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?|\d+(:\d{1,2}(:\d{1,2})?)?)$"
 
 
@@ -191,6 +218,9 @@ class Experiment(_Strict):
     devices: Devices = Devices()
     watchdog: Watchdog = Watchdog()
     pipeline: Pipeline = Pipeline()
+    previews: Previews = Previews()
+    export: Export = Export()
+    notify: Notify = Notify()
     backend: Literal["local", "slurm"] = "local"
     slurm: Slurm = Slurm()              # used when backend is slurm; ignored otherwise
     nnunet: NnunetSettings | None = None      # trainer: nnunetv2

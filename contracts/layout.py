@@ -60,6 +60,37 @@ class Layout:
     def validation(self, configuration: str, fold: int) -> Path:
         return self.fold_dir(configuration, fold) / "validation"
 
+    def previews(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "previews"
+
+    def progress_png(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "progress.png"
+
+    def progress_overview(self, configuration: str) -> Path:
+        """All folds of one configuration overlaid."""
+        return self.root / configuration / "progress_folds.png"
+
+    def tensorboard(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """W&B's `dir`: offline runs land in <root>/wandb/offline-run-*."""
+        return self.root
+
+    @property
+    def exports_dir(self) -> Path:
+        """The exporter's cursors, one JSON file per run and sink."""
+        return self.console_dir / "exports"
+
+    @property
+    def notify_state(self) -> Path:
+        return self.console_dir / "notify.json"
+
+    @property
+    def notify_log(self) -> Path:
+        return self.console_dir / "notify.jsonl"
+
     def crossval(self, configuration: str) -> Path:
         return self.root / configuration / "crossval"
 

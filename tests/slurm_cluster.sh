@@ -160,15 +160,15 @@ up() {
 }
 
 down() {
-    local name
+    local name pid
     if [ -f "$CONF" ] && alive "$DIR/slurmctld.pid"; then
         SLURM_CONF="$CONF" scancel --full --signal=KILL --user="$(id -un)" >/dev/null 2>&1
     fi
     for name in slurmd slurmctld munged; do
         if alive "$DIR/$name.pid"; then
-            kill "$(cat "$DIR/$name.pid")" 2>/dev/null
-            wait_for 20 sh -c "! kill -0 $(cat "$DIR/$name.pid") 2>/dev/null" ||
-                kill -9 "$(cat "$DIR/$name.pid")" 2>/dev/null
+            pid=$(cat "$DIR/$name.pid")      # read once: munged removes its pid file itself
+            kill "$pid" 2>/dev/null
+            wait_for 20 sh -c "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" 2>/dev/null
         fi
         rm -f "$DIR/$name.pid"
     done

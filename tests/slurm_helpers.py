@@ -28,7 +28,8 @@ def slurm_cluster():
     was_up = _cluster("status").returncode == 0
     p = _cluster("up")
     if p.returncode != 0:
-        pytest.skip(f"no Slurm cluster: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+        lines = (p.stderr or p.stdout).strip().splitlines()
+        pytest.skip(lines[-1] if lines else f"tests/slurm_cluster.sh up failed ({p.returncode})")
     conf = next(line.split("=", 1)[1] for line in p.stdout.splitlines()
                 if line.startswith("SLURM_CONF="))
     old = os.environ.get("SLURM_CONF")

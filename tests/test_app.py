@@ -48,6 +48,7 @@ async def test_launch_dialog_shows_what_runs_and_ticks_only_what_it_adds():
         text = screen_text(app)
         assert "0:run  1:run  2:run  3:done  4:stopped" in text
         assert "2:failed" in text
+        assert "Enter queues: 2d/4, 3d_fullres/2" in text
         await pilot.press("enter")
         await wait_for(pilot, lambda: eng.calls, what="launch call")
         # only the stopped and failed folds were pre-ticked; lost gpu2 not offered
@@ -196,7 +197,7 @@ async def test_filter_narrows_rows_and_escape_restores():
 
 @pytest.mark.asyncio
 async def test_slow_engine_does_not_freeze_keys():
-    eng = ScriptedEngine(poll_delay=6.0)      # long enough for the keys on a loaded machine
+    eng = ScriptedEngine(poll_delay=4.0)      # long enough for the keys on a loaded machine
     app = FoldwatchApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, eng.in_poll.is_set, what="poll in flight")
@@ -206,7 +207,7 @@ async def test_slow_engine_does_not_freeze_keys():
         assert eng.in_poll.is_set() and eng.polls == 0
         await pilot.press("escape", "slash", *"2d")
         assert app.query_one("#filter", Input).value == "2d" and eng.polls == 0
-        await wait_for(pilot, lambda: app.snapshot is not None, what="slow snapshot")
+        await wait_for(pilot, lambda: app.snapshot is not None, timeout=30, what="slow snapshot")
         assert rows(app) and all(k.startswith("2d") or "2d" in k for k in rows(app))
         assert eng.polls == 1      # ticks during a slow poll are skipped, not queued
 
@@ -333,3 +334,18 @@ def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
     assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
     app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
     assert seen == {"mouse": True}
+
+
+def test_quitting_at_the_end_prints_where_the_results_are(monkeypatch, capsys):
+    import console.app as app_mod
+
+    def fake_run(self, **kw):
+        self.snapshot = ScriptedEngine(finished=True).poll()
+        self.quit_mode = "leave"
+
+    monkeypatch.setattr(app_mod.FoldwatchApp, "run", fake_run)
+    app_mod.run_app(ScriptedEngine(finished=True), title="t")
+    out = capsys.readouterr().out
+    assert "Results in /exp/results/demo" in out
+    assert "Chosen model: 2d + 3d_fullres (fg Dice 0.949)" in out
+    assert "predictions: /exp/results/demo/predictions" in out

@@ -107,13 +107,17 @@ def _results_blocked(tmp: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def _read_only_results(tmp: Path):
+def _read_only_results(tmp: Path, existing_run_folder: bool):
+    """results/ on a read-only tmpfs; with the plan stage's run folder already in it or not."""
     ro = tmp / "results"
     ro.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs",
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
                                             str(ro)], capture_output=True).returncode != 0:
         pytest.skip("needs root to mount a read-only tmpfs")
     try:
+        if existing_run_folder:
+            (ro / "e/stages/plan").mkdir(parents=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         yield
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
@@ -182,6 +186,7 @@ CASES = {
                                ["data", "dataset not found", "dataset:"], False),
     "results-is-a-file": (_results_blocked, 2, ["results", "is a file", "results:"], True),
     "results-read-only": (_read_only, 2, ["results", "read-only", "results:"], False),
+    "run-folder-read-only": (_read_only, 2, ["stages/plan", "read-only", "results:"], False),
     # -- datasets (check-dataset, and plan where the experiment is the entry) ---------------
     "missing-label": (lambda t: _break(t, lambda r: (r / "labelsTr/C_001.nii.gz").unlink()), 3,
                       ["C_001.nii.gz", "case C_001", "label file is missing"], False),
@@ -250,6 +255,8 @@ CASES = {
                                          ["latest.pt", "missing", "best.pt"], False),
     "ckpt-exists-without-resume": (lambda t: _ckpt(t, "latest.pt", fake_checkpoint())[:-1], 2,
                                    ["fold_0", "--resume"], False),
+    "best-exists-without-resume": (lambda t: _ckpt(t, "best.pt", fake_checkpoint())[:-1], 2,
+                                   ["fold_0", "best.pt", "--resume"], False),
     # -- command line -----------------------------------------------------------------------
     "cli-unknown-command": (lambda t: ["trian"], 2, ["'trian'", "commands"], False),
     "cli-fold-range": (lambda t: train(trained(t))[:-1] + ["7"], 2, ["--fold 7", "0 to 4"], False),
@@ -293,7 +300,8 @@ def test_the_table_is_big_enough():
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gets_a_clear_error_and_changes_nothing(case, tmp_path, capsys):
     build, code, expect, real = CASES[case]
-    ro = _read_only_results(tmp_path) if case == "results-read-only" else contextlib.nullcontext()
+    ro = (_read_only_results(tmp_path, case.startswith("run-folder")) if "read-only" in case
+          else contextlib.nullcontext())
     with ro:
         argv = build(tmp_path)
         before = _hashes(tmp_path)

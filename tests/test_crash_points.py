@@ -27,8 +27,7 @@ NO_STAGES = {"evaluate": False, "find_best": False, "postprocess": False, "predi
 # (fault point, which pass). The stages are done already, so launches 1 and 2 are the folds;
 # state saves: 1 at start-up, then 2-3 for fold 0's launch (intent, pid), 4-5 for fold 1's.
 CASES = [("launch:intent", 1), ("launch:intent-saved", 1), ("launch:submitted", 1),
-         ("launch:recorded", 2), ("save:prev", 3), ("save:written", 4), ("save:replaced", 5),
-         ("save:written", 2)]
+         ("launch:recorded", 2), ("save:prev", 3), ("save:written", 4), ("save:replaced", 5)]
 SCRIPT = {"*": {"rate": 0.8}}
 
 

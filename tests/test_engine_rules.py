@@ -114,12 +114,21 @@ def test_busy_exit_counts_no_restart_and_no_space_waits(world):
            "needs ~5 MB", reason="no_space")
     eng.poll()
     assert run.state == "waiting" and run.restarts == 0 and run.total_restarts == 0
+    assert not eng.poll().finished            # waiting is not giving up: headless keeps going
     assert run.message.startswith("waiting for disk space:") and "no space left on /r" in run.message
     snap = eng.poll()
     assert any(n.startswith("waiting for disk space (2d/0)") for n in snap.notices)
-    run.wait_for_free = 0                 # as if space came back
-    eng.poll()
-    assert "retry" in actions(eng, "2d/0") and run.handle is not None
+    eng.close()                           # a new console keeps waiting, same threshold
+    again = Engine(eng.exp, clock=clock, backend=backend, sampler=cpu_sampler())
+    try:
+        run2 = again.runs["2d/0"]
+        assert run2.state == "waiting" and run2.wait_for_free == run.wait_for_free
+        assert "no space left on /r" in run2.wait_reason
+        run2.wait_for_free = 0            # as if space came back
+        again.poll()
+        assert "retry" in actions(again, "2d/0") and run2.handle is not None
+    finally:
+        again.close()
 
 
 def test_every_failure_says_why(world):
@@ -230,3 +239,32 @@ def test_busy_exit_adopts_the_live_holder_of_the_run_folder(world):
     finally:
         hold.kill()
         hold.wait()
+
+
+def test_walltime_stops_resubmit_without_restarts_until_they_stop_making_progress(world):
+    """A stop the console did not ask for with stop_cause timeout is resubmitted with
+    --resume and counts no restart; 5 such stops in a row without a new latest.pt fail the
+    run with a reason instead of resubmitting forever."""
+    from console.supervision import MAX_FRUITLESS_CLUSTER_STOPS
+    eng, clock, backend = world()
+    through_stages(eng, backend)
+    latest = run_files(eng.runs["2d/0"].job.run_dir)["latest"]
+    for attempt in range(MAX_FRUITLESS_CLUSTER_STOPS + 3):
+        eng.poll()
+        fold = eng.runs["2d/0"]
+        assert fold.handle is not None, (attempt, fold.state, fold.message)
+        if attempt:
+            assert "--resume" in backend.submitted[-1].argv
+        start(eng, "2d/0")
+        if attempt < 2:                    # progress: a new checkpoint in each of these
+            latest.parent.mkdir(parents=True, exist_ok=True)
+            latest.write_bytes(b"x" * (attempt + 1))
+            import os
+            os.utime(latest, (1000 + attempt, 1000 + attempt))
+        finish(eng, backend, "2d/0", code=0, status="stopped", stop_cause="timeout")
+        eng.poll()
+        if fold.state == "failed":
+            break
+    assert fold.state == "failed" and "without saving a new checkpoint" in fold.message
+    assert fold.total_restarts == 0
+    assert actions(eng, "2d/0").count("requeue") == 1 + MAX_FRUITLESS_CLUSTER_STOPS

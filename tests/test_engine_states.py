@@ -50,10 +50,11 @@ def test_handle_record_round_trip_and_garbage():
     assert Handle.from_record("k", {"pid": True, "create_time": 1.0}) is None
 
 
-def _snap(runs, decisions=(), finished=False, succeeded=False):
+def _snap(runs, decisions=(), finished=False, succeeded=False, notices=()):
     return Snapshot(time=0.0, runs=list(runs), gpus=[], cpu_mode=True, cpu_slots=2,
                     nvml_message=None, watchdog_enabled=True, read_only=False,
-                    finished=finished, succeeded=succeeded, decisions=list(decisions))
+                    finished=finished, succeeded=succeeded, decisions=list(decisions),
+                    notices=list(notices))
 
 
 def test_diff_reports_states_restarts_new_decisions_and_the_end():
@@ -64,9 +65,18 @@ def test_diff_reports_states_restarts_new_decisions_and_the_end():
     first = diff(None, a)
     assert [(c.kind, c.before, c.notable) for c in first] == [("state", None, False)]
     kinds = [(c.kind, c.text, c.notable) for c in diff(a, b)]
+    # the watchdog's decision is said when made; "restarted" only once it really restarted
     assert kinds == [("restart", "2d/0 exited: exit 3; the watchdog restarts it after a backoff",
                       True),
                      ("state", "2d/0 failed: exit 3", True),
                      ("decision", "fail 2d/0: exit 3", False),
                      ("finished", "pipeline finished: some runs did not complete", True)]
     assert diff(b, b) == []
+
+
+def test_a_notice_is_said_once_even_when_its_numbers_change():
+    a = _snap([], notices=["waiting for disk space (2d/0): 3.1 MB free on /r"])
+    b = _snap([], notices=["waiting for disk space (2d/0): 2.9 MB free on /r",
+                           "cannot write console/state.json: No space left on device"])
+    assert [c.text for c in diff(None, a)] == [a.notices[0]]
+    assert [c.text for c in diff(a, b)] == [b.notices[1]]

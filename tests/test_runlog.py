@@ -114,3 +114,24 @@ def test_stale_temps_of_killed_writers_are_removed_and_nothing_else(tmp_path):
         p.write_text("x")
     assert remove_stale_temps(tmp_path) == 2
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_stop_causes_sigterm_is_signal_sigusr2_is_timeout():
+    import os
+    import signal
+
+    from trainer.runtime.signals import StopRequest
+    for sig, cause in ((signal.SIGTERM, "signal"), (signal.SIGUSR2, "timeout")):
+        with StopRequest() as stop:
+            assert stop.cause is None
+            os.kill(os.getpid(), sig)     # delivered before os.kill returns (main thread)
+            assert stop.requested and stop.cause == cause
+
+
+def test_ctrl_c_is_interrupted_not_a_crash(tmp_path, capsys):
+    with RunLog(tmp_path, stage="demo") as log:
+        raise KeyboardInterrupt
+    end = list(iter_jsonl(tmp_path / "metrics.jsonl"))[-1]
+    assert log.exit_code == exitcodes.INTERRUPTED
+    assert (end["status"], end["reason"]) == ("stopped", "interrupted") and end["message"]
+    assert "Traceback" not in capsys.readouterr().err

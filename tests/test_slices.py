@@ -81,3 +81,10 @@ def test_slice_dataset_splits_by_percentage_and_trains(tmp_path, monkeypatch):
         stem = c["case"]
         mask = next((root / "masks").glob(f"{stem}*.png"))
         assert c["metrics"]["1"]["n_ref"] == int((np.asarray(Image.open(mask)) > 0).sum())
+    # test/ images are predicted as NIfTI and as masks in the dataset's own values (0/255)
+    (root / "test").mkdir()
+    Image.open(root / "imgs" / "c00.jpg").save(root / "test" / "t00.png")
+    assert main(["predict", "--experiment", str(exp)]) == 0
+    out = Image.open(layout.predictions / "t00.png")
+    assert out.size == (48, 40) and set(np.unique(np.asarray(out))) <= {0, 255}
+    assert (layout.predictions / "t00.nii.gz").exists()

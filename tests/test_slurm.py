@@ -28,28 +28,6 @@ def _ends(run_dir) -> list[dict]:
     return [e for e in map(json.loads, lines) if e["event"] == "end"]
 
 
-def test_experiment_runs_to_completion_through_sbatch(tmp_path, monkeypatch):
-    use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.05}})
-    exp = slurm_experiment(tmp_path, folds=(0, 1), slurm={"job_name_prefix": "fwa-"})
-    with_engine = Engine(exp)
-    try:
-        snap = poll_until(with_engine, lambda s: s.finished, timeout=180, every=0.2)
-        assert snap.succeeded, {r.key: (r.state, r.message) for r in snap.runs}
-        assert snap.cluster is not None and snap.cluster["cpus_total"] >= 1
-        for run in with_engine.runs.values():
-            rec = _record(run.job.run_dir)
-            # Every run, stages included, was a Slurm job: id recorded, script exec'd there.
-            assert rec["job_id"].isdigit() and rec["job_name"].startswith("fwa-t-")
-            (call,) = calls(run.job.run_dir)
-            assert call["env"]["SLURM_JOB_ID"] == rec["job_id"]
-            assert call["env"]["CUDA_VISIBLE_DEVICES"] in (None, "")   # left to gres
-            assert f"foldwatch: job {rec['job_id']} on" in (run.job.run_dir / "stderr.log").read_text()
-        launches = [d for d in with_engine.decisions.recent if d.action == "launch"]
-        assert len(launches) == len(with_engine.runs)
-    finally:
-        with_engine.close()
-
-
 def test_scancelled_job_is_resubmitted_with_resume_and_no_restart(tmp_path, monkeypatch):
     use_fake_trainer(monkeypatch, tmp_path, {"2d/0": [{"rate": 0.6, "epochs": 30},
                                                       {"rate": 0.02}]})
@@ -214,7 +192,8 @@ def test_foldwatch_status_and_stop_without_a_console(tmp_path, monkeypatch, caps
 
 def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
     """Two real consoles (headless processes) on one results folder with disjoint --runs:
-    each submits only its folds, the stages run exactly once, both end succeeded."""
+    each submits only its folds, every run (stages too) is one sbatch job run exactly once,
+    both consoles end succeeded, `foldwatch status` shows it all."""
     use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.1}})
     exp = slurm_experiment(tmp_path, folds=(0, 1), epochs=3, slurm={"job_name_prefix": "fwg-"})
     cmd = [sys.executable, "-m", "console.cli", "up", "--headless", str(exp), "--runs"]
@@ -228,13 +207,72 @@ def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
                 c.kill()
     assert [c.returncode for c in consoles] == [0, 0], outs
     lay = tmp_path / "results" / "t"
-    for stage in ("plan", "preprocess-2d", "crossval-2d", "find-best", "predict"):
-        assert len(calls(lay / "stages" / stage)) == 1, f"{stage} ran more than once"
-        assert _record(lay / "stages" / stage)["previous"] == []
-    for k in (0, 1):
-        assert len(calls(lay / "2d" / f"fold_{k}")) == 1
+    dirs = [lay / "stages" / s for s in ("plan", "preprocess-2d", "crossval-2d", "find-best",
+                                         "predict")] + [lay / "2d" / f"fold_{k}" for k in (0, 1)]
+    for run_dir in dirs:
+        (call,) = calls(run_dir)                         # exactly once, stages included
+        rec = _record(run_dir)
+        # ... as a Slurm job: id recorded, the script exec'd there, GPUs left to gres
+        assert rec["previous"] == [] and rec["job_name"].startswith("fwg-t-")
+        assert call["env"]["SLURM_JOB_ID"] == rec["job_id"]
+        assert call["env"]["CUDA_VISIBLE_DEVICES"] in (None, "")
+        assert f"foldwatch: job {rec['job_id']} on" in (run_dir / "stderr.log").read_text()
+    status = subprocess.run([sys.executable, "-m", "console.cli", "status", str(exp), "--json"],
+                            capture_output=True, text=True, check=True)
+    snap = json.loads(status.stdout)
+    assert {r["state"] for r in snap["runs"]} == {"completed"} and snap["cluster"]["cpus_total"]
     claims = [json.loads(line) for f in (lay / "console" / "consoles").glob("*/events.jsonl")
               for line in f.read_text().splitlines()]
     launched = sorted(e["run"] for e in claims if e.get("action") == "launch")
     assert launched == sorted(["2d/0", "2d/1", "plan", "preprocess-2d", "crossval-2d",
                                "find-best", "predict"])
+
+
+def test_pending_job_shows_its_reason_and_is_never_stalled(tmp_path, monkeypatch):
+    """A job the cluster holds back (here: --begin in an hour) is PENDING with Slurm's reason
+    in the view, is not 'stalled' however long it waits, and a Slurm outage is shown, not
+    fatal."""
+    use_fake_trainer(monkeypatch, tmp_path)
+    exp = slurm_experiment(tmp_path, folds=(0,), pipeline={
+        "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False},
+        slurm={"job_name_prefix": "fwh-", "extra_sbatch": ["--begin=now+3600"]},
+        watchdog={"stall_timeout_s": 1})
+    engine = Engine(exp)
+    try:
+        snap = poll_until(engine, lambda s: s.runs[0].job and s.runs[0].job.get("reason"),
+                          timeout=60)
+        plan = snap.runs[0]
+        assert plan.key == "plan" and plan.device == "queue"
+        assert plan.job["state"] == "PENDING" and plan.job["reason"] == "BeginTime"
+        assert plan.message.startswith(f"job {plan.job['job_id']} PENDING (BeginTime), ")
+        time.sleep(2.5)                                   # > stall_timeout_s
+        snap = engine.poll()
+        assert snap.runs[0].state == "starting" and "stall" not in actions(engine, "plan")
+        # Slurm's commands failing (a broken slurm.conf here): said in the view, not fatal,
+        # and the run keeps its job.
+        bad = tmp_path / "broken-slurm.conf"
+        bad.write_text("NoSuchKey=1\n")
+        monkeypatch.setenv("SLURM_CONF", str(bad))
+        engine.backend.refresh(force=True)
+        engine.backend._partition_at = None
+        snap = engine.poll()
+        assert snap.cluster["error"] and "failed" in snap.cluster["error"]
+        assert snap.runs[0].state == "starting" and engine.runs["plan"].handle is not None
+    finally:
+        engine.close()
+
+
+def test_a_job_the_cluster_refuses_fails_with_sbatch_s_reason(tmp_path, monkeypatch):
+    """A partition that does not exist: the run fails at once with sbatch's own words and
+    what to fix, instead of being resubmitted forever."""
+    use_fake_trainer(monkeypatch, tmp_path)
+    exp = slurm_experiment(tmp_path, folds=(0,), slurm={"job_name_prefix": "fwi-",
+                                                         "partition": "nosuch"})
+    engine = Engine(exp)
+    try:
+        snap = poll_until(engine, lambda s: s.runs[0].state == "failed", timeout=60)
+        msg = snap.runs[0].message
+        assert "invalid partition" in msg.lower() and "slurm: section" in msg
+        assert not squeue_names("fwi-")
+    finally:
+        engine.close()

@@ -143,3 +143,28 @@ def test_job_note():
                      "queue_s": 190}) == "job 12 PENDING (Priority), 3m10s in queue"
     assert job_note({"job_id": "12", "state": "RUNNING", "node": "n7", "queue_s": 5}) == \
         "job 12 RUNNING on n7 (queued 5s)"
+
+
+def test_a_local_devices_section_says_nothing_on_slurm(tmp_path, monkeypatch):
+    """The same file with devices.gpus: [0, 2] on a GPU-less login node: no 'no GPU' notice,
+    since the cluster's gres picks the GPUs (the engine is built without submitting)."""
+    import shutil
+    import yaml
+    from console.engine import Engine
+    from console.views import notices
+    from engine_helpers import cpu_sampler, write_experiment
+    if not shutil.which("sbatch"):
+        pytest.skip("sbatch is not installed (tests/slurm_cluster.sh installs it as root)")
+    path = write_experiment(tmp_path, devices={"gpus": [0, 2]})
+    data = yaml.safe_load(path.read_text())
+    data["backend"] = "slurm"
+    path.write_text(yaml.safe_dump(data))
+    eng = Engine(path, sampler=cpu_sampler(), hold=True)
+    try:
+        assert not [n for n in notices(eng, eng.sampler.latest()) if "GPU" in n]
+    finally:
+        eng.close()
+    data["backend"] = "local"
+    path.write_text(yaml.safe_dump(data))
+    with Engine(path, sampler=cpu_sampler(), hold=True) as local:
+        assert [n for n in notices(local, local.sampler.latest()) if "devices.gpus" in n]

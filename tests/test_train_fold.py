@@ -6,6 +6,7 @@ import torch
 
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
+from pictures_helpers import assert_fold_pictures
 from train_fixture import run_train, write_experiment
 
 
@@ -15,8 +16,12 @@ def _events(exp):
 
 def test_fold_trains_and_log_follows_contract(tmp_path):
     exp = write_experiment(tmp_path, epochs=2, ipe=3)
-    r = run_train(exp, "--skip-validation")
+    r = run_train(exp, "--skip-validation", env={"FOLDWATCH_PROGRESS_PLOT": "1"})
     assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("epoch ")]   # nnU-Net style
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"], r.stdout
+    assert "pseudo-Dice [" in lines[0] and "epoch_time" in lines[0] and "lr " in lines[0]
+    assert_fold_pictures(exp.parent / "results/tiny/3d_fullres", 0, last_epoch=1)
     events = _events(exp)
     assert all(validate_event(e) == [] for e in events), [validate_event(e) for e in events]
     kinds = [e["event"] for e in events]

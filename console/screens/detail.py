@@ -20,7 +20,8 @@ from textual_plotext import PlotextPlot
 from console.model import Decision, EpochPoint, RunView, Snapshot
 from console.results import results_lines
 from console.vocabulary import note
-from console.widgets.fmt import duration, gigabytes, num
+from console.widgets.fmt import duration, gigabytes, num, seconds
+from console.widgets.preview import PreviewPane
 
 # NO_COLOR: series differ by their marker letter, not only by colour.
 MARKERS = {"train": "t", "val": "v", "val Dice": "d", "EMA": "e"}
@@ -66,7 +67,7 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint],
             last.data_wait_frac if last else None)
         mem = run.peak_mem_mb if run.peak_mem_mb is not None else (
             last.peak_mem_mb if last else None)
-        t.append(f"\nepoch time {duration(epoch_s)}  data wait "
+        t.append(f"\nepoch time {seconds(epoch_s)}  data wait "
                  f"{'-' if wait is None else f'{wait:.0%}'}  peak memory "
                  f"{'-' if mem is None else gigabytes(mem)}  samples/s "
                  f"{'-' if run.samples_per_s is None else f'{run.samples_per_s:.1f}'}")
@@ -98,7 +99,9 @@ def side_text(now: float, checkpoints: list[tuple[str, float]],
 class DetailScreen(Screen):
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="back"),
                 Binding("f", "overlay", "All folds"),
-                Binding("t", "logs", "Logs")]
+                Binding("t", "logs", "Logs"),
+                Binding("left_square_bracket", "preview(-1)", "Prev case", show=False),
+                Binding("right_square_bracket", "preview(1)", "Next case")]
 
     def __init__(self, key: str) -> None:
         super().__init__()
@@ -112,6 +115,7 @@ class DetailScreen(Screen):
         with Horizontal(id="charts"):
             yield PlotextPlot(id="loss-plot")
             yield PlotextPlot(id="dice-plot")
+            yield PreviewPane(self.key, id="preview")
         with Horizontal(id="detail-bottom"):
             yield Static(id="detail-side")
             with Vertical(id="stderr-box"):
@@ -127,14 +131,23 @@ class DetailScreen(Screen):
         self.sub_title = self.key
         run = self._run()
         if run is not None and run.kind == "stage":      # no training curves for a stage
-            self.query_one("#charts").display = False
+            self.add_class("stage")                      # results above, full width; log below
+            for plot in self.query(PlotextPlot):
+                plot.display = False
+            if self.key != "predict":                    # predict: the test-set previews
+                self.query_one("#charts").display = False
             self.query_one("#stderr-title", Static).update("log (stdout + stderr, tail; t: all)")
         self.refresh_data()
+
+    def action_preview(self, step: int) -> None:
+        self.query_one(PreviewPane).page(step)
 
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "overlay":
             run = self._run()
             return run is not None and run.kind == "fold"
+        if action == "preview":                  # paging only with previews to page
+            return bool(self.query(PreviewPane) and self.query_one(PreviewPane).items)
         return True
 
     def action_overlay(self) -> None:

@@ -16,6 +16,16 @@ from console.widgets.fmt import gigabytes, sparkline
 WIDTH = 60
 
 
+def squeeze(values: list[float], width: int) -> list[float]:
+    """At most `width` points: means of equal runs of samples (the whole history shown)."""
+    if len(values) <= width:
+        return list(values)
+    step = len(values) / width
+    return [sum(chunk) / len(chunk) for chunk in
+            (values[int(i * step):max(int(i * step) + 1, int((i + 1) * step))]
+             for i in range(width))]
+
+
 def gpu_block(g: GpuView) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(f"gpu{g.index}  {g.name or 'unknown model'}", style="bold")
@@ -27,9 +37,12 @@ def gpu_block(g: GpuView) -> Text:
         t.append("  (not used by this experiment)", style="dim")
     t.append("\n")
     util = "n/a" if g.util_pct is None else f"{g.util_pct:.0f}%"
-    t.append(f"  util   {util:>5}  {sparkline(g.util_history, WIDTH, top=100.0)}\n", style="green")
+    span = f"  (last {len(g.util_history)} samples)" if g.util_history else ""
+    t.append(f"  util   {util:>5}  {sparkline(squeeze(g.util_history, WIDTH), WIDTH, top=100.0)}"
+             f"{span}\n", style="green")
     used = "n/a" if g.mem_used_mb is None else f"{gigabytes(g.mem_used_mb)}/{gigabytes(g.mem_total_mb)}"
-    t.append(f"  memory {used:>5}  {sparkline(g.mem_history, WIDTH, top=100.0)}\n", style="cyan")
+    t.append(f"  memory {used:>5}  {sparkline(squeeze(g.mem_history, WIDTH), WIDTH, top=100.0)}\n",
+             style="cyan")
     temp = "n/a" if g.temp_c is None else f"{g.temp_c:.0f}°C"
     power = "n/a" if g.power_w is None else f"{g.power_w:.0f}W"
     limit = "" if g.power_limit_w is None else f" of {g.power_limit_w:.0f}W"
@@ -57,6 +70,9 @@ def gpus_text(snap: Snapshot | None) -> Text:
     out = Text("\n").join(gpu_block(g) for g in snap.gpus)
     if snap.nvml_message:
         out.append(f"\n{snap.nvml_message}", style="yellow")
+    if snap.nvml_problems:        # logged once each; here so nobody has to read the log
+        out.append("\nNVML calls that failed (shown as n/a):\n", style="bold")
+        out.append("\n".join(f"  {p}" for p in snap.nvml_problems), style="yellow")
     return out
 
 

@@ -28,6 +28,14 @@ class LaunchRequest:
             (" …" if len(self.adds) > 8 else "")
 
 
+class Tick(Checkbox):
+    """A checkbox whose mark is empty when off, so on and off differ without colour too."""
+
+    @property
+    def BUTTON_INNER(self) -> str:          # noqa: N802  (Textual's class attribute name)
+        return "X" if self.value else " "
+
+
 PENDING = ("queued", "starting", "running", "stalled", "backoff", "completed")
 
 
@@ -81,21 +89,35 @@ class LaunchScreen(ModalScreen[LaunchRequest | None]):
             yield Label("Configurations", classes="group")
             with Horizontal(classes="choices"):
                 for c in self.configs:
-                    yield Checkbox(c, c in self.open_configs, id=f"cfg-{c}", classes="cfg", name=c)
+                    yield Tick(c, c in self.open_configs, id=f"cfg-{c}", classes="cfg", name=c)
             yield Label("Folds", classes="group")
             with Horizontal(classes="choices"):
                 for k in self.folds:
-                    yield Checkbox(str(k), k in self.open_folds, id=f"fold-{k}", classes="fold", name=str(k))
+                    yield Tick(str(k), k in self.open_folds, id=f"fold-{k}", classes="fold", name=str(k))
             yield Label("GPUs", classes="group")
             with Horizontal(classes="choices"):
                 if not self.gpus:
                     yield Label(f"CPU mode: {self.cpu_slots} slots")
                 for i, selected, lost in self.gpus:
-                    yield Checkbox(f"gpu{i}" + (" (lost)" if lost else ""), selected and not lost,
+                    yield Tick(f"gpu{i}" + (" (lost)" if lost else ""), selected and not lost,
                                    id=f"gpu-{i}", classes="gpu", name=str(i), disabled=lost)
+            yield Static(id="launch-adds", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Launch", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self._show_adds()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self._show_adds()
+
+    def _show_adds(self) -> None:
+        """What Enter would really add, kept up to date as boxes are ticked."""
+        adds = self.request().adds
+        self.query_one("#launch-adds", Static).update(
+            f"Enter queues: {', '.join(adds)}" if adds else
+            "Enter queues nothing new: the chosen runs are done, running or queued")
 
     def overview(self) -> str:
         """Per configuration, what each fold is doing now (so a launch adds, knowingly)."""

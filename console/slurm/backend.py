@@ -9,7 +9,6 @@ the controller still holds it, else `sacct` when accounting exists, else the run
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -44,11 +43,14 @@ class SlurmBackend:
         self.exp = exp
         self.cfg = exp.slurm
         self.clock = clock
-        self.workdir = Path(workdir or os.getcwd())
+        # The experiment's folder: on the shared filesystem (its relative paths start there),
+        # where the login node's current directory may not be.
+        self.workdir = Path(workdir or exp.base_dir)
         self._jobs = {j.key: j for j in build_jobs(exp)}
         self._table: dict[str, q.JobInfo] = {}
         self._table_at: float | None = None
         self._ended: dict[str, q.JobInfo] = {}     # final records, fetched once per job
+        self._gone: set[str] = set()               # known to neither scontrol nor sacct
         self.error: str | None = None              # the last failed Slurm query, for the UI
         self._partition: q.PartitionInfo | None = None
         self._partition_at: float | None = None
@@ -70,6 +72,8 @@ class SlurmBackend:
         """The latest known record of a job (squeue, then scontrol/sacct once it ended)."""
         if job_id in self._ended:
             return self._ended[job_id]
+        if job_id in self._gone:
+            return None
         self.refresh()
         info = self._table.get(job_id)
         if info is not None and info.active:
@@ -81,6 +85,8 @@ class SlurmBackend:
             final = info
         if final is not None and not final.active:
             self._ended[job_id] = final
+        elif final is None and self.error is None:
+            self._gone.add(job_id)                 # purged, no accounting: ask no more
         return final
 
     def _final(self, job_id: str) -> q.JobInfo | None:

@@ -25,10 +25,23 @@ SQUEUE_FIELDS = ("job_id", "name", "state", "reason", "nodes", "submitted", "sta
 
 
 class SlurmError(RuntimeError):
-    """A Slurm command failed or is missing: its command line and its message."""
+    """A Slurm command failed or is missing: its command line and its message.
+    `permanent`: the submission itself is wrong (partition, gres, memory, an option), so
+    retrying cannot help."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
-def run(argv: list[str], timeout: float = 30.0) -> str:
+# sbatch's words for a job the cluster will never accept as written (checked lower-case).
+_PERMANENT = ("invalid partition", "invalid account", "invalid qos", "invalid generic resource",
+              "requested node configuration is not available", "unrecognized option",
+              "invalid option", "memory specification can not be satisfied",
+              "invalid time limit", "invalid --")
+
+
+def run(argv: list[str], timeout: float = 20.0) -> str:
     """stdout of a Slurm command; SlurmError with its stderr when it fails."""
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
@@ -38,9 +51,11 @@ def run(argv: list[str], timeout: float = 30.0) -> str:
     except subprocess.TimeoutExpired:
         raise SlurmError(f"{' '.join(argv[:2])} did not answer in {timeout:.0f}s") from None
     if p.returncode != 0:
-        msg = (p.stderr or p.stdout).strip().splitlines()
-        raise SlurmError(f"{' '.join(argv[:2])} failed (exit {p.returncode}): "
-                         f"{msg[-1] if msg else 'no message'}")
+        lines = [ln.strip() for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()]
+        said = [ln for ln in lines if "error" in ln.lower() or "unrecognized" in ln] or lines[-1:]
+        text = "; ".join(dict.fromkeys(said)) or "no message"
+        raise SlurmError(f"{' '.join(argv[:2])} failed (exit {p.returncode}): {text}",
+                         permanent=any(w in text.lower() for w in _PERMANENT))
     return p.stdout
 
 
@@ -142,8 +157,9 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
 def squeue(user_jobs_only: bool = True, name: str | None = None) -> dict[str, JobInfo]:
     """Our jobs, including those that ended within MinJobAge (one call for every run)."""
     argv = ["squeue", "-h", "--states=all", "-o", SQUEUE_FORMAT]
-    if user_jobs_only:
-        argv.append("--me")
+    if user_jobs_only:                    # --user, not --me: Slurm before 20.11 lacks --me
+        import getpass
+        argv.append(f"--user={getpass.getuser()}")
     if name:
         argv.append(f"--name={name}")
     return parse_squeue(run(argv))

@@ -80,7 +80,15 @@ def panel_text(snap: Snapshot, width: int = 160) -> Text:
 
 
 class GpuPanel(Static):
-    """Rebuilt from each snapshot; a Static renders one Text, cheap at 2 Hz."""
+    """Rebuilt from each snapshot and on a resize (the model shows from 110 columns); a
+    Static renders one Text, cheap at 2 Hz."""
+
+    _snap: Snapshot | None = None
 
     def show(self, snap: Snapshot) -> None:
-        self.update(panel_text(snap, self.size.width or 160))
+        self._snap = snap
+        self.update(panel_text(snap, self.app.size.width))
+
+    def on_resize(self) -> None:
+        if self._snap is not None:
+            self.update(panel_text(self._snap, self.app.size.width))

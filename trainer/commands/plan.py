@@ -51,6 +51,7 @@ def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from contracts.experiment import load_experiment
+    from contracts.layout import PLAN
     from contracts.jsonio import atomic_write_json
     from trainer.data.checks import require_valid
     from trainer.data.datasets import load_dataset, require_consistent
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     layout = exp.layout
     workers = args.workers or default_workers()
-    with RunLog(layout.stage_dir("plan"), stage="plan", experiment=exp.experiment) as log, \
+    with RunLog(layout.stage_dir(PLAN), stage=PLAN, experiment=exp.experiment) as log, \
             plans_lock(layout.plans_dir, exclusive=True, log=log):
         info = require_consistent(load_dataset(exp.dataset_path))
         n = len(info.cases)

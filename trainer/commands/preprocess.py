@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from contracts.errors import ConfigError
     from contracts.experiment import load_experiment
+    from contracts.layout import preprocess_stage
     from trainer.data.datasets import load_dataset, require_consistent
     from trainer.planning.plans import Plan
     from trainer.planning.preprocessing import preprocess_case, preprocessing_digest
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
                           f"{', '.join(exp.configurations)})")
     layout = exp.layout
     out_dir = layout.preprocessed(c)
-    stage = f"preprocess-{c}"
+    stage = preprocess_stage(c)
     workers = args.workers or default_workers()
     with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log, \
             plans_lock(layout.plans_dir, exclusive=False, log=log):

@@ -8,6 +8,7 @@ from pathlib import Path
 from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl, read_json
+from contracts.layout import LATEST_CHECKPOINT, METRICS_FILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +59,25 @@ def _check_preprocessed(folder: Path, cases: list[str], configuration: str) -> N
                             for c in unlabeled[:20]], header="preprocessed labels missing")
 
 
+def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: Path):
+    from trainer.reporting.fold_reporter import FoldReporter
+    lay = exp.layout
+    return FoldReporter(metrics=lay.fold_dir(configuration, fold) / "metrics.jsonl",
+                        progress_png=lay.progress_png(configuration, fold),
+                        previews_dir=lay.previews(configuration, fold),
+                        title=f"{exp.experiment} {configuration} fold {fold}",
+                        val_cases=list(val_cases), folder=folder, settings=exp.previews,
+                        overlay=(lay, configuration, list(exp.folds)))
+
+
+def _validation_previews(exp, configuration: str, fold: int, val_cases):
+    if not exp.previews.enabled:
+        return None
+    from trainer.reporting.validation_previews import ValidationPreviews
+    return ValidationPreviews(list(val_cases), exp.previews.cases,
+                              exp.layout.previews(configuration, fold))
+
+
 def _refuse_fresh_start_over(ckpt_dir: Path, latest: Path) -> None:
     """--resume without latest.pt starts fresh, unless that would overwrite other checkpoints."""
     others = [ckpt_dir / f"{k}.pt" for k in ("best", "final") if (ckpt_dir / f"{k}.pt").exists()]
@@ -83,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     layout = exp.layout
     fold_dir = layout.fold_dir(args.configuration, args.fold)
     ckpt_dir = layout.checkpoints(args.configuration, args.fold)
-    latest = ckpt_dir / "latest.pt"
+    latest = ckpt_dir / LATEST_CHECKPOINT
 
     # Heavy imports only once the arguments are known to be sane.
     import torch
@@ -97,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.training.loop import FoldTrainer, hparams_hash
 
     dev = devices.pick_device()
-    metrics = fold_dir / "metrics.jsonl"
+    metrics = fold_dir / METRICS_FILE
     batch_size = args.batch_size or cfg.batch_size
     # --batch-size alone keeps the configuration's effective batch where it divides evenly.
     accum = args.grad_accumulation or (cfg.grad_accumulation if not args.batch_size else
@@ -116,9 +136,11 @@ def run(args: argparse.Namespace) -> int:
     with log, StopRequest() as stop:
         events = list(iter_jsonl(metrics)) if metrics.exists() else []
         log.start_fields["attempt"] = 1 + sum(1 for e in events if e.get("event") == "start")
-        if latest.exists() and not args.resume:
-            raise ConfigError(f"{fold_dir}: this fold already has checkpoints; pass --resume to "
-                              "continue it, or move the folder away to start over")
+        existing = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+        if existing and not args.resume:
+            raise ConfigError(f"{fold_dir}: this fold already has checkpoints "
+                              f"({', '.join(existing)}); pass --resume to continue it, or move "
+                              "the folder away to start over")
         remove_stale_temps(fold_dir)    # ours to clean: we hold the fold's lock
         ckpt = None
         if args.resume:
@@ -140,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
                               batch_size=batch_size, grad_accumulation=accum)
+        trainer.reporter = _reporter(exp, args.configuration, args.fold, split["val"], folder)
         if ckpt is not None:
             changed = []
             if ckpt.get("plan_digest") != plan.digest():
@@ -165,7 +188,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming fold {args.fold} at epoch {ckpt['epoch']} iteration {ckpt['iter']}",
                   flush=True)
         if not trainer.state.finished:
-            if not trainer.train(stop):
+            try:
+                done = trainer.train(stop)
+            finally:
+                trainer.reporter.close()     # the last progress.png is on disk before exit
+            if not done:
                 log.stopped(stop.cause)
                 return 0
         if args.skip_validation:
@@ -179,7 +206,9 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop)
+                                device=dev, stop=stop,
+                                previews=_validation_previews(exp, args.configuration, args.fold,
+                                                              split["val"]))
         if summary is None:
             print("stopped during validation; --resume finishes the remaining cases", flush=True)
             log.stopped(stop.cause)

@@ -140,3 +140,20 @@ def load_slice_folder(root: Path):
     test = [CaseFiles(stem, [p]) for stem, p in _cases(root / "test").items()]
     return DatasetInfo(root, [c for c in cases if c.label is not None], test, labels, channels,
                        ".nii.gz", None, root, problems)
+
+
+def write_mask(labels: np.ndarray, values: tuple[int, ...], path: str | Path) -> None:
+    """A predicted (x, y, 1) class map as a mask image in the dataset's own values, atomically.
+
+    Classes go back to the raw mask values (0/255 stays 0/255); colour masks are written as RGB.
+    """
+    from PIL import Image
+
+    from contracts.jsonio import atomic_write_file
+    raw = np.asarray(values, dtype=np.int64)[np.asarray(labels)[:, :, 0].T]   # rows = y
+    if raw.max(initial=0) > 255:                                             # packed colours
+        rgb = np.stack([(raw >> 16) & 255, (raw >> 8) & 255, raw & 255], -1).astype(np.uint8)
+        img = Image.fromarray(rgb, "RGB")
+    else:
+        img = Image.fromarray(raw.astype(np.uint8), "L")
+    atomic_write_file(Path(path), lambda f: img.save(f, format="PNG"))

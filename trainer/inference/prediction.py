@@ -55,6 +55,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
                    save_probabilities: bool = False, overwrite: bool = False,
                    device: str = "auto", log=None) -> dict:
     """Write <case>.nii.gz per input case; cases already predicted are kept unless overwrite."""
+    from trainer.data import slices
     from trainer.data.datasets import cases_in_folder, load_dataset
     from trainer.data.geometry import preprocess_image, to_original
     from trainer.inference.sliding_window import predict_probabilities
@@ -88,7 +89,11 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     if kept:
         print(f"{kept} case(s) already predicted in {out} are kept (--overwrite redoes them)",
               file=sys.stderr)
+    slice_values = None
+    if cases and slices.is_slice_file(cases[0].images[0]) and slices.is_slice_folder(info.root):
+        slice_values = slices.mask_values(str(info.root / "masks"))
     bar = _progress_bar(len(todo))
+    previews = []
     for i, case in enumerate(todo):
         probs, props = None, None
         for c in configurations:
@@ -104,6 +109,10 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
+        if slice_values is not None:           # image + mask folders: a mask image too
+            from trainer.data.slices import write_mask
+            write_mask(seg, slice_values, out / f"{case.case_id}.png")
+        previews.append(_preview(case, seg))
         if save_probabilities:
             atomic_npz(out / f"{case.case_id}.npz", probs)
         if log:
@@ -112,6 +121,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             bar.advance(case.case_id)
     if bar:
         bar.close()
+    if previews:
+        from trainer.reporting.previews import write_previews
+        write_previews(previews, out / "previews", None, "test")
     result = {"predicted": len(todo), "kept": kept, "output": str(out),
               "configurations": configurations, "postprocessing": post.to_dict()}
     labelled = {c.case_id: c.label for c in cases if c.label is not None}
@@ -122,6 +134,17 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         atomic_write_json(out / "summary.json", summary)
         result["foreground_mean_dice"] = summary["foreground_mean"]["Dice"]
     return result
+
+
+def _preview(case, seg):
+    """The case's preview slice: original image, prediction, reference when the case has one."""
+    import numpy as np
+    from trainer.data.geometry import load_images, load_label
+    from trainer.reporting.previews import volume_preview
+    image = load_images([case.images[0]])[0][0]       # first channel (NIfTI or PNG/JPEG slice)
+    truth = (np.rint(load_label(case.label)[0]).astype(np.int16)
+             if case.label is not None else None)
+    return volume_preview(case.case_id, image, seg, truth)
 
 
 class _progress_bar:

@@ -28,7 +28,7 @@ def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
 
 def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[str], out_dir: Path,
                   log: RunLog, *, mirror: bool, overlap: float, device,
-                  stop=None) -> dict | None:
+                  stop=None, previews=None) -> dict | None:
     """Write validation/<case>.nii.gz, .npz and summary.json; cases already written are kept.
 
     Returns None when `stop` was requested: the cases written so far stay for the next attempt.
@@ -61,9 +61,13 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
             m.setdefault("prediction_file", str(nii))
             m.setdefault("case", case)
             per_case.append(m)
+            if previews is not None:        # trainer.reporting.ValidationPreviews
+                previews.consider(case, props, pred, ref)
         log.progress("validation", i + 1, len(cases), case=case)
         if stop is not None and stop.requested and i + 1 < len(cases):
             return None
     summary = summarize(per_case, fg)
     atomic_write_json(out_dir / "summary.json", summary)
+    if previews is not None:
+        previews.write()
     return summary

@@ -59,19 +59,24 @@ def make_folder(path: str | Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     except OSError as e:
-        if e.errno in NO_SPACE_ERRNOS:
-            raise NoSpaceError(path, free_bytes(path), what="a new folder") from None
-        blocker = _blocker(path)
-        if blocker is not None:
-            why = f"{blocker} is a file, not a folder; move it away"
-        elif e.errno == errno.EROFS:
-            why = "the file system is read-only"
-        elif e.errno in (errno.EACCES, errno.EPERM):
-            why = f"permission denied ({e.filename or path})"
-        else:
-            why = e.strerror or str(e)
-        raise ConfigError(f"{path}: cannot create the results folder: {why}. Choose a writable "
-                          "place with `results:` in the experiment file") from None
+        raise folder_error(path, e, "create") from None
+
+
+def folder_error(path: Path, e: OSError, doing: str = "write in") -> ConfigError | NoSpaceError:
+    """The clear error for an OSError met while creating or writing in a results folder."""
+    if e.errno in NO_SPACE_ERRNOS:
+        return NoSpaceError(path, free_bytes(path), what="a new file")
+    blocker = _blocker(path)
+    if blocker is not None:
+        why = f"{blocker} is a file, not a folder; move it away"
+    elif e.errno == errno.EROFS:
+        why = "the file system is read-only"
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        why = f"permission denied ({e.filename or path})"
+    else:
+        why = e.strerror or str(e)
+    return ConfigError(f"{path}: cannot {doing} the results folder: {why}. Choose a writable "
+                       "place with `results:` in the experiment file")
 
 
 def remove_stale_temps(folder: str | Path) -> int:

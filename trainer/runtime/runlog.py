@@ -20,9 +20,10 @@ from typing import Any
 from contracts import exitcodes
 from contracts.errors import NoSpaceError, UserError
 from contracts.jsonio import EventWriter
+from contracts.layout import METRICS_FILE
 from contracts.runlock import RunLock
 
-from trainer.runtime.folders import free_bytes, make_folder, no_space_cause
+from trainer.runtime.folders import folder_error, free_bytes, make_folder, no_space_cause
 
 REASON_BY_CODE = {exitcodes.USAGE: "usage", exitcodes.DATASET: "dataset",
                   exitcodes.BUSY: "busy", exitcodes.NO_SPACE: "no_space",
@@ -47,7 +48,7 @@ def describe_failure(exc: BaseException, tb, run_dir: Path) -> dict:
         return dict(status="failed", exit_code=code, reason=REASON_BY_CODE.get(code, "usage"),
                     message=str(exc), error=str(exc))
     if isinstance(exc, KeyboardInterrupt):
-        return dict(status="stopped", exit_code=130, reason="interrupted", error="interrupted",
+        return dict(status="stopped", exit_code=exitcodes.INTERRUPTED, reason="interrupted", error="interrupted",
                     message="interrupted (Ctrl-C); --resume continues from the last checkpoint")
     if is_out_of_memory(exc):
         text = f"out of memory: {exc}"
@@ -89,11 +90,14 @@ class RunLog:
         record = {k: self.start_fields[k] for k in ("configuration", "fold", "stage")
                   if k in self.start_fields}
         self.lock = RunLock(self.run_dir, role=self.role, **record)
-        self.lock.acquire()  # RunBusy (exit 73) before anything is written
         try:
-            self.writer = EventWriter(self.run_dir / "metrics.jsonl")
+            self.lock.acquire()  # RunBusy (exit 73) before anything is written
+            self.writer = EventWriter(self.run_dir / METRICS_FILE)
             if not self.defer_start:
                 self.begin()
+        except OSError as e:     # a read-only or full results disk, no permission
+            self._close()
+            raise folder_error(self.run_dir, e) from None
         except BaseException:
             self._close()
             raise

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from contracts.experiment import Configuration
+from contracts.layout import CHECKPOINTS_DIR
 
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loader
@@ -64,7 +65,7 @@ class FoldTrainer:
                  batch_size: int, grad_accumulation: int) -> None:
         self.plan, self.cfg, self.log, self.device = plan, cfg, log, device
         self.fold_dir = fold_dir
-        self.ckpt_dir = fold_dir / "checkpoints"
+        self.ckpt_dir = fold_dir / CHECKPOINTS_DIR
         self.micro_batch, self.accum = batch_size, grad_accumulation
         self.batch = batch_size * grad_accumulation
         torch.manual_seed(cfg.seed)
@@ -86,6 +87,7 @@ class FoldTrainer:
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False)
         self.state = Progress()
+        self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -256,6 +258,8 @@ class FoldTrainer:
             self.save("latest")
             fault_point("after-checkpoint")
             self.log.event("epoch", **record)
+            if self.reporter is not None:     # pictures: after the epoch is announced
+                self.reporter.after_epoch(self, epoch)
             if stop.requested and not s.finished:
                 return False
         return True
