@@ -22,7 +22,7 @@ from console import watchdog as wd
 from console.allocation import DeviceUse, cpu_threads, free_cpu_slot, gpu_slots
 from console.backend import Backend, LaunchSpec
 from console.decisions import DecisionLog
-from console.jobs import Job, build_jobs
+from console.jobs import Job, build_jobs, configured_batch
 from console.lock import ConsoleLock
 from console.model import (ACTIVE_STATES, FINAL_STATES, EpochPoint, GpuProcessView, GpuView,
                            RunView, Snapshot)
@@ -256,7 +256,8 @@ class Engine:
             extra = ""
             if v.oom and self.exp.watchdog.auto_fit_on_oom and run.job.kind == "fold":
                 cfg = self.exp.configurations[run.job.configuration]
-                bs = run.overrides.get("batch_size", cfg.batch_size)
+                bs = run.overrides.get("batch_size") or configured_batch(self.exp, cfg,
+                                                                         run.job.configuration)
                 ga = run.overrides.get("grad_accumulation", cfg.grad_accumulation)
                 refit = wd.refit_after_oom(bs, ga)
                 if refit:

@@ -96,10 +96,16 @@ def run(args: argparse.Namespace) -> int:
     metrics = fold_dir / "metrics.jsonl"
     attempt = 1 + (sum(1 for e in iter_jsonl(metrics) if e.get("event") == "start")
                    if metrics.exists() else 0)
-    batch_size = args.batch_size or cfg.batch_size
+    cfg_batch = cfg.batch_size
+    if cfg_batch == "auto":          # nnU-Net's planned batch; a missing plan is reported below
+        try:
+            cfg_batch = int(read_json(layout.plan(args.configuration))["batch_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            cfg_batch = 2
+    batch_size = args.batch_size or cfg_batch
     # --batch-size alone keeps the configuration's effective batch where it divides evenly.
     accum = args.grad_accumulation or (cfg.grad_accumulation if not args.batch_size else
-                                       max(1, cfg.batch_size * cfg.grad_accumulation // batch_size))
+                                       max(1, cfg_batch * cfg.grad_accumulation // batch_size))
     overrides = {k: v for k, v in (("batch_size", args.batch_size),
                                    ("grad_accumulation", args.grad_accumulation)) if v}
     resumed_from = None if ckpt is None else ckpt["epoch"]

@@ -24,6 +24,10 @@ class ChannelNorm:
     std: float | None = None
 
 
+_ADDED_LATER = {"network": "unet", "encoder_blocks": None, "decoder_convs": None,
+                "previous_stage": None}
+
+
 @dataclass
 class Plan:
     configuration: str
@@ -40,6 +44,11 @@ class Plan:
     channel_names: list[str]
     file_ending: str = ".nii.gz"
     extra: dict = field(default_factory=dict)   # anything else worth recording
+    network: str = "unet"          # "unet" (DynUNet) or "resenc" (residual encoder, plain decoder)
+    encoder_blocks: list[int] | None = None     # resenc: residual blocks per encoder stage
+    decoder_convs: list[int] | None = None      # resenc: convolutions per decoder stage
+    previous_stage: str | None = None           # cascade: the configuration whose prediction
+                                                # enters as one-hot extra input channels
 
     @property
     def num_classes(self) -> int:
@@ -49,12 +58,22 @@ class Plan:
     def foreground_labels(self) -> list[int]:
         return sorted(v for v in self.labels.values() if v != 0)
 
+    @property
+    def in_channels(self) -> int:
+        """Image channels, plus one per foreground label of the previous stage (nnU-Net's cascade)."""
+        extra = len(self.foreground_labels) if self.previous_stage else 0
+        return len(self.channel_names) + extra
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def digest(self) -> str:
         """Hash of everything that changes what the network sees; checkpoints record it."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        d = self.to_dict()
+        for key, default in _ADDED_LATER.items():   # plans written before these keep their digest
+            if d.get(key) == default:
+                d.pop(key)
+        text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
