@@ -127,9 +127,14 @@ def run(args: argparse.Namespace) -> int:
         _check_preprocessed(folder, list(split["train"]) + list(split["val"]), args.configuration)
         if not split["train"] or not split["val"]:
             raise ConfigError(f"{layout.splits}: fold {args.fold} has an empty train or val list")
+        previous = None
+        if plan.previous_stage:      # the cascade: the lowres predictions of every case, first
+            from trainer.inference.cascade import prepare_previous_stage
+            previous = prepare_previous_stage(exp, plan, folder,
+                                              list(split["train"]) + list(split["val"]), log)
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
-                              batch_size=batch_size, grad_accumulation=accum)
+                              batch_size=batch_size, grad_accumulation=accum, previous=previous)
         if ckpt is not None:
             changed = []
             if ckpt.get("plan_digest") != plan.digest():
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop)
+                                device=dev, stop=stop, previous=previous)
         if summary is None:
             print("stopped during validation; --resume finishes the remaining cases", flush=True)
             log.stopped()

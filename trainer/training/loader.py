@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from trainer.inference.cascade import load_previous, one_hot
 from trainer.training.augment import augment
 from trainer.planning.preprocessed import load_case
 from trainer.training.sampling import sample_patch
@@ -29,8 +30,10 @@ class PatchBatches(Dataset):
     """Item i = the whole effective batch of iteration i of `epoch`."""
 
     def __init__(self, folder, cases: list[str], patch_size: list[int], labels: list[int],
-                 batch: int, oversample: float, seed: int, augment_data: bool = True) -> None:
+                 batch: int, oversample: float, seed: int, augment_data: bool = True,
+                 previous=None) -> None:
         self.folder, self.cases = folder, list(cases)
+        self.previous = previous          # cascade: folder of the previous stage's label maps
         self.patch_size, self.labels = list(patch_size), list(labels)
         self.batch, self.oversample, self.seed = batch, oversample, seed
         self.augment_data = augment_data
@@ -43,17 +46,30 @@ class PatchBatches(Dataset):
     def _case(self, case: str):
         if case not in self._cache:
             data, seg, props = load_case(self.folder, case, mmap=True)
-            self._cache[case] = (data, seg, props)
+            prev = load_previous(self.previous, case) if self.previous is not None else None
+            self._cache[case] = (data, seg, props, prev)
         return self._cache[case]
 
     def sample(self, iteration: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, iteration, index])
         case = self.cases[int(rng.integers(len(self.cases)))]
-        data, seg, props = self._case(case)
+        data, seg, props, prev = self._case(case)
         force = oversampled(index, self.batch, self.oversample)
-        img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
+        if prev is None:
+            img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
+            if self.augment_data:
+                img, lab = augment(img, lab, rng)
+            return img, lab
+        img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng,
+                                     extra=prev)
         if self.augment_data:
-            img, lab = augment(img, lab, rng)
+            # The previous stage is transformed like a label map (nearest neighbour, same
+            # rotation/scale/mirroring): both ride in one integer code, which every spatial
+            # transform of a label map preserves exactly, and are split afterwards.
+            base = max(self.labels, default=0) + 1
+            img, code = augment(img, lab.astype(np.int32) * base + prv.astype(np.int32), rng)
+            lab, prv = code // base, code % base
+        img = np.concatenate([img, one_hot(prv, self.labels)])
         return img, lab
 
     def __getitem__(self, iteration: int) -> dict:
