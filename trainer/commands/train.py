@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports only once the arguments are known to be sane.
     import torch
 
-    from trainer import device as devices
+    from trainer.runtime import device as devices
     from trainer.training.checkpoint import load_checkpoint, remove_stale_temps
     from trainer.planning.plans import Plan
     from trainer.runtime.runlog import RunLog
