@@ -11,20 +11,17 @@ from trainer.commands.probe_memory import _best
 def test_probe_memory_on_cpu_reports_rss_and_fit(tmp_path):
     exp = write_experiment(tmp_path, num_workers=0)
     r = subprocess.run([sys.executable, "-m", "trainer", "probe-memory", "--experiment", str(exp),
-                        "--configuration", "3d_fullres", "--batch-sizes", "1,16", "--widths", "1",
-                        "--checkpointing", "off", "--budget-gb", "64", "--json"],
+                        "--configuration", "3d_fullres", "--batch-sizes", "8", "--widths", "1",
+                        "--checkpointing", "off", "--budget-gb", "0.05", "--json"],
                        cwd=ROOT, env=trainer_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["device"] == "cpu" and out["budget_gb"] == 64
-    small, big = out["candidates"]
-    for c in (small, big):
-        assert c["data"] == "preprocessed cases" and c["step_s"] > 0 and c["fits"]
-        assert c["peak_mb"] == c["rss_peak_mb"] > c["rss_baseline_mb"] > 50
-        assert c["amp"] is False                       # no mixed precision on a CPU
-    # 16 patches hold more activations than one: the peak RSS says so
-    assert big["peak_mb"] - big["rss_baseline_mb"] > small["peak_mb"] - small["rss_baseline_mb"]
-    assert out["best"]["batch_size"] == 16
+    assert out["device"] == "cpu" and out["budget_gb"] == 0.05
+    [c] = out["candidates"]
+    assert c["data"] == "preprocessed cases" and c["step_s"] > 0 and c["batch_size"] == 8
+    # the process' peak RSS: torch alone is far above 50 MB, and the steps added to it
+    assert c["peak_mb"] == c["rss_peak_mb"] > c["rss_baseline_mb"] > 50
+    assert c["amp"] is False and c["fits"] is False and out["best"] is None
 
 
 def test_best_fit_prefers_full_width_then_no_recompute_then_batch():
