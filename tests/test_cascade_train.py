@@ -72,3 +72,27 @@ def test_cascade_without_lowres_predictions_is_a_clear_error(tmp_path):
     assert "case_002.npz" in msg and "3d_lowres/2" in msg and "case_000" not in msg
     # nothing half-written: the case that had its prediction is not cached either
     assert not list((folder / "previous_stage").glob("*.npy"))
+
+
+def test_previous_stage_augmentations_follow_nnunet():
+    from trainer.training.cascade_augment import (augment_previous_stage, random_binary_operator,
+                                                  remove_random_component)
+    onehot = np.zeros((2, 16, 24, 24), np.float32)
+    onehot[0, 2:14, 2:22, 2:22] = 1                      # a big organ (> 15 % of the patch)
+    onehot[1, 6:8, 6:8, 6:8] = 1                         # a lesion inside it ...
+    onehot[0, 6:8, 6:8, 6:8] = 0
+    onehot[1, 14:16, 0:2, 0:2] = 1                       # ... and a small island
+    changed = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        out = random_binary_operator(onehot.copy(), rng)
+        assert out.sum(0).max() <= 1                     # still one label per voxel
+        changed += not np.array_equal(out, onehot)
+        out = remove_random_component(onehot.copy(), np.random.default_rng(seed))
+        removed = onehot.sum() - out.sum()
+        assert removed in (0, 8)                         # one whole small component at most
+        assert out[0].sum() == onehot[0].sum()           # the organ is > 15 %: never removed
+    assert changed > 4
+    a = augment_previous_stage(onehot, np.random.default_rng(5))
+    b = augment_previous_stage(onehot, np.random.default_rng(5))
+    assert np.array_equal(a, b)                          # seeded per sample: resume stays exact

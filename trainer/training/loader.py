@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainer.inference.cascade import load_previous, one_hot
 from trainer.training.augment import augment
+from trainer.training.cascade_augment import augment_previous_stage
 from trainer.planning.preprocessed import load_case
 from trainer.training.sampling import sample_patch
 
@@ -69,8 +70,10 @@ class PatchBatches(Dataset):
             base = max(self.labels, default=0) + 1
             img, code = augment(img, lab.astype(np.int32) * base + prv.astype(np.int32), rng)
             lab, prv = code // base, code % base
-        img = np.concatenate([img, one_hot(prv, self.labels)])
-        return img, lab
+        onehot = one_hot(prv, self.labels)
+        if self.augment_data:
+            onehot = augment_previous_stage(onehot, rng)
+        return np.concatenate([img, onehot]), lab
 
     def __getitem__(self, iteration: int) -> dict:
         pairs = [self.sample(iteration, j) for j in range(self.batch)]
