@@ -6,6 +6,8 @@ oversampling, augmentation) and the same steps over one pre-made batch with no d
 pipeline at all. Prints samples/s of both, the data-wait fraction and the ratio.
 
     python bench/trainer_throughput.py [--configuration 3d_fullres] [--iterations 30]
+    python bench/trainer_throughput.py --experiment DIR/demo-cascade.yaml \
+        --configuration 3d_cascade_fullres     # an experiment already run (lowres predicted)
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ def main() -> None:
     ap.add_argument("--configuration", default="3d_fullres")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--workdir", help="reuse a demo built here (default: a temp folder)")
+    ap.add_argument("--experiment", type=Path,
+                    help="an experiment already planned and preprocessed (the cascade also "
+                         "needs its 3d_lowres folds' predictions)")
     a = ap.parse_args()
     os.environ.setdefault("FOLDWATCH_CPU_THREADS", "2")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="fw-bench-"))
-    exp_path = work / "demo.yaml"
+    exp_path = a.experiment.resolve() if a.experiment else work / "demo.yaml"
     if not exp_path.exists():
         _trainer("make-demo-data", str(work / "data" / "Dataset900_Demo"))
         text = (ROOT / "configs/demo.yaml").read_text()
@@ -60,11 +65,17 @@ def main() -> None:
     split = read_json(layout.splits)[0]
     dev = pick_device()
     run_dir = work / "bench-run"
+    folder = layout.preprocessed(a.configuration)
+    previous = None
+    if plan.previous_stage:
+        from trainer.inference.cascade import prepare_previous_stage
+        previous = prepare_previous_stage(exp, plan, folder, split["train"] + split["val"])
+    batch = plan.batch_size if cfg.batch_size == "auto" else cfg.batch_size
     with RunLog(run_dir, configuration=a.configuration, fold=0) as log:
-        t = FoldTrainer(plan=plan, cfg=cfg, folder=layout.preprocessed(a.configuration),
+        t = FoldTrainer(plan=plan, cfg=cfg, folder=folder,
                         train_cases=split["train"], val_cases=split["val"], fold_dir=run_dir,
-                        log=log, device=dev, batch_size=cfg.batch_size,
-                        grad_accumulation=cfg.grad_accumulation)
+                        log=log, device=dev, batch_size=batch,
+                        grad_accumulation=cfg.grad_accumulation, previous=previous)
         n = a.iterations
         batch0 = t.train_data[0]
         t.step(batch0)  # warm-up: allocator, kernels
