@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             vram = plan.extra.get("vram", {})
             print(f"{name}: spacing {[round(s, 3) for s in plan.spacing]} patch {plan.patch_size} "
                   f"levels {len(plan.strides)} batch {plan.batch_size} ({vram.get('preset')}, "
-                  f"nnU-Net estimate {vram.get('estimate', 0) / 1e6:.0f}M of "
+                  f"nnU-Net estimate {vram.get('estimate', 0) / 1e6:.1f}M of "
                   f"{vram.get('reference', 0) / 1e6:.0f}M for {vram.get('target_gb')} GB"
                   + (f", after {plan.previous_stage}" if plan.previous_stage else "")
                   + f") -> {layout.plan(name)}")
