@@ -77,3 +77,37 @@ def test_tiny_cascade_end_to_end_through_the_engine(tmp_path, small_demo, monkey
     assert len(preds) == 2
     summary = json.loads((lay.predictions / "summary.json").read_text())
     assert summary["foreground_mean"]["Dice"] is not None
+
+
+def test_engine_holds_cascade_folds_until_every_lowres_fold_is_done(tmp_path, monkeypatch):
+    """The console engine over the scripted stand-in trainer: the cascade rows say what they
+    wait for, and none starts before the slowest lowres fold has finished."""
+    from contracts.jsonio import iter_jsonl
+    from engine_helpers import use_fake_trainer, write_experiment
+    use_fake_trainer(monkeypatch, tmp_path, {"3d_lowres/2": {"rate": 0.4}, "*": {"rate": 0.02}})
+    path = write_experiment(tmp_path, folds=range(5),
+                            configurations=("3d_lowres", "3d_cascade_fullres"),
+                            pipeline={"evaluate": False, "find_best": False,
+                                      "postprocess": False, "predict_test": False})
+    eng = Engine(path, sampler=cpu_sampler())
+    waiting = {}
+
+    def watch(snap):
+        for r in snap.runs:
+            if r.key.startswith("3d_cascade_fullres/") and r.state == "queued":
+                waiting.setdefault(r.key, set()).add(r.message)
+        return snap.finished
+    try:
+        snap = poll_until(eng, watch, timeout=120)
+        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+    finally:
+        eng.stop_all()
+        eng.close()
+    assert all("waiting for 3d_lowres/2" in msgs for msgs in waiting.values()), waiting
+    assert len(waiting) == 5
+
+    def times(cfg, event):
+        return [e["t"] for k in range(5)
+                for e in iter_jsonl(eng.layout.fold_dir(cfg, k) / "metrics.jsonl")
+                if e["event"] == event]
+    assert max(times("3d_lowres", "end")) <= min(times("3d_cascade_fullres", "start"))
