@@ -6,22 +6,32 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench venv clean-venv
+.PHONY: demo test test-all bench venv clean-venv slurm-up slurm-down
 
 venv: $(STAMP)
 
+# torch first, then the package with its extras (nnunetv2 for `trainer: nnunetv2` and its
+# tests) and the same torch spec again, so pip keeps that torch instead of pulling another.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[test,nnunet]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/foldwatch demo demo-run
 
+# The Slurm tests start a one-node cluster themselves (tests/slurm_cluster.sh: as root it
+# installs the Debian packages when missing) and skip, saying why, when they cannot.
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# A one-node Slurm on this machine to try backend: slurm by hand (docs/slurm.md).
+slurm-up:
+	bash tests/slurm_cluster.sh up
+slurm-down:
+	bash tests/slurm_cluster.sh down
 
 # Includes the multi-minute training runs (e.g. the 5-fold Dice figure).
 test-all: $(STAMP)

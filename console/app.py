@@ -5,50 +5,39 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from functools import partial
 from typing import Callable
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Input
+from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
+from console.changes import describe_changes
+from console.eta import experiment_eta_s
+from console.keys import CHANGING, KEYS, ON_ROW, SHOW_IN_FOOTER, key_table
 from console.model import ACTIVE_STATES, EngineControl, RunView, Snapshot
+from console.palette import FoldwatchCommands
+from console.permissions import stage_keys, why_not
+from console.quitting import print_results, stop_all_and_wait
+from console.results import results_bar
 from console.screens.confirm import ConfirmScreen
 from console.screens.detail import DetailScreen
 from console.screens.help import HelpScreen
 from console.screens.launch import LaunchRequest, LaunchScreen
+from console.screens.logs import LogScreen
+from console.screens.notices import Notice, NoticesScreen
+from console.screens.results import ResultsScreen
+from console.screens.gpus import GpuScreen
+from console.widgets.fmt import duration
 from console.widgets.gpu_panel import GpuPanel
 from console.widgets.runs_table import RunsTable
 
 POLL_INTERVAL_S = 0.5      # 2 Hz: a bounded redraw rate, cheap over SSH
-
-# Actions that change something: hidden in read-only mode (check_action).
-CHANGING = frozenset({"launch", "stop", "kill", "resume", "scratch", "watchdog", "crossval",
-                      "find_best", "predict", "quit_stop_all"})
-
-KEYS = [  # key, action, footer label, what it does (BINDINGS, help screen, docs/console.md)
-    ("l", "launch", "Launch", "Launch: configurations x folds x GPUs"),
-    ("s", "stop", "Stop", "Stop the selected run (graceful, asks first)"),
-    ("k", "kill", "Kill", "Kill the selected run (SIGKILL, asks first)"),
-    ("r", "resume", "Resume", "Resume the selected run"),
-    ("x", "scratch", "Scratch", "Restart the selected run from scratch (asks first)"),
-    ("w", "watchdog", "Watchdog", "Toggle the watchdog"),
-    ("e", "crossval", "Evaluate", "Run cross-validation evaluation now"),
-    ("b", "find_best", "Best", "Find the best configuration / ensemble now"),
-    ("p", "predict", "Predict", "Predict the test images now"),
-    ("slash", "filter", "Filter", "Filter runs (Esc clears)"),
-    ("enter", "detail", "Detail", "Run detail: curves, checkpoints, stderr"),
-    ("f1,question_mark", "help", "Help", "This help"),
-    ("q", "quit", "Quit", "Quit; runs keep running"),
-    ("Q", "quit_stop_all", "Quit+stop", "Quit and stop all runs (asks first)"),
-]
-SHOW_IN_FOOTER = {"launch", "stop", "kill", "resume", "filter", "help", "quit"}
-KEY_NAMES = {"slash": "/", "enter": "Enter", "f1,question_mark": "F1 ?", "escape": "Esc"}
+# The main screen's actions; hidden while another screen is on top (except help/notices/bell).
+MAIN_ACTIONS = frozenset(a for _, a, _, _ in KEYS) - {"help", "notices", "bell"}
 
 
 class SnapshotReady(Message):
@@ -59,67 +48,14 @@ class SnapshotReady(Message):
         self.snapshot = snapshot
 
 
-def key_table() -> str:
-    rows = [(KEY_NAMES.get(k, k), d) for k, _, _, d in KEYS]
-    rows += [("Esc", "Back / close dialog"), ("arrows", "Move in the runs table"),
-             ("ctrl+p", "Command palette (every action by name)")]
-    return "\n".join(f"{k:>7}  {d}" for k, d in rows)
-
-
-def describe_changes(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]:
-    """Notifications (message, severity) for restarts, failures and completions."""
-    if old is None:
-        return []
-    before = {r.key: r for r in old.runs}
-    out = []
-    for r in new.runs:
-        prev = before.get(r.key)
-        if prev is None:
-            continue
-        why = f": {r.message}" if r.message else ""
-        if r.restarts > prev.restarts:
-            out.append((f"{r.label} restarted (attempt {r.restarts}){why}", "warning"))
-        if r.state != prev.state:
-            if r.state == "completed":
-                out.append((f"{r.label} completed", "information"))
-            elif r.state == "failed":
-                out.append((f"{r.label} failed{why}", "error"))
-            elif r.state == "stalled":
-                out.append((f"{r.label} stalled{why}", "warning"))
-    if new.finished and not old.finished:
-        out.append(("pipeline finished: " + ("everything completed" if new.succeeded
-                                             else "some runs did not complete"),
-                    "information" if new.succeeded else "warning"))
-    return out
-
-
-class FoldwatchCommands(Provider):
-    """The console's actions in the command palette (only those allowed right now)."""
-
-    def _commands(self) -> list[tuple[str, str, str]]:
-        app = self.app
-        return [(desc, action, KEY_NAMES.get(key, key)) for key, action, _, desc in KEYS
-                if app.check_action(action, ()) is True]
-
-    async def discover(self) -> Hits:
-        for desc, action, key in self._commands():
-            yield DiscoveryHit(desc, partial(self.app.run_action, action), help=f"key: {key}")
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for desc, action, key in self._commands():
-            score = matcher.match(desc)
-            if score > 0:
-                yield Hit(score, matcher.highlight(desc), partial(self.app.run_action, action),
-                          help=f"key: {key}")
-
-
 class FoldwatchApp(App):
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {FoldwatchCommands}
     ENABLE_COMMAND_PALETTE = True
+    # A disabled action's key falls through to its hidden "refused" binding, which says why.
     BINDINGS = [Binding(k, a, short, id=a, show=a in SHOW_IN_FOOTER)
                 for k, a, short, _ in KEYS if a != "detail"] + [
+        Binding(k, f"refused('{a}')", show=False) for k, a, _, _ in KEYS if a != "detail"] + [
         Binding("escape", "clear_filter", "Clear filter", show=False, id="clear_filter"),
     ]
 
@@ -136,10 +72,14 @@ class FoldwatchApp(App):
         self.quit_mode = "leave"               # or "stop-all"
         self._polling = False
         self.polls = 0
-        self.notices: deque[str] = deque(maxlen=100)    # what notify() said, newest last
+        self.notices: deque[str] = deque(maxlen=200)    # what notify() said, newest last
+        self.history: deque[Notice] = deque(maxlen=200)
+        self.bell_on = True                  # a terminal bell when a run fails (key a)
 
     def notify(self, message: str, *args, **kwargs) -> None:
         self.notices.append(str(message))
+        self.history.append(Notice(time.time(), str(message),
+                                   str(kwargs.get("severity", "information"))))
         super().notify(message, *args, **kwargs)
 
     # -- layout -------------------------------------------------------------------------------
@@ -149,6 +89,7 @@ class FoldwatchApp(App):
         yield Input(placeholder="filter runs: words in config/fold, state or device (Esc clears)",
                     id="filter", classes="hidden")
         yield RunsTable(id="runs")
+        yield Static(id="results-bar", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -197,22 +138,39 @@ class FoldwatchApp(App):
             with self.batch_update():    # one repaint for the whole tick
                 self.main_widget(GpuPanel).show(snap)
                 self.main_widget(RunsTable).show(snap.runs, self.filter_text)
+                bar = self.main_widget("#results-bar")
+                line = results_bar(snap)
+                bar.display = bool(line)
+                bar.update(line)
         except NoMatches:            # main screen torn down (closing)
             return
         for text, severity in describe_changes(old, snap):
             self.notify(text, severity=severity, timeout=6)
-        if isinstance(self.screen, DetailScreen):
+            if severity == "error" and self.bell_on:
+                self.bell()
+        if old is None or old.controller != snap.controller or old.read_only != snap.read_only:
+            self.refresh_bindings()
+            if snap.read_only and snap.controller is None and (old is None or old.controller):
+                self.notify("no console controls this experiment now: press c to take control",
+                            severity="warning", timeout=10)
+        if hasattr(self.screen, "refresh_data"):
             self.screen.refresh_data()
 
     def _status_line(self, snap: Snapshot) -> str:
         active = sum(1 for r in snap.runs if r.state in ACTIVE_STATES)
         done = sum(1 for r in snap.runs if r.state == "completed")
-        parts = [f"{active} active", f"{done}/{len(snap.runs)} done",
-                 "watchdog on" if snap.watchdog_enabled else "watchdog OFF"]
+        parts = [f"{active} active", f"{done}/{len(snap.runs)} done"]
+        eta = experiment_eta_s(snap)
+        if eta is not None and not snap.finished:
+            parts.append(f"ETA {duration(eta)}")
         if snap.read_only:           # first: the header cuts the end off at 80 columns
-            parts.insert(0, "READ-ONLY")
+            parts.insert(0, "READ-ONLY" + ("" if snap.controller else ", no console in control"))
+        else:
+            parts.append("watchdog on" if snap.watchdog_enabled else "watchdog OFF")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
+        if snap.notices:             # a damaged state file, a full disk: before anything else
+            parts.insert(0, f"! {snap.notices[0]}")
         return " · ".join(parts)
 
     # -- engine calls off the event loop ---------------------------------------------------------
@@ -220,8 +178,10 @@ class FoldwatchApp(App):
         """Run an engine action in a worker, then poll; errors become notifications."""
         def act() -> None:
             with self.engine_lock:
-                fn()
-            self.call_from_thread(self.notify, description, timeout=3)
+                outcome = fn()
+            # the engine's own answer when it gives one (what really happened), else ours
+            text = outcome if isinstance(outcome, str) and outcome else description
+            self.call_from_thread(self.notify, text, timeout=4)
             self.call_from_thread(self.request_poll)
         self.run_worker(act, name=description, group="action", thread=True,
                         exit_on_error=False)
@@ -233,25 +193,36 @@ class FoldwatchApp(App):
             return None
         return next((r for r in self.snapshot.runs if r.key == key), None)
 
+    def why_not(self, action: str) -> str | None:
+        """Why `action` cannot run now for the selected row (None: it can)."""
+        run = self.selected_run() if self.is_mounted and self.screen_stack else None
+        return why_not(action, self.snapshot, run, read_only=self.read_only,
+                       changing=CHANGING, on_row=ON_ROW)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in CHANGING and self.read_only:
-            return False
-        if action in ("crossval", "find_best", "predict") and self.snapshot is not None:
-            return bool(self._stage_keys(action))
-        return True
+        if action == "refused":
+            return True
+        if len(self.screen_stack) > 1 and action in MAIN_ACTIONS:
+            return False             # another screen is on top: its own keys apply
+        try:
+            reason = self.why_not(action)
+        except NoMatches:            # the main screen is being built or torn down
+            return True
+        if reason is None:
+            return True
+        if (action in CHANGING and self.read_only) or "no such stage" in reason:
+            return False             # hidden: never possible in this console
+        return None                  # shown disabled: not for this row, now
+
+    def action_refused(self, action: str) -> None:
+        reason = self.why_not(action)
+        if reason:
+            self.notify(reason, severity="warning", timeout=5)
 
     def _stage_keys(self, action: str) -> list[str]:
         if self.snapshot is None:
             return []
-        stages = [r for r in self.snapshot.runs if r.kind == "stage"]
-        if action == "crossval":
-            keys = [r.key for r in stages if r.key.startswith("crossval-")]
-            sel = self.selected_run() if self.is_mounted else None
-            if sel and sel.configuration and f"crossval-{sel.configuration}" in keys:
-                return [f"crossval-{sel.configuration}"]
-            return keys
-        wanted = {"find_best": "find-best", "predict": "predict"}[action]
-        return [r.key for r in stages if r.key == wanted]
+        return stage_keys(self.snapshot, action, self.selected_run())
 
     def _with_run(self, verb: str) -> RunView | None:
         run = self.selected_run()
@@ -267,10 +238,9 @@ class FoldwatchApp(App):
 
         def done(req: LaunchRequest | None) -> None:
             if req is not None:
-                self.call_engine(
-                    f"launching {', '.join(req.configurations)} x folds "
-                    f"{', '.join(map(str, req.folds))}",
-                    lambda: self.engine.launch(req.configurations, req.folds, req.gpus))
+                self.call_engine(req.summary,
+                                 lambda: self.engine.launch(req.configurations, req.folds,
+                                                            req.gpus))
         self.push_screen(LaunchScreen(self.snapshot), done)
 
     def _confirmed(self, question: str, yes: str, description: str,
@@ -288,9 +258,15 @@ class FoldwatchApp(App):
 
     def action_stop(self) -> None:
         if run := self._active(self._with_run("stop"), "stop",
-                               ACTIVE_STATES | {"queued", "backoff"}):
-            self._confirmed(f"Stop {run.label}? (SIGTERM, then SIGKILL after the grace period; "
-                            "resume later with r)", "Stop", f"stopping {run.label}",
+                               ACTIVE_STATES | {"queued", "backoff", "waiting"}):
+            if run.state in ("queued", "backoff", "waiting"):   # no process: nothing to signal
+                question = (f"Take {run.label} out of the queue? It stays stopped until you "
+                            "resume it with r.")
+            else:
+                question = (f"Stop {run.label}? It saves a checkpoint and exits (SIGTERM, then "
+                            "SIGKILL after the grace period); it stays stopped until you "
+                            "resume it with r.")
+            self._confirmed(question, "Stop", f"stopping {run.label}",
                             lambda: self.engine.stop(run.key))
 
     def action_kill(self) -> None:
@@ -320,9 +296,10 @@ class FoldwatchApp(App):
             self.notify("this experiment has no such stage", severity="warning")
             return
 
-        def go() -> None:
-            for k in keys:
-                self.engine.run_stage_now(k)
+        def go() -> str:
+            answers = [self.engine.run_stage_now(k) for k in keys]
+            return "; ".join(a for a in answers if isinstance(a, str)) or \
+                f"{', '.join(keys)}: runs as soon as its inputs are complete"
         self.call_engine(f"queued {', '.join(keys)}", go)
 
     def action_crossval(self) -> None:
@@ -365,6 +342,36 @@ class FoldwatchApp(App):
         if run := self._with_run("show"):
             self.push_screen(DetailScreen(run.key))
 
+    def action_logs(self) -> None:
+        if run := self._with_run("show the log of"):
+            self.push_screen(LogScreen(run.key, run.run_dir))
+
+    def action_results(self) -> None:
+        self.push_screen(ResultsScreen())
+
+    def action_gpus(self) -> None:
+        self.push_screen(GpuScreen())
+
+    def action_notices(self) -> None:
+        self.push_screen(NoticesScreen(list(self.history)))
+
+    def action_sort(self) -> None:
+        name = self.main_widget(RunsTable).cycle_sort()
+        if self.snapshot is not None:
+            self.main_widget(RunsTable).show(self.snapshot.runs, self.filter_text)
+        self.notify(f"runs sorted by {name}", timeout=2)
+
+    def action_bell(self) -> None:
+        self.bell_on = not self.bell_on
+        self.notify(f"bell on failure {'on' if self.bell_on else 'off'}", timeout=2)
+
+    def action_take_control(self) -> None:
+        take = getattr(self.engine, "take_control", None)
+        if take is None:
+            self.notify("quit and run `foldwatch up` to take control", severity="warning")
+            return
+        self.call_engine("taking control", take)
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen(key_table()))
 
@@ -379,17 +386,6 @@ class FoldwatchApp(App):
                 self.exit("stop-all")
         self.push_screen(ConfirmScreen("Stop ALL runs and quit? Runs get SIGTERM and are "
                                        "resumable later.", "Stop all"), done)
-
-
-def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0) -> int:
-    """Stop every run and keep polling (the engine escalates to SIGKILL) until none is active."""
-    engine.stop_all()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        active = [r for r in engine.poll().runs if r.state in ACTIVE_STATES]
-        if not active or time.monotonic() > deadline:
-            return len(active)
-        time.sleep(0.2)
 
 
 def run_app(engine: EngineControl, *, title: str, mouse: bool = False) -> int:
@@ -408,4 +404,5 @@ def run_app(engine: EngineControl, *, title: str, mouse: bool = False) -> int:
             print(f"foldwatch: {len(active)} runs left running ({', '.join(active[:6])}"
                   f"{' …' if len(active) > 6 else ''}); `foldwatch up` adopts them again, "
                   "`foldwatch stop` stops them")
+    print_results(app.snapshot)
     return app.return_code or 0

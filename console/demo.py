@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import re
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 from contracts.errors import DatasetError
 
-REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 DATASET_NAME = "Dataset900_Demo"
+
+
+def bundled_demo_yaml() -> str:
+    """console/data/demo.yaml from the installed package (configs/demo.yaml is its copy for
+    readers of the repository; a test keeps the two equal)."""
+    return resources.files("console").joinpath("data", "demo.yaml").read_text(encoding="utf-8")
 
 
 def demo_yaml_text(template: str) -> str:
@@ -21,7 +27,7 @@ def demo_yaml_text(template: str) -> str:
 
 def prepare_demo(directory: Path) -> Path:
     """Demo data and experiment in `directory` (made if absent); returns the experiment path."""
-    from console.engine import trainer_prefix
+    from console.launching import trainer_prefix
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / DATASET_NAME
@@ -41,5 +47,5 @@ def prepare_demo(directory: Path) -> Path:
                                "see the messages above")
     target = directory / "demo.yaml"
     if not target.exists():        # the user's edits to an existing demo.yaml are kept
-        target.write_text(demo_yaml_text(REPO_CONFIG.read_text()))
+        target.write_text(demo_yaml_text(bundled_demo_yaml()))
     return target

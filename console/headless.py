@@ -8,10 +8,13 @@ import sys
 import threading
 import time
 
+from console.changes import diff
+from console.results import results_lines
 from console.status import gpu_lines, runs_table
 
 SHOWN_DECISIONS = {"restart", "give_up", "fail", "stall", "kill", "chaos", "refit", "adopt",
-                   "reschedule", "gpu_lost", "reset", "request"}
+                   "reschedule", "gpu_lost", "reset", "request", "requeue", "busy", "wait",
+                   "retry", "state", "cleanup", "bug", "submit_failed", "claim"}
 
 
 def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float = 60.0,
@@ -27,34 +30,30 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
         interrupted.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    prev: dict[str, str] = {}
-    seen_decisions = None
     last_summary = time.monotonic()
     code = 1
     try:
         snap = engine.poll()
         console.print(gpu_lines(snap)[0] if snap.cpu_mode else "\n".join(gpu_lines(snap)))
+        last = None
         while True:
             stamp = time.strftime("%H:%M:%S")
-            for r in snap.runs:
-                before = prev.get(r.key)
-                if before != r.state:
-                    if before is not None or r.state not in ("queued", "stopped"):
-                        where = f" on {r.device}" if r.device and r.state in ("starting", "running") else ""
-                        note = f"  ({r.message})" if r.message and r.state != "running" else ""
-                        console.print(f"{stamp} {r.key}: {before or '-'} -> {r.state}{where}{note}")
-                    prev[r.key] = r.state
-            fresh = snap.decisions if seen_decisions is None else [
-                d for d in snap.decisions if d.t > seen_decisions]
-            for d in fresh:
-                if d.action in SHOWN_DECISIONS and seen_decisions is not None:
-                    console.print(f"{stamp} watchdog {d.action} {d.run_key or ''}: {d.reason}")
-            if snap.decisions:
-                seen_decisions = max(seen_decisions or 0.0, snap.decisions[-1].t)
-            elif seen_decisions is None:
-                seen_decisions = 0.0
+            for c in diff(last, snap):
+                r = c.run
+                if c.kind == "state" and (c.before is not None
+                                          or r.state not in ("queued", "stopped")):
+                    where = f" on {r.device}" if r.device and r.state in ("starting", "running") else ""
+                    note = f"  ({r.message})" if r.message and r.state != "running" else ""
+                    console.print(f"{stamp} {r.key}: {c.before or '-'} -> {r.state}{where}{note}")
+                elif c.kind == "notice":            # damaged state, full disk, missing GPU
+                    console.print(f"{stamp} ! {c.text}")
+                elif c.kind == "decision" and c.decision.action in SHOWN_DECISIONS:
+                    console.print(f"{stamp} watchdog {c.text}")
+            last = snap
             if snap.finished:
                 console.print(runs_table(snap, title="final"))
+                if snap.results is not None and not snap.results.empty:
+                    console.print("\n".join(results_lines(snap.results)), markup=False)
                 code = 0 if snap.succeeded else 1
                 console.print("all runs completed" if code == 0 else
                               "finished, but not every run completed")
@@ -68,15 +67,15 @@ def run_headless(engine, *, stop_on_exit: bool = False, summary_every_s: float =
         # interrupted by SIGINT/SIGTERM
         if stop_on_exit:
             console.print("stopping every run (--stop-on-exit)...")
-            engine.stop_all()
+            engine.stop_all(final=False)      # `foldwatch up` again continues them
             deadline = time.monotonic() + engine.exp.watchdog.grace_period_s + 10
             while time.monotonic() < deadline:
                 snap = engine.poll()
-                if not any(r.pid for r in snap.runs):
+                if not any(r.pid or r.job for r in snap.runs):
                     break
                 time.sleep(0.2)
         else:
-            alive = [r.key for r in snap.runs if r.pid]
+            alive = [r.key for r in snap.runs if r.pid or r.job]
             if alive:
                 console.print(f"leaving {len(alive)} run(s) running ({', '.join(alive)}); "
                               "`foldwatch up` again adopts them, `foldwatch stop` stops them")

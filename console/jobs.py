@@ -8,6 +8,7 @@ from pathlib import Path
 
 from contracts.experiment import CASCADE, LOWRES, Experiment, run_name
 from contracts.jsonio import read_json
+from contracts.layout import (FIND_BEST, PLAN, PREDICT, crossval_stage, preprocess_stage)
 
 
 def configured_batch(exp: Experiment, cfg, configuration: str) -> int:
@@ -31,6 +32,8 @@ class Job:
     depends_on: tuple[str, ...] = ()
     needs_gpu: bool = False        # only folds and prediction use a GPU
     extra: list[str] = field(default_factory=list)
+    starts_after: tuple[str, ...] = ()   # jobs that must have trained an epoch first (stagger)
+    data: dict = field(default_factory=dict)   # what the trainer kind needs to launch it
 
     @property
     def label(self) -> str:
@@ -40,7 +43,7 @@ class Job:
              overrides: dict | None = None) -> list[str]:
         """Trainer arguments (without the `python -m trainer` prefix), ARCHITECTURE.md s. 5."""
         args = [self.command, "--experiment", str(experiment_file)]
-        if self.configuration is not None and self.command != "find-best":
+        if self.configuration is not None and self.command != FIND_BEST:
             args += ["--configuration", self.configuration]
         if self.kind == "fold":
             args += ["--fold", str(self.fold)]
@@ -57,12 +60,12 @@ class Job:
 def build_jobs(exp: Experiment) -> list[Job]:
     """Every job of the experiment in scheduling priority order."""
     lay = exp.layout
-    jobs = [Job("plan", "stage", "plan", lay.stage_dir("plan"))]
+    jobs = [Job(PLAN, "stage", "plan", lay.stage_dir(PLAN))]
     crossvals = []
     for cfg in exp.configurations:
-        pre = f"preprocess-{cfg}"
+        pre = preprocess_stage(cfg)
         jobs.append(Job(pre, "stage", "preprocess", lay.stage_dir(pre), configuration=cfg,
-                        depends_on=("plan",)))
+                        depends_on=(PLAN,)))
     folds_by_cfg: dict[str, list[str]] = {}
     # The cascade's folds train on 3d_lowres' prediction of every training case, made by the
     # lowres fold that held it out: each cascade fold waits for ALL lowres folds (nnU-Net's rule)
@@ -71,23 +74,23 @@ def build_jobs(exp: Experiment) -> list[Job]:
         for k in exp.folds:
             key = run_name(cfg, k)
             folds_by_cfg.setdefault(cfg, []).append(key)
-            deps = (f"preprocess-{cfg}",) + (lowres if cfg == CASCADE else ())
+            deps = (preprocess_stage(cfg),) + (lowres if cfg == CASCADE else ())
             jobs.append(Job(key, "fold", "train", lay.fold_dir(cfg, k), configuration=cfg,
                             fold=k, depends_on=deps, needs_gpu=True))
     p = exp.pipeline
     if p.evaluate:
         for cfg in exp.configurations:
-            name = f"crossval-{cfg}"
+            name = crossval_stage(cfg)
             crossvals.append(name)
             jobs.append(Job(name, "stage", "crossval", lay.stage_dir(name), configuration=cfg,
                             depends_on=tuple(folds_by_cfg[cfg])))
     all_folds = tuple(k for ks in folds_by_cfg.values() for k in ks)
     before_best = tuple(crossvals) or all_folds
     if p.find_best:
-        jobs.append(Job("find-best", "stage", "find-best", lay.stage_dir("find-best"),
+        jobs.append(Job(FIND_BEST, "stage", "find-best", lay.stage_dir(FIND_BEST),
                         depends_on=before_best))
     if p.predict_test:
-        deps = ("find-best",) if p.find_best else before_best
-        jobs.append(Job("predict", "stage", "predict", lay.stage_dir("predict"),
+        deps = (FIND_BEST,) if p.find_best else before_best
+        jobs.append(Job(PREDICT, "stage", "predict", lay.stage_dir(PREDICT),
                         depends_on=deps, needs_gpu=True))
     return jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -45,12 +46,21 @@ class LocalBackend:
             ct = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             ct = 0.0
-        return Handle(spec.key, proc.pid, ct)
+        return Handle(spec.key, proc.pid, ct, host=socket.gethostname())
 
-    def adopt(self, key: str, pid: int, create_time: float) -> Handle | None:
-        if not same_process(pid, create_time):
+    def adopt(self, key: str, record: dict) -> Handle | None:
+        """The live local process `record` names (pid + create_time), else None."""
+        h = Handle.from_record(key, record)
+        if h is None or not h.pid or not same_process(h.pid, h.create_time):
             return None
-        return Handle(key, pid, create_time, adopted=True)
+        if h.host not in (None, socket.gethostname()):
+            return None                 # a pid on another machine is not ours to watch
+        return h
+
+    def describe(self, handle: Handle) -> dict:
+        alive = same_process(handle.pid, handle.create_time)
+        return {"pid": handle.pid, "host": handle.host or socket.gethostname(),
+                "alive": alive, "adopted": handle.adopted}
 
     def poll(self, handle: Handle) -> tuple[bool, int | None]:
         proc = self._children.get(handle.pid)

@@ -22,8 +22,13 @@ class ConsoleLock:
         self._pid_file = self.path.with_name("lock.pid")
 
     def holder(self) -> str:
+        return self.holder_of(self.path)
+
+    @staticmethod
+    def holder_of(path: Path) -> str:
+        """The pid the holder wrote beside the lock ('?' when unknown)."""
         try:
-            return self._pid_file.read_text().strip() or "?"
+            return Path(path).with_name("lock.pid").read_text().strip() or "?"
         except OSError:
             return "?"
 
@@ -35,7 +40,10 @@ class ConsoleLock:
                 f"another foldwatch console (pid {self.holder()}) controls this experiment "
                 f"({self.path}). Watch it with --read-only, or use `foldwatch status` / "
                 f"`foldwatch stop`.") from None
-        self._pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            self._pid_file.write_text(f"{os.getpid()}\n")
+        except OSError:
+            pass            # a full disk: the lock itself holds; only the holder's pid is lost
 
     def is_held_elsewhere(self) -> bool:
         """True when some other process holds the lock (probes without keeping it)."""

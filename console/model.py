@@ -7,11 +7,14 @@ the engine's actions (`EngineControl`); they never touch processes or files them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-RunState = Literal["queued", "starting", "running", "stalled", "backoff",
+if TYPE_CHECKING:
+    from console.results import ResultsView
+
+RunState = Literal["queued", "starting", "running", "stalled", "backoff", "waiting",
                    "completed", "failed", "stopped"]
-RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff",
+RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff", "waiting",
                                "completed", "failed", "stopped")
 ACTIVE_STATES = frozenset({"starting", "running", "stalled"})
 FINAL_STATES = frozenset({"completed", "failed", "stopped"})
@@ -26,6 +29,11 @@ class EpochPoint:
     val_dice: float | None
     ema_dice: float | None
     lr: float | None
+    val_dice_per_class: list[float | None] | None = None
+    epoch_s: float | None = None
+    data_wait_frac: float | None = None
+    peak_mem_mb: float | None = None
+    samples_per_s: float | None = None     # effective batch x iterations / epoch_s
 
 
 @dataclass
@@ -53,6 +61,14 @@ class RunView:
     progress: tuple[int, int] | None = None   # (done, total) for stages and validation
     message: str | None = None                # last error or watchdog reason
     depends_on: tuple[str, ...] = ()
+    epoch_s: float | None = None              # the last epoch's wall time
+    data_wait_frac: float | None = None       # the last epoch's share of waiting for batches
+    peak_mem_mb: float | None = None          # the last epoch's peak memory
+    val_dice_per_class: list[float | None] | None = None   # the last pseudo-Dice per class
+    run_dir: str | None = None                # the run's folder (metrics.jsonl, *.log)
+    outcome: str | None = None                # a finished stage's result, one line
+    run_now: bool = False                     # the user asked for it ahead of the queue
+    job: dict | None = None                   # batch job (Slurm): job_id, state, reason, node
 
 
 @dataclass
@@ -60,6 +76,8 @@ class GpuProcessView:
     pid: int
     used_mb: float | None
     run_key: str | None           # ours: which run; None: foreign
+    user: str | None = None       # the process owner (psutil), when it can be seen
+    command: str | None = None    # its command line, shortened
 
 
 @dataclass
@@ -102,23 +120,33 @@ class Snapshot:
     finished: bool                # nothing queued or active remains
     succeeded: bool               # finished and every run completed
     decisions: list[Decision] = field(default_factory=list)   # most recent last
+    # Conditions the user must see (damaged state file, disk full, a missing GPU), loudest first
+    notices: list[str] = field(default_factory=list)
+    results: "ResultsView | None" = None      # what the finished stages wrote (console.results)
+    controller: str | None = None             # read-only: who controls ("pid 123"), None: no one
+    class_names: list[str] = field(default_factory=list)   # foreground classes, label order
+    nvml_problems: list[str] = field(default_factory=list)  # NVML calls that failed, and why
+    cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.cluster)
 
 
 class EngineControl(Protocol):
-    """The actions a front end may call. All return quickly; work happens on poll()."""
+    """The actions a front end may call. All return quickly; work happens on poll().
+    Each action returns what it really did, in one sentence, for the toast."""
 
     def poll(self) -> Snapshot: ...
     def epoch_history(self, key: str) -> list[EpochPoint]: ...
     def stderr_tail(self, key: str, lines: int = 40) -> list[str]: ...
     def checkpoints(self, key: str) -> list[tuple[str, float]]: ...   # (path, mtime)
     def launch(self, configurations: list[str], folds: list[int],
-               gpus: list[int] | None = None) -> None: ...
-    def stop(self, key: str) -> None: ...                 # graceful: SIGTERM, grace, SIGKILL
-    def kill(self, key: str) -> None: ...
-    def resume(self, key: str) -> None: ...
-    def restart_from_scratch(self, key: str) -> None: ...  # moves old outputs aside, never deletes
-    def set_watchdog(self, enabled: bool) -> None: ...
-    def select_gpus(self, gpus: list[int] | None) -> None: ...   # None = all
-    def run_stage_now(self, stage: str) -> None: ...      # "crossval-2d", "find-best", "predict"
-    def stop_all(self) -> None: ...
+               gpus: list[int] | None = None) -> str: ...
+    def stop(self, key: str, final: bool = True) -> str: ...   # SIGTERM, grace, SIGKILL
+    # final: the user's wish, which later consoles keep (False: --stop-on-exit)
+    def kill(self, key: str) -> str: ...
+    def resume(self, key: str) -> str: ...
+    def restart_from_scratch(self, key: str) -> str: ...  # moves old outputs aside, never deletes
+    def set_watchdog(self, enabled: bool) -> str: ...
+    def select_gpus(self, gpus: list[int] | None) -> str: ...    # None = all
+    def run_stage_now(self, stage: str) -> str: ...       # "crossval-2d", "find-best", "predict"
+    def take_control(self) -> str: ...                    # read-only console, lock free
+    def stop_all(self, final: bool = True) -> None: ...
     def close(self) -> None: ...                          # leaves runs running

@@ -7,6 +7,7 @@ reported and NVML is initialised again later.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,12 +15,40 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 RETRY_INIT_S = 30.0
+log = logging.getLogger("foldwatch.nvml")
+# Process lists: the newest API first; an older driver lacks the newer symbols.
+PROCESS_CALLS = (("nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2",
+                  "nvmlDeviceGetComputeRunningProcesses"),
+                 ("nvmlDeviceGetGraphicsRunningProcesses_v3", "nvmlDeviceGetGraphicsRunningProcesses_v2",
+                  "nvmlDeviceGetGraphicsRunningProcesses"))
+
+
+def describe_process(pid: int) -> tuple[str | None, str | None, bool]:
+    """(user, short command, visible) of a pid, via psutil; not visible inside a container
+    when NVML reports host pids."""
+    try:
+        import psutil
+        p = psutil.Process(pid)
+        with p.oneshot():
+            cmd = " ".join(p.cmdline()) or p.name()
+            try:
+                user = p.username()
+            except (psutil.Error, KeyError):
+                user = None
+        return user, cmd[:120], True
+    except ImportError:
+        return None, None, True
+    except Exception:              # NoSuchProcess, AccessDenied, zombie: not ours to know
+        return None, None, os.path.exists(f"/proc/{pid}")
 
 
 @dataclass
 class GpuProcess:
     pid: int
     used_mb: float | None
+    user: str | None = None        # psutil, when the pid is visible from here
+    command: str | None = None
+    visible: bool = True           # False: not in our pid namespace (NVML gives host pids)
 
 
 @dataclass
@@ -45,6 +74,7 @@ class NvmlReading:
     available: bool | None
     gpus: list[GpuSample]
     message: str | None = None
+    problems: list[str] = field(default_factory=list)   # NVML calls that failed, with cause
 
 
 def _text(v: Any) -> str:
@@ -63,6 +93,8 @@ class NvmlSampler:
         self._next_init = 0.0
         self._lost: set[int] = set()
         self._static: dict[int, tuple[str | None, str | None]] = {}  # name, uuid: cached
+        self._problems: dict[str, str] = {}     # each failing call logged once, with its cause
+        self.describe = describe_process
         self._latest = NvmlReading(clock(), None, [], "sampling GPUs...")
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,7 +157,13 @@ class NvmlSampler:
         gpus = [self._device(nv, i) for i in range(count)]
         lost = [g.index for g in gpus if g.lost]
         msg = f"GPU {', '.join(map(str, lost))} lost" if lost else None
-        return self._store(NvmlReading(now, True, gpus, msg))
+        return self._store(NvmlReading(now, True, gpus, msg, list(self._problems.values())))
+
+    def _problem(self, i: int, fn: str, e: BaseException) -> None:
+        key = f"gpu{i} {fn}"
+        if key not in self._problems:
+            self._problems[key] = f"gpu{i}: {fn} failed: {_text(e)} ({type(e).__name__})"
+            log.warning("%s; shown as n/a from now on", self._problems[key])
 
     def _device(self, nv, i: int) -> GpuSample:
         s = GpuSample(index=i)
@@ -141,8 +179,8 @@ class NvmlSampler:
                 return fn(*args)
             except nv.NVMLError_GpuIsLost:
                 lost = True
-            except nv.NVMLError:
-                pass
+            except nv.NVMLError as e:
+                self._problem(i, getattr(fn, "__name__", str(fn)), e)
             return None
 
         h = q(nv.nvmlDeviceGetHandleByIndex, i)
@@ -171,19 +209,45 @@ class NvmlSampler:
         s.power_w = power / 1000.0 if power is not None else None
         limit = q(nv.nvmlDeviceGetEnforcedPowerLimit, h)
         s.power_limit_w = limit / 1000.0 if limit is not None else None
-        procs = q(nv.nvmlDeviceGetComputeProcesses, h)
-        if procs is None:
-            s.processes = None
-        else:
-            s.processes = []
-            for p in procs:
-                used = getattr(p, "usedGpuMemory", None)
-                s.processes.append(GpuProcess(int(p.pid), used / 2**20 if used is not None else None))
+        s.processes = self._processes(nv, i, h, q)
         if lost:
             # "GPU is lost" does not heal without a reset: keep it marked, stop asking it.
             self._lost.add(i)
             return GpuSample(index=i, name=s.name, uuid=s.uuid, lost=True, processes=[])
         return s
+
+    def _processes(self, nv, i: int, h, q) -> list[GpuProcess] | None:
+        """Compute and graphics processes (one entry per pid), with owner and command."""
+        seen: dict[int, GpuProcess] = {}
+        answered = False
+        for names in PROCESS_CALLS:
+            for name in names:
+                fn = getattr(nv, name, None)
+                if fn is None:
+                    continue
+                try:
+                    procs = fn(h)
+                except nv.NVMLError_FunctionNotFound:
+                    continue               # an older driver: try the older call
+                except nv.NVMLError as e:
+                    if not isinstance(e, nv.NVMLError_GpuIsLost):
+                        self._problem(i, name, e)
+                    return None            # part of the list is unknown: say n/a, not "none"
+                answered = True
+                for p in procs:
+                    used = getattr(p, "usedGpuMemory", None)
+                    mb = used / 2**20 if used is not None else None
+                    old = seen.get(int(p.pid))
+                    if old is None:
+                        seen[int(p.pid)] = GpuProcess(int(p.pid), mb)
+                    elif mb is not None:
+                        old.used_mb = max(old.used_mb or 0.0, mb)
+                break
+        if not answered:
+            return None
+        for p in seen.values():
+            p.user, p.command, p.visible = self.describe(p.pid)
+        return list(seen.values())
 
     def _store(self, reading: NvmlReading) -> NvmlReading:
         with self._lock:

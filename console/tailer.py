@@ -10,9 +10,10 @@ import json
 import os
 from pathlib import Path
 
+from contracts.events import ITER_MARKER
+
 MAX_PARTIAL = 1 << 20   # a "line" longer than this without a newline is garbage, not a buffer
 CHUNK = 4 << 20         # read at most this much at once: memory stays flat on a huge backlog
-_ITER = b'"event": "iter"'
 
 
 class Tailer:
@@ -91,7 +92,7 @@ class Tailer:
         loads = json.loads
         n = len(lines)
         for i, raw in enumerate(lines):
-            if (self.collapse_iter and i + 1 < n and _ITER in raw and _ITER in lines[i + 1]):
+            if (self.collapse_iter and i + 1 < n and ITER_MARKER in raw and ITER_MARKER in lines[i + 1]):
                 continue
             if not raw.strip():
                 continue

@@ -33,3 +33,24 @@ class DatasetError(UserError):
         lines = [f"{self.header} ({len(self.problems)}):"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class NoSpaceError(UserError):
+    """The results disk is full (exit 74): wait for space, then resume; nothing was lost."""
+
+    exit_code = exitcodes.NO_SPACE
+
+    def __init__(self, path, free_bytes: int | None, needed_bytes: int | None = None,
+                 what: str = "the file") -> None:
+        self.path, self.free_bytes, self.needed_bytes = path, free_bytes, needed_bytes
+        free = "unknown space" if free_bytes is None else f"{_mb(free_bytes)} MB"
+        need = "" if needed_bytes is None else f", {what} needs ~{_mb(needed_bytes)} MB"
+        super().__init__(f"no space left on {path}: {free} free{need}. Free space on that disk "
+                         "(or point `results:` elsewhere), then resume; the previous files "
+                         "are intact")
+
+
+def _mb(n: int) -> str:
+    """Megabytes, with a decimal where whole numbers would read as 0."""
+    mb = n / 2**20
+    return f"{mb:.0f}" if mb >= 10 else f"{mb:.2f}".rstrip("0").rstrip(".") if mb else "0"

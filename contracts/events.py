@@ -16,13 +16,23 @@ REQUIRED: dict[str, tuple[str, ...]] = {
               "lr", "epoch_s", "data_wait_frac", "peak_mem_mb"),
     "checkpoint": ("kind", "epoch", "path"),
     "progress": ("stage", "done", "total"),
-    "end": ("status", "error", "exit_code"),
+    "end": ("status", "error", "exit_code", "message", "reason"),
 }
 
 # `start` of a pipeline-stage process (no fold, no epochs): identified by its `stage` key.
 STAGE_START = ("stage", "pid", "host")
 
+# Byte pattern of an `iter` line as contracts.jsonio.dumps writes it (json's default ", "
+# and ": " separators): readers use it to skip decoding all but the newest `iter` line.
+ITER_MARKER = b'"event": "iter"'
+
 END_STATUSES = ("completed", "stopped", "failed")
+# `end.reason`: why the process ended, one word a program can act on (docs/metrics-log.md).
+END_REASONS = ("completed", "stopped", "usage", "dataset", "busy", "no_space", "oom", "crash",
+               "interrupted")
+# `end.stop_cause` (reason `stopped` only): SIGTERM -> signal, SIGUSR2 (Slurm's warning
+# before the time limit) -> timeout, a Slurm preemption -> preempted.
+STOP_CAUSES = ("signal", "timeout", "preempted")
 CHECKPOINT_KINDS = ("latest", "best", "final")
 
 
@@ -44,6 +54,10 @@ def validate_event(obj: Any) -> list[str]:
             problems.append(f"{name}: missing {key!r}")
     if name == "end" and obj.get("status") not in END_STATUSES:
         problems.append(f"end: status {obj.get('status')!r} not in {END_STATUSES}")
+    if name == "end" and "reason" in obj and obj["reason"] not in END_REASONS:
+        problems.append(f"end: reason {obj['reason']!r} not in {END_REASONS}")
+    if name == "end" and obj.get("stop_cause") not in (None, *STOP_CAUSES):
+        problems.append(f"end: stop_cause {obj['stop_cause']!r} not in {STOP_CAUSES}")
     if name == "checkpoint" and obj.get("kind") not in CHECKPOINT_KINDS:
         problems.append(f"checkpoint: kind {obj.get('kind')!r} not in {CHECKPOINT_KINDS}")
     return problems

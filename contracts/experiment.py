@@ -7,6 +7,7 @@ the field path and what was expected.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -15,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 
 from .errors import ConfigError
+from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
@@ -91,32 +93,160 @@ class Pipeline(_Strict):
     predict_test: bool = True
 
 
+class Previews(_Strict):
+    """Prediction previews the trainer writes during training (docs/pictures.md)."""
+    enabled: bool = True
+    cases: Annotated[int, Field(ge=0, le=16)] = 2          # fixed validation cases shown
+    scored_cases: Annotated[int, Field(ge=1, le=64)] = 8   # cases scored to find the worst
+    every_epochs: PositiveInt = 1
+
+
+class Export(_Strict):
+    """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`)."""
+    tensorboard: bool = False
+    wandb: bool = False
+
+
+class Notify(_Strict):
+    """A user command run with each notification as JSON on stdin (an argument list, no shell)."""
+    command: list[Annotated[str, Field(min_length=1)]] | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 30
+    disk_free_gb: Annotated[float, Field(ge=0)] = 5.0     # below this: a disk_low notification
+
+    @field_validator("command")
+    @classmethod
+    def _not_empty(cls, v):
+        if v is not None and not v:
+            raise ValueError("expected a non-empty argument list, e.g. [curl, -d, '@-', URL]")
+        return v
+
+_SLURM_TIME = r"^(\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?|\d+(:\d{1,2}(:\d{1,2})?)?)$"
+
+
+def slurm_time_seconds(text: str) -> int:
+    """Seconds in a Slurm time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (man sbatch)."""
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        h, m, s = (parts + [0, 0])[:3]
+    elif len(parts) == 1:
+        h, m, s = 0, parts[0], 0
+    elif len(parts) == 2:
+        h, m, s = 0, parts[0], parts[1]
+    else:
+        h, m, s = parts
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+class Slurm(_Strict):
+    """The `slurm:` section: how each run becomes an sbatch job (docs/slurm.md)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_limit: str = "1-00:00:00"                 # sbatch --time, per job (each resubmission)
+    gpus_per_run: Annotated[int, Field(ge=0)] = 1  # --gres=gpu:N for folds and predict
+    gpu_type: str | None = None                    # --gres=gpu:<type>:N
+    cpus_per_run: PositiveInt = 4                  # --cpus-per-task
+    mem_per_run: str | None = "32G"                # --mem; null = the partition's default
+    extra_sbatch: list[str] = []                   # more options, e.g. ["--constraint=a100"]
+    # --signal=B:USR2@<s>: ask the run to checkpoint this long before the time limit;
+    # null = 300 s, or a fifth of a shorter time limit.
+    checkpoint_before_s: Annotated[int, Field(ge=10, le=65535)] | None = None
+    job_name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "fw-"
+    poll_interval_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time(cls, v):
+        if v in ("infinite", "UNLIMITED") or not re.match(_SLURM_TIME, v):
+            raise ValueError("expected a Slurm time limit: minutes, H:MM:SS or D-HH:MM:SS "
+                             "(e.g. '90', '4:00:00', '2-00:00:00')")
+        if slurm_time_seconds(v) < 60:
+            raise ValueError("Slurm's smallest time limit is 1 minute")
+        return v
+
+    @field_validator("mem_per_run")
+    @classmethod
+    def _mem(cls, v):
+        if v is not None and not re.match(r"^\d+[KMGT]?$", v):
+            raise ValueError("expected a size like 32G, 16000M or 16000 (MB), as sbatch --mem")
+        return v
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _extra(cls, v):
+        for opt in v:
+            if not opt.startswith("-") or "\n" in opt or "\r" in opt:
+                raise ValueError(f"each extra sbatch option is one option starting with '-', "
+                                 f"e.g. '--constraint=a100'; got {opt!r}")
+            if opt.split("=")[0] in _OWNED_SBATCH:
+                raise ValueError(f"{opt.split('=')[0]} is set by foldwatch (job name, logs, "
+                                 "signal); use the slurm: keys instead")
+        return v
+
+    @property
+    def signal_lead_s(self) -> int:
+        """Seconds before the time limit at which the job gets SIGUSR2."""
+        if self.checkpoint_before_s is not None:
+            return self.checkpoint_before_s
+        return max(10, min(300, slurm_time_seconds(self.time_limit) // 5))
+
+    @model_validator(mode="after")
+    def _lead_fits(self):
+        limit = slurm_time_seconds(self.time_limit)
+        if self.checkpoint_before_s is not None and self.checkpoint_before_s >= limit:
+            raise ValueError(f"checkpoint_before_s ({self.checkpoint_before_s}) must be shorter "
+                             f"than time_limit ({self.time_limit} = {limit}s), or the job would "
+                             "be asked to checkpoint before it starts")
+        return self
+
+
+# Options the backend writes itself: a user's copy would break finding or resuming the job.
+_OWNED_SBATCH = ("--job-name", "-J", "--output", "-o", "--error", "-e", "--open-mode",
+                 "--signal", "--comment", "--parsable", "--requeue", "--no-requeue",
+                 "--array", "-a", "--wrap")
+
+
 class Experiment(_Strict):
     experiment: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    dataset: Path
+    trainer: Literal["foldwatch", "nnunetv2", "command"] = "foldwatch"   # docs/trainers.md
+    dataset: Path | None = None         # required by trainer: foldwatch
     results: Path = Path("results")
     folds: list[Annotated[int, Field(ge=0, le=4)]] = [0, 1, 2, 3, 4]
     splits: Path | None = None          # a user-supplied splits.json (nnU-Net format)
+    # one random train/validation split with this share of the cases held out (Pytorch-UNet's
+    # --validation), instead of 5-fold cross-validation; folds then default to [0]
+    validation_percent: Annotated[float, Field(gt=0, lt=100)] | None = None
     test_images: Path | None = None     # default: the dataset's imagesTs
     configurations: dict[str, Configuration]
     devices: Devices = Devices()
     watchdog: Watchdog = Watchdog()
     pipeline: Pipeline = Pipeline()
-    backend: Literal["local"] = "local"
+    previews: Previews = Previews()
+    export: Export = Export()
+    notify: Notify = Notify()
+    backend: Literal["local", "slurm"] = "local"
+    slurm: Slurm = Slurm()              # used when backend is slurm; ignored otherwise
+    nnunet: NnunetSettings | None = None      # trainer: nnunetv2
+    command: CommandSettings | None = None    # trainer: command
 
     # Set by load_experiment: the file it came from (paths are relative to its folder).
     source: Path | None = Field(default=None, exclude=True)
 
     @field_validator("configurations")
     @classmethod
-    def _known_configurations(cls, v):
+    def _some_configurations(cls, v):
         if not v:
             raise ValueError("expected at least one configuration")
-        for name in v:
-            if name not in CONFIGURATION_NAMES:
-                raise ValueError(f"unknown configuration {name!r}; expected one of "
-                                 + ", ".join(CONFIGURATION_NAMES))
         return v
+
+    @model_validator(mode="after")
+    def _kind_sections(self):
+        problems = kind_problems(self.model_dump(exclude={"source"}))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("folds")
     @classmethod
@@ -126,6 +256,19 @@ class Experiment(_Strict):
         if not v:
             raise ValueError("expected at least one fold")
         return sorted(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_split_one_fold(cls, data):
+        if isinstance(data, dict) and data.get("validation_percent") is not None:
+            if data.get("splits") is not None:
+                raise ValueError("validation_percent and splits both choose the splits; keep one")
+            folds = data.get("folds", [0])
+            if folds != [0]:
+                raise ValueError("validation_percent makes one train/validation split: "
+                                 f"folds must be [0], got {folds}")
+            data = {**data, "folds": [0]}
+        return data
 
     @model_validator(mode="after")
     def _dims_match(self):
@@ -159,11 +302,45 @@ class Experiment(_Strict):
 
     @property
     def dataset_path(self) -> Path:
+        if self.dataset is None:
+            raise ConfigError(f"{self.source}: this experiment has no `dataset:`")
         return self.resolve(self.dataset)
 
     @property
     def layout(self) -> Layout:
         return Layout(self.resolve(self.results) / self.experiment)
+
+
+def kind_problems(data: dict) -> list[str]:
+    """What the trainer kind asks of the rest of the file. Works on the raw mapping too, so a
+    file with other errors still gets these listed (pydantic skips model checks then)."""
+    kind = data.get("trainer", "foldwatch")
+    if kind not in ("foldwatch", "nnunetv2", "command"):
+        return []
+    out = []
+    configurations = data.get("configurations")
+    for name in configurations if isinstance(configurations, dict) else ():
+        if kind != "command" and name not in CONFIGURATION_NAMES:
+            out.append(f"configurations: unknown configuration {name!r}; expected one of "
+                       + ", ".join(CONFIGURATION_NAMES))
+        if kind == "command" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
+            out.append(f"configurations: {name!r} is not a usable run name (letters, digits, "
+                       "_ . -)")
+    need = {"nnunetv2": "nnunet", "command": "command"}.get(kind)
+    if need and data.get(need) is None:
+        out.append(f"trainer: {kind} needs a `{need}:` section (see configs/examples/)")
+    for section in ("nnunet", "command"):
+        if data.get(section) is not None and need != section:
+            out.append(f"`{section}:` is set but trainer is {kind!r}; set trainer: "
+                       f"{'nnunetv2' if section == 'nnunet' else 'command'} or remove the section")
+    if kind == "foldwatch" and data.get("dataset") is None:
+        out.append("dataset: required field is missing (the nnU-Net raw folder or a datalist "
+                   ".json)")
+    if (kind == "nnunetv2" and isinstance(configurations, dict)
+            and "3d_cascade_fullres" in configurations and "3d_lowres" not in configurations):
+        out.append("configurations: 3d_cascade_fullres needs 3d_lowres too (it trains on the "
+                   "3d_lowres folds' predictions)")
+    return out
 
 
 def _describe(err: dict) -> str:
@@ -177,6 +354,9 @@ def _describe(err: dict) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if isinstance(given, dict):
+        # a whole-section check: its message names the field itself
+        return f"{loc}: {msg}" if err["loc"] else msg
     return f"{loc}: {msg} (got {given!r})"
 
 
@@ -190,21 +370,54 @@ def parse_experiment(data: object, source: Path | None = None) -> Experiment:
         exp = Experiment.model_validate(data)
     except ValidationError as e:
         lines = [f"  {_describe(err)}" for err in e.errors()]
+        text = "\n".join(lines)
+        lines += [f"  {p}" for p in kind_problems(data) if p not in text]
         raise ConfigError(f"{where}: invalid experiment file:\n" + "\n".join(lines)) from None
     return exp.model_copy(update={"source": source.resolve() if source else None})
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:       # an unhashable key: the base class reports it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first at line {first.line + 1}); "
+                    "keep one of them", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML file; ConfigError (exit 2) for any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: experiment file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass the experiment YAML file inside it") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read experiment file: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); pass the "
+                          "experiment YAML file (see configs/example.yaml)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it contains NUL bytes); pass the "
+                          "experiment YAML file (see configs/example.yaml)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

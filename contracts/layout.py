@@ -8,6 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# File names inside every run folder (fold or stage); spelled here only.
+METRICS_FILE = "metrics.jsonl"
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_CHECKPOINT = "latest.pt"     # what --resume continues from
+
+# Pipeline stage names (run keys and stage folders); folds are "<configuration>/<k>".
+PLAN = "plan"
+FIND_BEST = "find-best"
+PREDICT = "predict"
+
+
+def preprocess_stage(configuration: str) -> str:
+    return f"preprocess-{configuration}"
+
+
+def crossval_stage(configuration: str) -> str:
+    return f"crossval-{configuration}"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -21,8 +41,12 @@ class Layout:
     def fingerprint(self) -> Path:
         return self.root / "fingerprint.json"
 
+    @property
+    def plans_dir(self) -> Path:
+        return self.root / "plans"
+
     def plan(self, configuration: str) -> Path:
-        return self.root / "plans" / f"{configuration}.json"
+        return self.plans_dir / f"{configuration}.json"
 
     def preprocessed(self, configuration: str) -> Path:
         return self.root / "preprocessed" / configuration
@@ -31,10 +55,41 @@ class Layout:
         return self.root / configuration / f"fold_{fold}"
 
     def checkpoints(self, configuration: str, fold: int) -> Path:
-        return self.fold_dir(configuration, fold) / "checkpoints"
+        return self.fold_dir(configuration, fold) / CHECKPOINTS_DIR
 
     def validation(self, configuration: str, fold: int) -> Path:
         return self.fold_dir(configuration, fold) / "validation"
+
+    def previews(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "previews"
+
+    def progress_png(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "progress.png"
+
+    def progress_overview(self, configuration: str) -> Path:
+        """All folds of one configuration overlaid."""
+        return self.root / configuration / "progress_folds.png"
+
+    def tensorboard(self, configuration: str, fold: int) -> Path:
+        return self.fold_dir(configuration, fold) / "tensorboard"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """W&B's `dir`: offline runs land in <root>/wandb/offline-run-*."""
+        return self.root
+
+    @property
+    def exports_dir(self) -> Path:
+        """The exporter's cursors, one JSON file per run and sink."""
+        return self.console_dir / "exports"
+
+    @property
+    def notify_state(self) -> Path:
+        return self.console_dir / "notify.json"
+
+    @property
+    def notify_log(self) -> Path:
+        return self.console_dir / "notify.jsonl"
 
     def crossval(self, configuration: str) -> Path:
         return self.root / configuration / "crossval"
@@ -77,11 +132,24 @@ class Layout:
     def lock(self) -> Path:
         return self.console_dir / "lock"
 
+    def claim(self, key: str) -> Path:
+        """Team split (--runs): the lock a console holds on one run or stage it owns."""
+        return self.console_dir / "claims" / f"{key}.lock"
+
+    def team_console_dir(self, console_id: str) -> Path:
+        """Team split: one console's own state.json and events.jsonl (host + its runs)."""
+        return self.console_dir / "consoles" / console_id
+
 
 def run_files(run_dir: Path) -> dict[str, Path]:
-    """The files every run folder (fold or stage) has."""
+    """The files every run folder (fold or stage) has (folds also `latest`)."""
     return {
-        "metrics": run_dir / "metrics.jsonl",
-        "stdout": run_dir / "stdout.log",
-        "stderr": run_dir / "stderr.log",
+        "metrics": run_dir / METRICS_FILE,
+        "stdout": run_dir / STDOUT_FILE,
+        "stderr": run_dir / STDERR_FILE,
+        "checkpoints": run_dir / CHECKPOINTS_DIR,
+        "latest": run_dir / CHECKPOINTS_DIR / LATEST_CHECKPOINT,
+        # Slurm backend: the submission record (intent, then job id) and the batch script.
+        "slurm_job": run_dir / "slurm-job.json",
+        "slurm_script": run_dir / "slurm-job.sh",
     }

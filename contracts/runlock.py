@@ -66,6 +66,9 @@ class RunLock:
 
     def acquire(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # the record first (psutil's import is slow): a console probing the lock between the
+        # flock and the write sees an empty record and cannot adopt the holder yet
+        data = json.dumps(_own_record(self.record)).encode()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,7 +77,6 @@ class RunLock:
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
                 raise RunBusy(self.run_dir, read_holder_record(self.path)) from None
             raise
-        data = json.dumps(_own_record(self.record)).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
         self._fd = fd

@@ -1,7 +1,11 @@
+import os
 import shutil
 import subprocess
 
 import pytest
+
+# An illegal run-state transition is a bug: raise it in tests (and in consoles they start).
+os.environ.setdefault("FOLDWATCH_STRICT_STATES", "1")
 
 
 def _has_nvidia_gpu() -> bool:

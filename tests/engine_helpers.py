@@ -69,9 +69,15 @@ def actions(engine, key: str | None = None) -> list[str]:
 
 
 class FakeNvml(SimpleNamespace):
-    """pynvml's surface, scripted: `init_error`, per-device dicts, errors per field."""
+    """pynvml's surface, scripted: `init_error`, per-device dicts, errors per field.
 
-    def __init__(self, devices=None, init_error=None):
+    Follows the real module: the same function names (compute and graphics process lists,
+    `_v3`/`_v2` variants; `missing` names the functions an older driver lacks, which raise
+    NVMLError_FunctionNotFound), NVMLError_Uninitialized before nvmlInit or after
+    nvmlShutdown, NVMLError_InvalidArgument for a bad index, `usedGpuMemory` None when NVML
+    cannot tell."""
+
+    def __init__(self, devices=None, init_error=None, missing=()):
         super().__init__()
         for name in dir(pynvml):
             if name.startswith("NVMLError") or name.startswith("NVML_"):
@@ -80,21 +86,33 @@ class FakeNvml(SimpleNamespace):
         self.init_error = init_error
         self.count_error = None
         self.inits = 0
+        self.live = False
+        self.missing = set(missing)
+
+    def _up(self, fn=None):
+        if not self.live:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+        if fn in self.missing:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
 
     def nvmlInit(self):
         self.inits += 1
         if self.init_error is not None:
             raise self.init_error
+        self.live = True
 
     def nvmlShutdown(self):
-        pass
+        self._up()
+        self.live = False
 
     def nvmlDeviceGetCount(self):
+        self._up()
         if self.count_error is not None:
             raise self.count_error
         return len(self.devices)
 
     def _field(self, h, name):
+        self._up()
         value = self.devices[h].get(name)
         if isinstance(value, BaseException):
             raise value
@@ -103,6 +121,9 @@ class FakeNvml(SimpleNamespace):
         return value
 
     def nvmlDeviceGetHandleByIndex(self, i):
+        self._up()
+        if not 0 <= i < len(self.devices):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return i
 
     def nvmlDeviceGetName(self, h):
@@ -127,15 +148,35 @@ class FakeNvml(SimpleNamespace):
     def nvmlDeviceGetEnforcedPowerLimit(self, h):
         return self._field(h, "limit_mw")
 
-    def nvmlDeviceGetComputeProcesses(self, h):
-        return [SimpleNamespace(pid=p, usedGpuMemory=mb * 2**20)
-                for p, mb in self._field(h, "procs")]
+    def _procs(self, fn, h, key):
+        self._up(fn)
+        return [SimpleNamespace(pid=p, usedGpuMemory=None if mb is None else mb * 2**20,
+                                gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+                for p, mb in self._field(h, key)]
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, h):
+        return self._procs("nvmlDeviceGetComputeRunningProcesses_v3", h, "procs")
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, h):
+        return self._procs("nvmlDeviceGetComputeRunningProcesses_v2", h, "procs")
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return self._procs("nvmlDeviceGetComputeRunningProcesses", h, "procs")
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v3(self, h):
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses_v3", h, "graphics")
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v2(self, h):
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses_v2", h, "graphics")
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h):
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses", h, "graphics")
 
 
 def gpu(name="Fake GPU", util=10, mem=(1000, 24000), procs=(), **kw) -> dict:
     d = {"name": name, "uuid": f"GPU-{name}", "util": util, "mem": mem, "temp": 40,
          "power_mw": 100000, "limit_mw": 300000,
-         "procs": procs if isinstance(procs, BaseException) else list(procs)}
+         "procs": procs if isinstance(procs, BaseException) else list(procs), "graphics": []}
     d.update(kw)
     return d
 
@@ -145,3 +186,61 @@ def cpu_sampler():
     from console.nvml import NvmlSampler
     return NvmlSampler(FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)),
                        interval=0.05)
+
+
+class ScriptedBackend:
+    """A backend without processes: the test says when a run exits and writes its log."""
+
+    def __init__(self) -> None:
+        self.next_pid = 1000
+        self.exits: dict[int, int | None] = {}     # pid -> exit code once finished
+        self.submitted: list = []                   # LaunchSpecs, in order
+        self.cancels: list[tuple[int, bool]] = []
+        self.adoptable: dict[str, dict] = {}        # key -> record adopt() accepts
+
+    def submit(self, spec):
+        from console.backend import Handle
+        self.next_pid += 1
+        self.exits[self.next_pid] = None
+        self.submitted.append(spec)
+        return Handle(spec.key, self.next_pid, 1.0, host="scripted")
+
+    def exit(self, handle, code: int) -> None:
+        self.exits[handle.pid] = code
+
+    def poll(self, handle):
+        code = self.exits.get(handle.pid)
+        return (code is not None), code
+
+    def cancel(self, handle, force: bool = False) -> None:
+        self.cancels.append((handle.pid, force))
+        self.exits[handle.pid] = -9 if force else -15
+
+    def adopt(self, key, record):
+        from console.backend import Handle
+        if key in self.adoptable and record.get("pid") == self.adoptable[key].get("pid"):
+            return Handle.from_record(key, record)
+        return None
+
+    def describe(self, handle) -> dict:
+        return {"pid": handle.pid}
+
+    def log_paths(self, run_dir):
+        from contracts.layout import run_files
+        return run_files(run_dir)
+
+    def process_ids(self, handle) -> set[int]:
+        return {handle.pid}
+
+
+class Clock:
+    """An injectable clock the test moves by hand."""
+
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, s: float) -> None:
+        self.t += s

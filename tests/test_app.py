@@ -36,19 +36,38 @@ async def select(pilot, app, key):
 
 
 @pytest.mark.asyncio
-async def test_launch_dialog_passes_configurations_folds_and_gpus():
+async def test_launch_dialog_shows_what_runs_and_ticks_only_what_it_adds():
     eng = ScriptedEngine()
+    eng._run("2d/4").state = "stopped"
+    eng._run("3d_fullres/2").state = "failed"
     app = FoldwatchApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None, what="first snapshot")
         await pilot.press("l")
         assert isinstance(app.screen, LaunchScreen)
-        # focus starts on the first checkbox (2d): tab to 3d_fullres and untick it,
-        # then to fold 0, 1 and untick fold 1
-        await pilot.press("tab", "space", "tab", "tab", "space", "enter")
+        text = screen_text(app)
+        assert "0:run  1:run  2:run  3:done  4:stopped" in text
+        assert "2:failed" in text
+        assert "Enter queues: 2d/4, 3d_fullres/2" in text
+        await pilot.press("enter")
         await wait_for(pilot, lambda: eng.calls, what="launch call")
-        assert eng.calls == [("launch", ["2d"], [0, 2, 3, 4], [0, 1])]   # lost gpu2 not offered
+        # only the stopped and failed folds were pre-ticked; lost gpu2 not offered
+        assert eng.calls == [("launch", ["2d", "3d_fullres"], [2, 4], [0, 1])]
+        await wait_for(pilot, lambda: any("queued 2 runs: 2d/4, 3d_fullres/2" in n
+                                          for n in app.notices), what="what it added")
         assert not isinstance(app.screen, LaunchScreen)
+
+
+@pytest.mark.asyncio
+async def test_launch_dialog_with_nothing_new_says_so():
+    eng = ScriptedEngine(cpu_mode=True)
+    app = FoldwatchApp(eng)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None, what="first snapshot")
+        await pilot.press("l")
+        await pilot.press("space", "tab", "tab", "space", "enter")   # 2d fold 0: on its way
+        await wait_for(pilot, lambda: any("nothing new to launch" in n for n in app.notices))
+        assert isinstance(app.screen, LaunchScreen) and eng.calls == []
 
 
 @pytest.mark.asyncio
@@ -104,6 +123,10 @@ async def test_detail_view_shows_this_runs_curves_files_and_decisions():
         await pilot.pause(0.1)
         text = screen_text(app)
         assert "epoch 3/8" in text and "Loss per epoch" in text
+        assert "val Dice 0.650  EMA 0.630  best EMA 0.670  per class organ:0.900  lesion:0.250" \
+            in text
+        assert "epoch time 1m35s  data wait 8%  peak memory 10.0G  samples/s 41.5" in text
+        assert "folder /exp/2d/fold_0" in text
         assert "latest.pt  30s ago" in text
         assert "[2d/0] epoch 3: loss ok" in text
         assert "checkpoint: epoch 3 saved" in text
@@ -129,7 +152,7 @@ async def test_read_only_hides_every_changing_action():
         assert eng.calls == [] and app.screen is app.screen_stack[0]
         text = screen_text(app)
         assert "Launch" not in text and "Stop" not in text and "READ-ONLY" in text
-        assert "Filter" in text and "Quit" in text
+        assert "Help" in text and "Quit" in text
         await pilot.press("enter")                 # looking is still allowed
         assert isinstance(app.screen, DetailScreen)
 
@@ -141,9 +164,14 @@ async def test_palette_offers_only_allowed_actions():
         app = FoldwatchApp(ScriptedEngine(read_only=read_only))
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_for(pilot, lambda: app.snapshot is not None)
+            await select(pilot, app, "2d/0")
             provider = FoldwatchCommands(app.screen)
             names = [c[1] for c in provider._commands()]
             assert ("stop" in names) is expect_stop and "help" in names
+            assert "resume" not in names                 # 2d/0 is running: nothing to resume
+            await select(pilot, app, "2d/3")             # completed: no stop, no kill
+            names = [c[1] for c in provider._commands()]
+            assert "stop" not in names and "kill" not in names and "detail" in names
 
 
 @pytest.mark.asyncio
@@ -169,7 +197,7 @@ async def test_filter_narrows_rows_and_escape_restores():
 
 @pytest.mark.asyncio
 async def test_slow_engine_does_not_freeze_keys():
-    eng = ScriptedEngine(poll_delay=2.0)
+    eng = ScriptedEngine(poll_delay=4.0)      # long enough for the keys on a loaded machine
     app = FoldwatchApp(eng)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, eng.in_poll.is_set, what="poll in flight")
@@ -179,7 +207,7 @@ async def test_slow_engine_does_not_freeze_keys():
         assert eng.in_poll.is_set() and eng.polls == 0
         await pilot.press("escape", "slash", *"2d")
         assert app.query_one("#filter", Input).value == "2d" and eng.polls == 0
-        await wait_for(pilot, lambda: app.snapshot is not None, what="slow snapshot")
+        await wait_for(pilot, lambda: app.snapshot is not None, timeout=30, what="slow snapshot")
         assert rows(app) and all(k.startswith("2d") or "2d" in k for k in rows(app))
         assert eng.polls == 1      # ticks during a slow poll are skipped, not queued
 
@@ -247,9 +275,12 @@ def test_notifications_for_restarts_failures_completions():
          RunView("2d/2", "fold", "2d/2", "completed")]
     assert describe_changes(None, _snap(b)) == []
     assert describe_changes(_snap(a), _snap(b)) == [
-        ("2d/0 restarted (attempt 1): exit -9", "warning"),
+        ("2d/0 exited: exit -9; the watchdog restarts it after a backoff", "warning"),
         ("2d/1 failed: exit 3: dataset", "error"), ("2d/2 completed", "information")]
     assert describe_changes(_snap(b), _snap(b)) == []
+    c = [RunView("2d/0", "fold", "2d/0", "starting", restarts=1)]
+    assert describe_changes(_snap(b[:1]), _snap(c)) == [("2d/0 restarted (attempt 1)",
+                                                         "information")]
 
 
 @pytest.mark.asyncio
@@ -278,11 +309,12 @@ async def test_kill_on_a_run_that_is_not_running_does_nothing():
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None)
         await select(pilot, app, "2d/3")
-        await pilot.press("k")
+        await pilot.press("K")
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("2d/3 is completed" in n for n in app.notices)
+        await wait_for(pilot, lambda: any("2d/3 is completed: no process to kill" in n
+                                          for n in app.notices), what="why not")
         await select(pilot, app, "2d/1")
-        await pilot.press("k", "y")
+        await pilot.press("K", "y")
         await wait_for(pilot, lambda: eng.calls == [("kill", "2d/1")], what="kill call")
 
 
@@ -302,3 +334,18 @@ def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
     assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
     app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
     assert seen == {"mouse": True}
+
+
+def test_quitting_at_the_end_prints_where_the_results_are(monkeypatch, capsys):
+    import console.app as app_mod
+
+    def fake_run(self, **kw):
+        self.snapshot = ScriptedEngine(finished=True).poll()
+        self.quit_mode = "leave"
+
+    monkeypatch.setattr(app_mod.FoldwatchApp, "run", fake_run)
+    app_mod.run_app(ScriptedEngine(finished=True), title="t")
+    out = capsys.readouterr().out
+    assert "Results in /exp/results/demo" in out
+    assert "Chosen model: 2d + 3d_fullres (fg Dice 0.949)" in out
+    assert "predictions: /exp/results/demo/predictions" in out

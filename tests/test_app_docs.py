@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from console.app import FoldwatchApp, key_table
+from console.app import FoldwatchApp
+from console.keys import key_table
+from console.results import results_lines
+from console.vocabulary import COLUMNS
 from console.screentext import screen_text
-from ui_engine import ScriptedEngine
+from ui_engine import ScriptedEngine, results_view
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "console.md"
+README = DOC.parents[1] / "README.md"
+README_BLOCK = re.compile(r"(<!-- capture:main from the app -->\n```text\n)(.*?)(```\n)", re.S)
 BLOCK = re.compile(r"(<!-- capture:(\w+) -->\n```text\n)(.*?)(```\n)", re.S)
 
 
@@ -30,13 +35,21 @@ async def capture() -> dict[str, str]:
             main = screen_text(app)
             if "q Quit" in main:
                 break
-    return {"main": main, "keys": key_table() + "\n"}
+    vocab = "\n".join(f"{h:>10}  {d}" for _, h, d in COLUMNS) + "\n"
+    return {"main": main, "keys": key_table() + "\n", "vocabulary": vocab,
+            "results": "\n".join(results_lines(results_view())) + "\n"}
 
 
 @pytest.mark.asyncio
 async def test_docs_capture_matches_the_app():
     blocks = await capture()
     assert "gpu0" in blocks["main"] and "2d          0" in blocks["main"]
+    readme = README.read_text()
+    new_readme = README_BLOCK.sub(lambda m: m.group(1) + blocks["main"] + m.group(3), readme)
+    if os.environ.get("FOLDWATCH_UPDATE_DOCS"):
+        README.write_text(new_readme)
+    assert new_readme == readme, "README.md's console capture is stale: " \
+                                 "FOLDWATCH_UPDATE_DOCS=1 pytest tests/test_app_docs.py"
     text = DOC.read_text()
     new = BLOCK.sub(lambda m: m.group(1) + blocks[m.group(2)] + m.group(4), text)
     if os.environ.get("FOLDWATCH_UPDATE_DOCS"):

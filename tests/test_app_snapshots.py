@@ -58,3 +58,72 @@ def test_main_screen_cpu_mode_read_only_80x24(snap_compare):
 
 def test_detail_screen_100x30(snap_compare):
     assert snap_compare(_app(), terminal_size=(100, 30), run_before=_detail)
+
+
+async def _late_values(pilot):
+    """The first frame, then values that are longer than anything in it (a later poll)."""
+    from ui_engine import feed_more
+    await _first_snapshot(pilot)
+    app = pilot.app
+    feed_more(app.engine.runs)
+    polls = app.polls
+    app.request_poll()
+    for _ in range(200):
+        if app.polls > polls:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+
+
+def test_late_values_are_not_cut_80x24(snap_compare):
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=_late_values)
+
+
+def test_late_values_are_not_cut_160x48(snap_compare):
+    assert snap_compare(_app(), terminal_size=(160, 48), run_before=_late_values)
+
+
+def test_finished_pipeline_with_outcomes_160x48(snap_compare):
+    assert snap_compare(_app(finished=True), terminal_size=(160, 48), run_before=_first_snapshot)
+
+
+async def _results(pilot):
+    await _first_snapshot(pilot)
+    await pilot.press("v")
+    await _footer(pilot, "esc Back")
+
+
+def test_results_view_100x30(snap_compare):
+    assert snap_compare(_app(finished=True), terminal_size=(100, 30), run_before=_results)
+
+
+async def _late_scrolled(pilot):
+    await _late_values(pilot)
+    table = pilot.app.query_one(RunsTable)
+    for _ in range(200):               # scrolled fully right once the widened columns are laid out
+        table.scroll_to(x=table.max_scroll_x, animate=False)
+        await pilot.pause(0.05)
+        if table.max_scroll_x > 0 and table.scroll_x == table.max_scroll_x:
+            break
+    await pilot.pause(0.1)
+
+
+def test_late_values_scrolled_right_keep_config_and_fold_80x24(snap_compare):
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=_late_scrolled)
+
+
+async def _stage_detail(pilot):
+    await _first_snapshot(pilot)
+    app = pilot.app
+    table = app.query_one(RunsTable)
+    table.move_cursor(row=[str(k.value) for k in table.rows].index("find-best"))
+    await pilot.press("enter")
+    for _ in range(200):
+        if getattr(app.screen, "data", None) is not None:
+            break
+        await pilot.pause(0.05)
+    await _footer(pilot, "esc Back")
+
+
+def test_stage_detail_shows_results_and_log_100x30(snap_compare):
+    assert snap_compare(_app(finished=True), terminal_size=(100, 30), run_before=_stage_detail)

@@ -8,7 +8,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 PROBE = r"""
 import importlib, pkgutil, sys
-import console, contracts
+import console, contracts, foldwatch   # foldwatch: the helper any training script imports
 for pkg in (console, contracts):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(m.name)

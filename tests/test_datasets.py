@@ -115,7 +115,8 @@ def test_msd_4d_multichannel_images(small_demo, tmp_path):
                 [ChannelNorm("CT", "ct", [-50.0, 300.0], 120.0, 40.0), ChannelNorm("MR", "zscore")],
                 {"background": 0, "organ": 1, "lesion": 2}, ["CT", "MR"])
     data, props = preprocess_image([tmp_path / "Demo_000.nii.gz"], plan)
-    assert data.shape[0] == 2 and abs(float(data[1].mean())) < 1e-3   # z-scored per case
+    # z-scored per case before resampling (as nnU-Net): the mean after it is near, not at, 0
+    assert data.shape[0] == 2 and abs(float(data[1].mean())) < 0.05
     exp = write_experiment(tmp_path / "e.yaml", tmp_path / "dl.json")
     r = trainer("plan", "--experiment", exp)
     assert r.returncode == 0, r.stderr

@@ -55,3 +55,32 @@ def test_interrupted_generation_is_redone_with_force(tmp_path, monkeypatch):
     prepare_demo(tmp_path / "demo")
     argv = json.loads((half.parent / "dataset.json").read_text())["argv"]
     assert argv[-1] == "--force"
+
+
+def test_demo_yaml_is_package_data_equal_to_the_documented_copy(tmp_path):
+    """`foldwatch demo` from a non-editable install: the wheel carries console/data/demo.yaml
+    (read with importlib.resources), byte-equal to configs/demo.yaml."""
+    import shutil
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    from console.demo import bundled_demo_yaml
+    root = Path(__file__).resolve().parents[1]
+    documented = (root / "configs" / "demo.yaml").read_text(encoding="utf-8")
+    assert bundled_demo_yaml() == documented
+    src = tmp_path / "src"                     # build from a copy: the checkout stays clean
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("console", "contracts", "trainer"):
+        shutil.copytree(root / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    if built.returncode != 0 and "No module named" in built.stderr:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-200:]}")
+    assert built.returncode == 0, built.stderr
+    wheel = next(tmp_path.glob("foldwatch-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("console/data/demo.yaml").decode("utf-8") == documented

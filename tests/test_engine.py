@@ -189,22 +189,32 @@ def test_restart_from_scratch_moves_outputs_aside(make_engine):
     assert len(calls(fold)) == 1 and "--resume" not in calls(fold)[0]["argv"]
 
 
-def test_up_again_continues_stopped_runs_and_keeps_completed(make_engine):
-    eng = make_engine({"2d/0": [{"then": "hang", "at": 1}, {}]}, folds=(0, 1),
+def test_up_again_keeps_user_stops_continues_other_stops_and_keeps_completed(make_engine):
+    eng = make_engine({"2d/0": [{"then": "hang", "at": 1}, {}],
+                       "2d/1": [{"then": "hang", "at": 1}, {}]}, folds=(0, 1, 2),
+                      devices={"cpu_slots": 3},
                       pipeline={"evaluate": False, "find_best": False, "postprocess": False,
                                 "predict_test": False})
-    poll_until(eng, lambda s: run_state(s, "2d/1") == "completed"
-               and eng.runs["2d/0"].metrics.epoch == 1)
-    eng.stop("2d/0")
+    poll_until(eng, lambda s: run_state(s, "2d/2") == "completed"
+               and eng.runs["2d/0"].metrics.epoch == 1 and eng.runs["2d/1"].metrics.epoch == 1)
+    eng.stop("2d/0")                      # the user's wish
+    eng.stop("2d/1", final=False)         # what --stop-on-exit does
     poll_until(eng, lambda s: s.finished)
     eng.close()
     again = Engine(eng.exp, sampler=cpu_sampler())
     try:
-        assert run_state(again.poll(), "2d/1") == "completed"
+        first = again.poll()
+        assert run_state(first, "2d/2") == "completed"
+        assert run_state(first, "2d/0") == "stopped"          # stays stopped after re-attach
+        snap = poll_until(again, lambda s: run_state(s, "2d/1") == "completed")
+        assert run_state(snap, "2d/0") == "stopped" and len(calls(again.layout.fold_dir("2d", 0))) == 1
+        c = calls(again.layout.fold_dir("2d", 1))
+        assert len(c) == 2 and "--resume" in c[1]["argv"]
+        again.resume("2d/0")                                  # the user changes their mind
         snap = poll_until(again, lambda s: s.finished)
         assert snap.succeeded
         c = calls(again.layout.fold_dir("2d", 0))
         assert len(c) == 2 and "--resume" in c[1]["argv"]
-        assert len(calls(again.layout.fold_dir("2d", 1))) == 1
+        assert len(calls(again.layout.fold_dir("2d", 2))) == 1
     finally:
         again.close()

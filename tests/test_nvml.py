@@ -105,3 +105,31 @@ def test_real_nvml_reads_every_gpu():
     for g in r.gpus:
         assert g.mem_total_mb and g.mem_total_mb > 0 and g.name
         assert g.processes is None or all(p.pid > 0 for p in g.processes)
+
+
+def test_process_lists_follow_the_real_api_and_errors_are_logged_once(caplog):
+    """Compute + graphics processes merged by pid; an older driver's missing _v3 falls back;
+    usedGpuMemory None stays unknown; a failing call is logged once with its cause."""
+    ns = err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+    nv = FakeNvml(devices=[gpu("NVIDIA H100 80GB HBM3", procs=[(4242, 1024), (77, None)],
+                               graphics=[(4242, 2048)]),
+                           gpu("B", temp=ns)],
+                  missing={"nvmlDeviceGetComputeRunningProcesses_v3",
+                           "nvmlDeviceGetGraphicsRunningProcesses_v3"})
+    s = NvmlSampler(nv)
+    s.describe = lambda pid: ("alice", f"python train.py #{pid}", pid != 77)
+    with caplog.at_level("WARNING", logger="foldwatch.nvml"):
+        r = s.sample_now()
+        for _ in range(3):
+            s.sample_now()
+    a = r.gpus[0]
+    assert a.name == "NVIDIA H100 80GB HBM3"
+    assert [(p.pid, p.used_mb, p.user, p.visible) for p in a.processes] == [
+        (4242, 2048, "alice", True), (77, None, "alice", False)]
+    r = s.sample_now()
+    assert r.problems == ["gpu1: nvmlDeviceGetTemperature failed: Not Supported "
+                          "(NVMLError_NotSupported)"]
+    assert len([m for m in caplog.messages if "nvmlDeviceGetTemperature" in m]) == 1
+    s.close()
+    with pytest.raises(pynvml.NVMLError_Uninitialized):     # like the real module after shutdown
+        nv.nvmlDeviceGetCount()

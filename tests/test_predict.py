@@ -77,6 +77,13 @@ def test_predict_keeps_each_input_geometry_and_scores_test_labels(planned):
             assert f["probabilities"].shape == (3, *src.shape)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["metric_per_case"]) == 2
+    previews = json.loads((out / "previews" / "latest.json").read_text())   # docs/pictures.md
+    assert previews["source"] == "test" and len(previews["items"]) == 2
+    from PIL import Image
+    from trainer.reporting.previews import GT_RGB
+    for item in previews["items"]:
+        pixels = np.asarray(Image.open(out / "previews" / item["png"]).convert("RGB"))
+        assert np.all(pixels == GT_RGB, axis=2).any() and item["dice"] is not None
     events = [json.loads(x) for x in (exp.layout.stage_dir("predict") / "metrics.jsonl").open()]
     assert [e["done"] for e in events if e["event"] == "progress"][-1] == 2
     # a second run keeps what is there; --overwrite redoes it

@@ -49,6 +49,17 @@ def test_demo_fold_trains_and_validates_in_original_geometry(demo):
         assert np.allclose(probs.astype(np.float32).sum(0), 1, atol=0.02)
         assert np.array_equal(np.argmax(probs, 0), np.asarray(pred.dataobj)) or \
             (np.argmax(probs, 0) == np.asarray(pred.dataobj)).mean() > 0.99  # float16 ties
+    # previews of the final validation (docs/pictures.md): fixed cases + the worst, whole volume
+    previews = read_json(layout.previews("3d_fullres", 0) / "latest.json")
+    assert previews["source"] == "validation" and previews["epoch"] is None
+    roles = [i["role"] for i in previews["items"]]
+    assert roles.count("fixed") == min(2, len(val_cases)) and set(roles) <= {"fixed", "worst"}
+    from PIL import Image
+    from trainer.reporting.previews import GT_RGB
+    for item in previews["items"]:
+        assert item["case"] in val_cases and item["png"].startswith("validation_")
+        pixels = np.asarray(Image.open(layout.previews("3d_fullres", 0) / item["png"]).convert("RGB"))
+        assert np.all(pixels == GT_RGB, axis=2).any()
 
 
 def test_interrupted_validation_is_redone_alone_on_resume(demo):

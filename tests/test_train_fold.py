@@ -6,6 +6,7 @@ import torch
 
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
+from pictures_helpers import assert_fold_pictures
 from train_fixture import run_train, write_experiment
 
 
@@ -15,8 +16,12 @@ def _events(exp):
 
 def test_fold_trains_and_log_follows_contract(tmp_path):
     exp = write_experiment(tmp_path, epochs=2, ipe=3)
-    r = run_train(exp, "--skip-validation")
+    r = run_train(exp, "--skip-validation", env={"FOLDWATCH_PROGRESS_PLOT": "1"})
     assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("epoch ")]   # nnU-Net style
+    assert [ln.split()[1] for ln in lines] == ["1/2", "2/2"], r.stdout
+    assert "pseudo-Dice [" in lines[0] and "epoch_time" in lines[0] and "lr " in lines[0]
+    assert_fold_pictures(exp.parent / "results/tiny/3d_fullres", 0, last_epoch=1)
     events = _events(exp)
     assert all(validate_event(e) == [] for e in events), [validate_event(e) for e in events]
     kinds = [e["event"] for e in events]
@@ -43,10 +48,13 @@ def test_refuses_to_overwrite_without_resume_and_resume_of_finished_run(tmp_path
     assert run_train(exp, "--skip-validation").returncode == 0
     again = run_train(exp)
     assert again.returncode == 2 and "--resume" in again.stderr
+    refused = _events(exp)[-1]   # the refusal is an attempt the console can explain
+    assert refused["event"] == "end" and refused["reason"] == "usage"
+    assert "--resume" in refused["message"] and "Traceback" not in again.stderr
     done = run_train(exp, "--resume", "--skip-validation")
     assert done.returncode == 0, done.stderr
     starts = [e for e in _events(exp) if e["event"] == "start"]
-    assert starts[-1]["attempt"] == 2 and starts[-1]["resumed_from"] == 1
+    assert starts[-1]["attempt"] == 3 and starts[-1]["resumed_from"] == 1
     assert not [e for e in _events(exp)[len(starts):] if e["event"] == "epoch" and e["epoch"] > 0]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.training.augment import augment
+from trainer.training.augment import AugmentPlan, augment, region_extent, spatial_matrix
 from trainer.inference.sliding_window import predict_probabilities
 from trainer.training.loader import PatchBatches, epoch_loader, oversampled
 from trainer.training.loss import dice_ce, soft_dice
@@ -80,11 +80,15 @@ def test_foreground_oversampling_and_padding(tmp_path):
 
 def test_augment_keeps_shapes_and_labels(tmp_path):
     rng = np.random.default_rng(3)
-    img = rng.normal(size=(1, 8, 16, 16)).astype(np.float32)
-    seg = (rng.random((8, 16, 16)) > 0.5).astype(np.int8)
+    aug = AugmentPlan.for_patch([8, 16, 16])
+    seg = (rng.random((8, 16, 16)) > 0.5).astype(np.uint8)
     for _ in range(20):
-        a, s = augment(img, seg, rng)
-        assert a.shape == img.shape and s.shape == seg.shape and a.dtype == np.float32
+        matrix = spatial_matrix(rng, aug)
+        ext = region_extent(matrix, [8, 16, 16])
+        img = rng.normal(size=(1, *ext)).astype(np.float32)
+        region = (rng.random(ext) > 0.5).astype(np.uint8)
+        a, s = augment(img, region, rng, aug, matrix, [8, 16, 16])
+        assert a.shape == (1, 8, 16, 16) and s.shape == seg.shape and a.dtype == np.float32
         assert set(np.unique(s)) <= {0, 1}
 
 

@@ -77,8 +77,9 @@ def write_experiment(tmp: Path, *, n_cases=6, dim=3, epochs=2, ipe=4, val_iterat
 
 
 def trainer_env(**extra: str) -> dict:
+    # progress.png costs CPU seconds per trainer: only the tests that look at it draw it
     env = dict(os.environ, OMP_NUM_THREADS="1", FOLDWATCH_CPU_THREADS="1",
-               PYTHONPATH=str(ROOT), FOLDWATCH_ITER_LOG_S="0")
+               PYTHONPATH=str(ROOT), FOLDWATCH_ITER_LOG_S="0", FOLDWATCH_PROGRESS_PLOT="0")
     env.update(extra)
     return env
 
@@ -88,6 +89,26 @@ def train_cmd(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> list
             "--configuration", configuration, "--fold", str(fold), *more]
 
 
-def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout=300):
+def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout=300,
+              env: dict | None = None):
     return subprocess.run(train_cmd(exp, configuration, fold, *more), cwd=ROOT,
-                          env=trainer_env(), capture_output=True, text=True, timeout=timeout)
+                          env=trainer_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def train_in_process(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> int:
+    """The real `train` command in this process: no interpreter start (~20 s on a busy
+    2-core machine); the torch thread count it sets is put back afterwards."""
+    import torch
+
+    from trainer.cli import main
+    threads = torch.get_num_threads()
+    plots = os.environ.get("FOLDWATCH_PROGRESS_PLOT")
+    os.environ["FOLDWATCH_PROGRESS_PLOT"] = plots or "0"     # as trainer_env: off unless asked
+    try:
+        return main(["train", "--experiment", str(exp), "--configuration", configuration,
+                     "--fold", str(fold), *more])
+    finally:
+        torch.set_num_threads(threads)
+        if plots is None:
+            os.environ.pop("FOLDWATCH_PROGRESS_PLOT", None)

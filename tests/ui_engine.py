@@ -33,7 +33,11 @@ def demo_runs(cpu_mode: bool = False) -> list[RunView]:
                 eta_s=(95.0 * (8 - done) if st == "running" else None),
                 restarts=1 if st == "backoff" else 0,
                 last_event_age_s=(2.0 if st == "running" else None),
-                message=("exit -9 (killed); restart in 4s" if st == "backoff" else None)))
+                message=("exit -9 (killed); restart in 4s" if st == "backoff" else None),
+                epoch_s=(95.0 if done else None), data_wait_frac=(0.08 if done else None),
+                peak_mem_mb=(10_240.0 if done else None),
+                val_dice_per_class=([0.9, 0.1 + 0.05 * done] if done else None),
+                run_dir=f"/exp/{cfg}/fold_{k}"))
     for i, cfg in enumerate(("2d", "3d_fullres")):
         runs.insert(i, RunView(key=f"preprocess-{cfg}", kind="stage", label=f"preprocess {cfg}",
                                state="completed", configuration=cfg, progress=(20, 20)))
@@ -41,9 +45,54 @@ def demo_runs(cpu_mode: bool = False) -> list[RunView]:
         runs.append(RunView(key=f"crossval-{cfg}", kind="stage", label=f"crossval {cfg}",
                             state="queued", configuration=cfg,
                             depends_on=tuple(f"{cfg}/{k}" for k in range(5))))
-    runs.append(RunView(key="find-best", kind="stage", label="find best", state="queued"))
-    runs.append(RunView(key="predict", kind="stage", label="predict test", state="queued"))
+    runs.append(RunView(key="find-best", kind="stage", label="find best", state="queued",
+                        depends_on=("crossval-2d", "crossval-3d_fullres")))
+    runs.append(RunView(key="predict", kind="stage", label="predict test", state="queued",
+                        depends_on=("find-best",)))
     return runs
+
+
+def feed_more(runs: list[RunView]) -> None:
+    """Values that arrive after the first frame: longer than anything before them."""
+    by = {r.key: r for r in runs}
+    r = by["2d/0"]
+    r.epoch, r.epochs, r.val_dice, r.ema_dice, r.best_dice = 123, 1000, 0.7391, 0.7216, 0.7389
+    r.train_loss, r.samples_per_s, r.eta_s, r.device = -0.61234, 113.27, 4 * 3600 + 12 * 60, "gpu13"
+    r.epoch_s, r.last_event_age_s = 31.4, 12.0
+    by["2d/1"].state, by["2d/1"].device = "completed", None
+    by["2d/4"].message = "blocked: 3d_fullres/4 did not complete; resume it with r"
+    by["3d_fullres/0"].restarts = 12
+
+
+def results_view():
+    from console.results import ResultsView, ScoreView
+    cls = {"organ": 0.967, "lesion": 0.911}
+    return ResultsView(
+        root="/exp/results/demo",
+        configurations=[ScoreView("2d", 0.939, cls, 24, "/exp/results/demo/2d/crossval/summary.json"),
+                        ScoreView("3d_fullres", 0.917, {"organ": 0.946, "lesion": 0.887}, 24,
+                                  "/exp/results/demo/3d_fullres/crossval/summary.json")],
+        ensembles=[ScoreView("2d+3d_fullres", 0.949, {"organ": 0.968, "lesion": 0.930}, 24,
+                             "/exp/results/demo/ensembles/2d+3d_fullres/summary.json")],
+        chosen=["2d", "3d_fullres"], chosen_dice=0.949,
+        best_path="/exp/results/demo/best_configuration.json",
+        postprocessing="largest component of all foreground", postprocessing_dice=(0.949, 0.951),
+        postprocessing_path="/exp/results/demo/postprocessing.json", predicted_cases=6,
+        predictions_dir="/exp/results/demo/predictions",
+        test=ScoreView("test set", 0.966, {"organ": 0.978, "lesion": 0.955}, 6,
+                       "/exp/results/demo/predictions/summary.json"))
+
+
+def finish(runs: list[RunView]) -> None:
+    """Everything completed, stages with their outcomes (as console.results words them)."""
+    from console.results import stage_outcome
+    rv = results_view()
+    for r in runs:
+        r.state, r.device, r.pid, r.message, r.eta_s = "completed", None, None, None, None
+        if r.epochs:
+            r.epoch = r.epochs
+        if r.kind == "stage":
+            r.outcome = stage_outcome(r.key, rv)
 
 
 def demo_gpus() -> list[GpuView]:
@@ -51,7 +100,7 @@ def demo_gpus() -> list[GpuView]:
         GpuView(0, "NVIDIA A100-SXM4-80GB", "GPU-0", 87.0, 30_500.0, 81_920.0, 64.0, 310.0, 400.0,
                 processes=[GpuProcessView(4000, 10_200.0, "2d/0"),
                            GpuProcessView(4002, 10_100.0, "2d/2"),
-                           GpuProcessView(991, 9_800.0, None)],
+                           GpuProcessView(991, 9_800.0, None, "bob", "python other.py")],
                 util_history=[10, 30, 50, 70, 90, 85, 87, 88], mem_history=[1e4, 2e4, 3e4, 3e4]),
         GpuView(1, "NVIDIA A100-SXM4-80GB", "GPU-1", 45.0, 12_000.0, 81_920.0, 51.0, 180.0, 400.0,
                 processes=[GpuProcessView(4001, 11_000.0, "2d/1")],
@@ -63,13 +112,19 @@ def demo_gpus() -> list[GpuView]:
 class ScriptedEngine:
     """Deterministic snapshots; actions change the runs like the engine would, and are logged."""
 
-    def __init__(self, *, read_only=False, cpu_mode=False, poll_delay=0.0, fail_polls=0):
+    def __init__(self, *, read_only=False, cpu_mode=False, poll_delay=0.0, fail_polls=0,
+                 finished=False, controller="pid 4242 on node7"):
         self.read_only = read_only
         self.cpu_mode = cpu_mode
         self.poll_delay = poll_delay
         self.fail_polls = fail_polls
         self.runs = demo_runs(cpu_mode)
         self.gpus = [] if cpu_mode else demo_gpus()
+        self.finished = finished
+        self.results = results_view() if finished else None
+        self.controller = controller if read_only else None
+        if finished:
+            finish(self.runs)
         self.watchdog = True
         self.calls: list[tuple] = []
         self.polls = 0
@@ -95,15 +150,18 @@ class ScriptedEngine:
                             gpus=list(self.gpus), cpu_mode=self.cpu_mode, cpu_slots=3 if self.cpu_mode else 2,
                             nvml_message="no NVIDIA driver" if self.cpu_mode else None,
                             watchdog_enabled=self.watchdog, read_only=self.read_only,
-                            finished=False, succeeded=False, decisions=list(self.decisions))
+                            finished=self.finished, succeeded=self.finished,
+                            decisions=list(self.decisions), results=self.results,
+                            controller=self.controller, class_names=["organ", "lesion"])
         finally:
             self.in_poll.clear()
 
     def epoch_history(self, key):
         r = self._run(key)
         return [EpochPoint(e, 1.0 - 0.1 * e, 1.05 - 0.09 * e, 0.4 + 0.06 * e,
-                           0.38 + 0.055 * e, 0.01 * (1 - e / 8) ** 0.9)
-                for e in range(r.epoch or 0)]    # 0-based, like the engine
+                           0.38 + 0.055 * e, 0.01 * (1 - e / 8) ** 0.9,
+                           [0.9, 0.1 + 0.05 * e], 95.0, 0.08, 10_240.0, 41.5)
+                for e in range(min(r.epoch or 0, 8))]    # 0-based, like the engine
 
     def stderr_tail(self, key, lines=40):
         return [f"[{key}] epoch {e}: loss ok" for e in range(1, 4)][-lines:]

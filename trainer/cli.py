@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("trainer.commands.evaluate", "compare two folders of segmentations"),
     "probe-memory": ("trainer.commands.probe_memory",
                      "peak memory and step time of candidate settings vs a budget"),
+    "plot": ("trainer.commands.plot", "progress.png per fold and the folds' overlay, from the logs"),
 }
 
 

@@ -11,7 +11,7 @@ from textual.widgets import Button, Label
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n", "answer(False)", "No"),
-                Binding("escape", "answer(False)", "No")]
+                Binding("escape,q", "answer(False)", "No")]
 
     def __init__(self, question: str, yes: str = "Yes") -> None:
         super().__init__()

@@ -21,6 +21,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def seconds(value: float | None) -> str:
+    """An epoch time: 0.4s, 9.8s below ten seconds (short epochs must not read 0s), else as
+    duration()."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 10 else duration(value)
+
+
 def bar(fraction: float | None, width: int) -> str:
     """A text gauge like ████▌░░░ ('?' filled when unknown)."""
     if fraction is None:

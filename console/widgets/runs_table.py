@@ -3,51 +3,38 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 
 from console.model import RunView
-from console.widgets.fmt import bar, duration, num
-
-# Most wanted first: at 80 columns everything up to Loss is visible, the rest scrolls.
-COLUMNS = [("config", "Config"), ("fold", "Fold/stage"), ("state", "State"), ("device", "Dev"),
-           ("epoch", "Epoch"), ("dice", "Dice"), ("best", "Best"), ("loss", "Loss"),
-           ("speed", "smp/s"), ("eta", "ETA"), ("restarts", "Rst"), ("age", "Last"), ("note", "Note")]
-STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict")
+from console.vocabulary import COLUMNS, cells, progress_fraction
+from console.widgets.fmt import bar
 
 STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
-               "backoff": "yellow", "completed": "bold blue", "failed": "bold red",
-               "stopped": "magenta"}
+               "backoff": "yellow", "waiting": "yellow", "completed": "bold blue",
+               "failed": "bold red", "stopped": "magenta"}
+STATE_ORDER = {s: i for i, s in enumerate(("failed", "stalled", "backoff", "waiting", "running",
+                                            "starting", "queued", "stopped", "completed"))}
+
+PAD = 24          # about the width of the pinned Config + Fold/stage columns
+
+# Sort orders the `o` key cycles through: (name, key function; None = experiment order).
+SORTS = [
+    ("experiment order", None),
+    ("state", lambda r: STATE_ORDER.get(r.state, 99)),
+    ("best EMA", lambda r: -(r.best_dice if r.best_dice is not None else -1.0)),
+    ("ETA", lambda r: r.eta_s if r.eta_s is not None else float("inf")),
+]
 
 
 def row_cells(r: RunView) -> dict[str, object]:
-    """Cell values for one run, keyed by column."""
-    if r.kind == "fold":
-        config, fold = r.configuration or r.label, "" if r.fold is None else str(r.fold)
-    else:
-        stage = next((s for s in STAGE_NAMES if r.key.startswith(s)), r.label)
-        config, fold = r.configuration or "-", stage
-    if r.epochs:
-        done = r.epoch or 0
-        epoch, frac = f"{done}/{r.epochs}", done / r.epochs
-    elif r.progress:
-        d, total = r.progress
-        epoch, frac = f"{d}/{total}", (d / total if total else None)
-    else:
-        epoch, frac = "-", None
-    if r.state == "completed":
-        frac = 1.0
-    return {
-        "config": config, "fold": fold,
-        "state": Text(r.state, style=STATE_STYLE.get(r.state, "")),
-        "device": r.device or "-",
-        "epoch": f"{epoch:>5} {bar(frac, 6) if frac is not None else '':6}",
-        "speed": "-" if r.samples_per_s is None else f"{r.samples_per_s:.1f}",
-        "loss": num(r.train_loss), "dice": num(r.ema_dice), "best": num(r.best_dice),
-        "eta": duration(r.eta_s) if r.state in ("starting", "running", "stalled") else "-",
-        "restarts": str(r.restarts),
-        "age": duration(r.last_event_age_s),
-        "note": (r.message or "")[:60],
-    }
+    """Cell values for one run, keyed by column (text from console.vocabulary)."""
+    c: dict[str, object] = dict(cells(r))
+    c["state"] = Text(r.state, style=STATE_STYLE.get(r.state, ""))
+    frac = progress_fraction(r)
+    if c["epoch"] != "-":
+        c["epoch"] = f"{c['epoch']:>7} {bar(frac, 6) if frac is not None else '':6}"
+    return c
 
 
 def matches(r: RunView, text: str) -> bool:
@@ -57,14 +44,32 @@ def matches(r: RunView, text: str) -> bool:
 
 
 class RunsTable(DataTable):
-    """Rows are keyed by RunView.key; a tick changes only the cells that changed."""
+    """Rows are keyed by RunView.key; a tick changes only the cells that changed, and a
+    cell that grows widens its column (update_width) so no value is ever cut."""
+
+    BINDINGS = [Binding("j", "cursor_down", "Down", show=False),
+                Binding("k", "cursor_up", "Up", show=False)]
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for key, label in COLUMNS:
+        self.fixed_columns = 2            # Config and Fold/stage stay when scrolling sideways
+        for key, label, _ in COLUMNS:
             self.add_column(label, key=key)
+        # Scrolled fully right, the pinned columns cover the start of the last ones: an empty
+        # column as wide as they are lets the note scroll out from under them.
+        self.add_column("", key="pad", width=PAD)
         self._cells: dict[str, dict[str, object]] = {}
+        self.sort_index = 0
+
+    @property
+    def sort_name(self) -> str:
+        return SORTS[self.sort_index][0]
+
+    def cycle_sort(self) -> str:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._cells = {}                  # force a rebuild in the new order
+        return self.sort_name
 
     @property
     def selected_key(self) -> str | None:
@@ -77,6 +82,9 @@ class RunsTable(DataTable):
 
     def show(self, runs: list[RunView], filter_text: str = "") -> None:
         visible = [r for r in runs if matches(r, filter_text)]
+        key_fn = SORTS[self.sort_index][1]
+        if key_fn is not None:
+            visible.sort(key=key_fn)      # stable: ties keep the experiment order
         keys = [r.key for r in visible]
         if keys != list(self._cells):
             self._rebuild(visible)
@@ -86,17 +94,17 @@ class RunsTable(DataTable):
             new = row_cells(r)
             for col, value in new.items():
                 if old.get(col) != value:
-                    self.update_cell(r.key, col, value)
+                    self.update_cell(r.key, col, value, update_width=True)
             self._cells[r.key] = new
 
     def _rebuild(self, visible: list[RunView]) -> None:
-        """Rows appeared, vanished or were filtered: rebuild, keeping the cursor's run."""
+        """Rows appeared, vanished, were filtered or re-sorted: rebuild, keeping the cursor's run."""
         selected = self.selected_key
         self.clear()
         self._cells = {}
         for r in visible:
-            cells = row_cells(r)
-            self.add_row(*(cells[k] for k, _ in COLUMNS), key=r.key)
-            self._cells[r.key] = cells
+            c = row_cells(r)
+            self.add_row(*(c[k] for k, _, _ in COLUMNS), "", key=r.key)
+            self._cells[r.key] = c
         if selected in self._cells:
             self.move_cursor(row=list(self._cells).index(selected))

@@ -13,6 +13,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from contracts.errors import ConfigError
     from contracts.experiment import load_experiment
+    from contracts.layout import crossval_stage
 
     from trainer.evaluation.crossval import gather
     from trainer.runtime.runlog import RunLog
@@ -21,7 +22,7 @@ def run(args) -> int:
     if args.configuration not in exp.configurations:
         raise ConfigError(f"{exp.source}: configuration {args.configuration!r} is not in the "
                           f"experiment (has: {', '.join(exp.configurations)})")
-    stage = f"crossval-{args.configuration}"
+    stage = crossval_stage(args.configuration)
     with RunLog(exp.layout.stage_dir(stage), stage=stage) as log:
         log.progress(stage, 0, 1)
         s = gather(exp, args.configuration)

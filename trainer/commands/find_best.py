@@ -11,12 +11,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from contracts.experiment import load_experiment
+    from contracts.layout import FIND_BEST
 
     from trainer.runtime.runlog import RunLog
     from trainer.evaluation.selection import find_best
 
     exp = load_experiment(args.experiment)
-    with RunLog(exp.layout.stage_dir("find-best"), stage="find-best") as log:
+    with RunLog(exp.layout.stage_dir(FIND_BEST), stage=FIND_BEST) as log:
         r = find_best(exp, log)
         for name, dice in r["best"]["candidates"].items():
             print(f"  {name:<30} {dice if dice is not None else float('nan'):.4f}")

@@ -21,12 +21,15 @@ def _warn(msg: str) -> None:
 def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
     """splits.json: the user's file or nnU-Net's KFold; an existing different one is kept."""
     from contracts.jsonio import atomic_write_json, read_json
-    from trainer.data.splits import kfold_splits, read_splits_file, validate_splits
+    from trainer.data.splits import kfold_splits, percent_split, read_splits_file, validate_splits
 
     if exp.splits is not None:
         src = exp.resolve(exp.splits)
         wanted = validate_splits(read_splits_file(src), case_ids, str(src), exp.folds)
         source = str(src)
+    elif exp.validation_percent is not None:
+        wanted = percent_split(case_ids, exp.validation_percent)
+        source = f"validation_percent {exp.validation_percent:g}"
     else:
         wanted, source = kfold_splits(case_ids), "nnU-Net KFold(5, shuffle, seed 12345)"
     path = layout.splits
@@ -48,6 +51,7 @@ def write_splits(exp, layout, case_ids: list[str], log) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from contracts.experiment import load_experiment
+    from contracts.layout import PLAN
     from contracts.jsonio import atomic_write_json
     from trainer.data.checks import require_valid
     from trainer.data.datasets import load_dataset, require_consistent
@@ -55,13 +59,15 @@ def run(args: argparse.Namespace) -> int:
     from contracts.errors import ConfigError
     from trainer.planning.family import plan_family
     from trainer.planning.plans import Plan
+    from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
     from trainer.runtime.workers import default_workers
 
     exp = load_experiment(args.experiment)
     layout = exp.layout
     workers = args.workers or default_workers()
-    with RunLog(layout.stage_dir("plan"), stage="plan", experiment=exp.experiment) as log:
+    with RunLog(layout.stage_dir(PLAN), stage=PLAN, experiment=exp.experiment) as log, \
+            plans_lock(layout.plans_dir, exclusive=True, log=log):
         info = require_consistent(load_dataset(exp.dataset_path))
         n = len(info.cases)
         if not args.skip_check:

@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from contracts.experiment import load_experiment
+    from contracts.layout import PREDICT
 
     import torch
 
@@ -26,7 +27,7 @@ def run(args) -> int:
 
     exp = load_experiment(args.experiment)
     torch.set_num_threads(cpu_threads())
-    with RunLog(exp.layout.stage_dir("predict"), stage="predict") as log:
+    with RunLog(exp.layout.stage_dir(PREDICT), stage=PREDICT) as log:
         r = predict_folder(exp, args.input, args.output, save_probabilities=args.save_probabilities,
                            overwrite=args.overwrite, device=args.device, log=log)
         if r["output"] is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -15,14 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from filelock import FileLock, Timeout
-
     from contracts.errors import ConfigError
     from contracts.experiment import load_experiment
+    from contracts.layout import preprocess_stage
     from trainer.data.datasets import load_dataset, require_consistent
     from trainer.planning.plans import Plan
     from trainer.planning.preprocessing import preprocess_case, preprocessing_digest
+    from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
+    from trainer.runtime.folders import make_folder, remove_stale_temps
     from trainer.runtime.workers import default_workers, run_all
 
     exp = load_experiment(args.experiment)
@@ -32,36 +32,29 @@ def run(args: argparse.Namespace) -> int:
                           f"{', '.join(exp.configurations)})")
     layout = exp.layout
     out_dir = layout.preprocessed(c)
-    stage = f"preprocess-{c}"
+    stage = preprocess_stage(c)
     workers = args.workers or default_workers()
-    with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log:
+    with RunLog(layout.stage_dir(stage), stage=stage, configuration=c) as log, \
+            plans_lock(layout.plans_dir, exclusive=False, log=log):
         plan = Plan.load(layout.plan(c))
         info = require_consistent(load_dataset(exp.dataset_path))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(out_dir.parent / f".{c}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            print(f"{out_dir}: another preprocess of {c} is running; waiting for it",
-                  file=sys.stderr)
-            log.event("waiting", reason="another preprocess holds the lock")
-            lock.acquire()
-        try:
-            digest = preprocessing_digest(plan)
-            items = [(case, plan.to_dict(), str(out_dir), digest) for case in info.cases]
-            total = len(items)
-            t0 = time.monotonic()
-            log.progress(stage, 0, total)
-            skipped = 0
+        # The stage's run lock (taken by RunLog) is what serialises two preprocesses of one
+        # configuration: the second exits 73 (busy) instead of writing the same cache.
+        make_folder(out_dir)
+        remove_stale_temps(out_dir)     # left by a killed preprocess of this configuration
+        digest = preprocessing_digest(plan)
+        items = [(case, plan.to_dict(), str(out_dir), digest) for case in info.cases]
+        total = len(items)
+        t0 = time.monotonic()
+        log.progress(stage, 0, total)
+        skipped = 0
 
-            def on_done(done, item, result):
-                nonlocal skipped
-                skipped += bool(result["skipped"])
-                log.progress(stage, done, total, case=result["case"], skipped=result["skipped"])
+        def on_done(done, item, result):
+            nonlocal skipped
+            skipped += bool(result["skipped"])
+            log.progress(stage, done, total, case=result["case"], skipped=result["skipped"])
 
-            run_all(preprocess_case, items, workers, on_done)
-        finally:
-            lock.release()
+        run_all(preprocess_case, items, workers, on_done)
         secs = time.monotonic() - t0
         log.event("summary", cases=total, skipped=skipped, seconds=round(secs, 3))
         print(f"{c}: {total - skipped} case(s) preprocessed, {skipped} already up to date, "

@@ -8,6 +8,7 @@ from pathlib import Path
 from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl, read_json
+from contracts.layout import LATEST_CHECKPOINT, METRICS_FILE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +59,35 @@ def _check_preprocessed(folder: Path, cases: list[str], configuration: str) -> N
                             for c in unlabeled[:20]], header="preprocessed labels missing")
 
 
+def _reporter(exp, configuration: str, fold: int, val_cases: list[str], folder: Path):
+    from trainer.reporting.fold_reporter import FoldReporter
+    lay = exp.layout
+    return FoldReporter(metrics=lay.fold_dir(configuration, fold) / "metrics.jsonl",
+                        progress_png=lay.progress_png(configuration, fold),
+                        previews_dir=lay.previews(configuration, fold),
+                        title=f"{exp.experiment} {configuration} fold {fold}",
+                        val_cases=list(val_cases), folder=folder, settings=exp.previews,
+                        overlay=(lay, configuration, list(exp.folds)))
+
+
+def _validation_previews(exp, configuration: str, fold: int, val_cases):
+    if not exp.previews.enabled:
+        return None
+    from trainer.reporting.validation_previews import ValidationPreviews
+    return ValidationPreviews(list(val_cases), exp.previews.cases,
+                              exp.layout.previews(configuration, fold))
+
+
+def _refuse_fresh_start_over(ckpt_dir: Path, latest: Path) -> None:
+    """--resume without latest.pt starts fresh, unless that would overwrite other checkpoints."""
+    others = [ckpt_dir / f"{k}.pt" for k in ("best", "final") if (ckpt_dir / f"{k}.pt").exists()]
+    if others:
+        names = " and ".join(p.name for p in others)
+        raise ConfigError(f"{latest}: missing, but {names} exist in {ckpt_dir}; starting over "
+                          f"would overwrite them. Copy {others[0].name} to latest.pt to continue "
+                          "from it, or move the fold folder away to start over")
+
+
 def run(args: argparse.Namespace) -> int:
     exp = load_experiment(args.experiment)
     if args.configuration not in exp.configurations:
@@ -73,29 +103,21 @@ def run(args: argparse.Namespace) -> int:
     layout = exp.layout
     fold_dir = layout.fold_dir(args.configuration, args.fold)
     ckpt_dir = layout.checkpoints(args.configuration, args.fold)
-    latest = ckpt_dir / "latest.pt"
-    if latest.exists() and not args.resume:
-        raise ConfigError(f"{fold_dir}: this fold already has checkpoints; pass --resume to "
-                          "continue it, or move the folder away to start over")
+    latest = ckpt_dir / LATEST_CHECKPOINT
 
     # Heavy imports only once the arguments are known to be sane.
     import torch
 
     from trainer.runtime import device as devices
-    from trainer.training.checkpoint import load_checkpoint, remove_stale_temps
+    from trainer.runtime.folders import remove_stale_temps
+    from trainer.training.checkpoint import load_checkpoint
     from trainer.planning.plans import Plan
     from trainer.runtime.runlog import RunLog
     from trainer.runtime.signals import StopRequest
     from trainer.training.loop import FoldTrainer, hparams_hash
 
     dev = devices.pick_device()
-    ckpt = None
-    if args.resume and latest.exists():
-        remove_stale_temps(ckpt_dir)
-        ckpt = load_checkpoint(latest)
-    metrics = fold_dir / "metrics.jsonl"
-    attempt = 1 + (sum(1 for e in iter_jsonl(metrics) if e.get("event") == "start")
-                   if metrics.exists() else 0)
+    metrics = fold_dir / METRICS_FILE
     cfg_batch = cfg.batch_size
     if cfg_batch == "auto":          # nnU-Net's planned batch; a missing plan is reported below
         try:
@@ -108,16 +130,32 @@ def run(args: argparse.Namespace) -> int:
                                        max(1, cfg_batch * cfg.grad_accumulation // batch_size))
     overrides = {k: v for k, v in (("batch_size", args.batch_size),
                                    ("grad_accumulation", args.grad_accumulation)) if v}
-    resumed_from = None if ckpt is None else ckpt["epoch"]
-    log = RunLog(fold_dir, configuration=args.configuration, fold=args.fold,
-                 device=devices.describe(dev), attempt=attempt, resumed_from=resumed_from,
-                 resumed_iter=None if ckpt is None else ckpt["iter"],
-                 epochs=cfg.epochs, iterations_per_epoch=cfg.iterations_per_epoch,
+    # The fold folder's lock is taken before anything in it is read or written; the start
+    # event waits until we know where training resumes.
+    log = RunLog(fold_dir, role="train", defer_start=True, configuration=args.configuration,
+                 fold=args.fold, device=devices.describe(dev), attempt=None, resumed_from=None,
+                 resumed_iter=None, epochs=cfg.epochs, iterations_per_epoch=cfg.iterations_per_epoch,
                  batch_size=batch_size, grad_accumulation=accum,
                  effective_batch=batch_size * accum, overrides=overrides,
                  experiment=str(exp.source), hyperparameters=cfg.model_dump(mode="json"),
                  cpu_threads=torch.get_num_threads(), num_workers=cfg.num_workers)
     with log, StopRequest() as stop:
+        events = list(iter_jsonl(metrics)) if metrics.exists() else []
+        log.start_fields["attempt"] = 1 + sum(1 for e in events if e.get("event") == "start")
+        existing = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+        if existing and not args.resume:
+            raise ConfigError(f"{fold_dir}: this fold already has checkpoints "
+                              f"({', '.join(existing)}); pass --resume to continue it, or move "
+                              "the folder away to start over")
+        remove_stale_temps(fold_dir)    # ours to clean: we hold the fold's lock
+        ckpt = None
+        if args.resume:
+            if latest.exists():
+                ckpt = load_checkpoint(latest, configuration=args.configuration, resume=True)
+            else:
+                _refuse_fresh_start_over(ckpt_dir, latest)
+        log.begin(resumed_from=None if ckpt is None else ckpt["epoch"],
+                  resumed_iter=None if ckpt is None else ckpt["iter"])
         if args.resume and ckpt is None:
             print(f"{latest}: no checkpoint yet; starting fold {args.fold} from scratch",
                   flush=True)
@@ -135,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
                               batch_size=batch_size, grad_accumulation=accum, previous=previous)
+        trainer.reporter = _reporter(exp, args.configuration, args.fold, split["val"], folder)
         if ckpt is not None:
             changed = []
             if ckpt.get("plan_digest") != plan.digest():
@@ -149,12 +188,23 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{latest}: cannot resume, {' and '.join(changed)} changed since "
                                   "this checkpoint was written; restore them, pass "
                                   "--force-resume to continue anyway, or start the fold over")
-            trainer.restore(ckpt)
+            try:
+                trainer.restore(ckpt)
+            except (RuntimeError, KeyError, ValueError, TypeError) as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise ConfigError(f"{latest}: the checkpoint does not fit the network of the "
+                                  f"current plan ({first}); resume with the plan it was trained "
+                                  "with, or move the fold folder away to start over") from None
+            trainer.replay_epochs({e.get("epoch") for e in events if e.get("event") == "epoch"})
             print(f"resuming fold {args.fold} at epoch {ckpt['epoch']} iteration {ckpt['iter']}",
                   flush=True)
         if not trainer.state.finished:
-            if not trainer.train(stop):
-                log.stopped()
+            try:
+                done = trainer.train(stop)
+            finally:
+                trainer.reporter.close()     # the last progress.png is on disk before exit
+            if not done:
+                log.stopped(stop.cause)
                 return 0
         if args.skip_validation:
             print("training complete; validation skipped (run again with --resume to validate)",
@@ -163,14 +213,16 @@ def run(args: argparse.Namespace) -> int:
         from trainer.inference.validation import validate_fold
         final = ckpt_dir / "final.pt"
         if final.exists():  # validate the final weights, as nnU-Net does
-            trainer.net.load_state_dict(load_checkpoint(final)["model"])
+            trainer.net.load_state_dict(load_checkpoint(final, configuration=args.configuration)["model"])
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop, previous=previous)
+                                device=dev, stop=stop, previous=previous,
+                                previews=_validation_previews(exp, args.configuration, args.fold,
+                                                              split["val"]))
         if summary is None:
             print("stopped during validation; --resume finishes the remaining cases", flush=True)
-            log.stopped()
+            log.stopped(stop.cause)
             return 0
         fg = summary.get("foreground_mean", {}).get("Dice") if isinstance(summary, dict) else None
         log.event("validation", foreground_dice=fg, cases=len(split["val"]))

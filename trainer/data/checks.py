@@ -45,8 +45,11 @@ def check_case(args: tuple[CaseFiles, list[int], bool, int]) -> list[str]:
         data, affine, _ = loaded
         if multi:
             if data.ndim != 4 or data.shape[3] != num_channels:
-                problems.append(f"{path}: case {case.case_id}: expected a 4D file with "
-                                f"{num_channels} channels, got shape {data.shape}")
+                got = (f"a 3D image (one channel), shape {data.shape}" if data.ndim == 3 else
+                       f"a 4D file with {data.shape[3]} channels, shape {data.shape}")
+                problems.append(f"{path}: case {case.case_id}: {num_channels} channels are "
+                                f"declared, got {got}; list one file per channel (\"image\": "
+                                f"[...]) or give one 4D file with {num_channels} channels")
                 continue
         bad = int((~np.isfinite(data)).sum())
         if bad:
@@ -63,10 +66,12 @@ def check_case(args: tuple[CaseFiles, list[int], bool, int]) -> list[str]:
     if not case.label.exists():
         problems.append(f"{case.label}: case {case.case_id}: label file is missing; add it")
         return problems
-    loaded = _load(case.label, case.case_id, problems)
-    if loaded is None:
+    from trainer.data.geometry import load_label
+    try:
+        seg, affine = load_label(case.label)
+    except DatasetError as e:
+        problems.append(f"{e} (case {case.case_id})" if "case" not in str(e) else str(e))
         return problems
-    seg, affine, _ = loaded
     if not np.isfinite(seg).all():
         problems.append(f"{case.label}: case {case.case_id}: label contains NaN/Inf")
         return problems

@@ -36,6 +36,8 @@ class DatasetInfo:
     num_training: int | None = None   # as declared in dataset.json
     source: Path | None = None        # dataset.json or the datalist file
     problems: list[str] = field(default_factory=list)  # layout problems found while reading
+    regions: dict[str, list[int]] = field(default_factory=dict)   # region-based: name -> labels
+    regions_class_order: list[int] = field(default_factory=list)  # label written per region
 
     @property
     def case_ids(self) -> list[str]:
@@ -68,7 +70,8 @@ def _parse_labels(raw: object, where: str) -> dict[str, int]:
         elif isinstance(v, str) and re.fullmatch(r"-?\d+", str(k)):   # MSD: value -> name
             labels[v] = int(k)
         elif isinstance(v, list):
-            raise ConfigError(f"{where}: labels.{k}: region-based labels (lists) are not supported")
+            raise ConfigError(f"{where}: labels.{k}: region-based labels (lists) are read from an "
+                              "nnU-Net dataset.json only (with regions_class_order)")
         else:
             raise ConfigError(f"{where}: labels.{k}: expected an integer label value, got {v!r}")
     if 0 not in labels.values():
@@ -79,6 +82,33 @@ def _parse_labels(raw: object, where: str) -> dict[str, int]:
         raise ConfigError(f"{where}: label values must be consecutive from 0, got "
                           f"{sorted(labels.values())}")
     return dict(sorted(labels.items(), key=lambda kv: kv[1]))
+
+
+def _parse_regions(raw: dict, order: object, where: str
+                   ) -> tuple[dict[str, int], dict[str, list[int]], list[int]]:
+    """nnU-Net region-based labels: {"background": 0, "whole": [1, 2, 3], "core": [2, 3], ...}.
+
+    Returns (labels: every label value in the files, named "label N"; regions; class order).
+    """
+    regions: dict[str, list[int]] = {}
+    for name, v in raw.items():
+        values = v if isinstance(v, list) else [v]
+        if not values or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0
+                                 for x in values):
+            if v == 0 or v == [0]:
+                continue
+            raise ConfigError(f"{where}: labels.{name}: a region must be a list of positive label "
+                              f"values such as [1, 2], got {v!r}")
+        regions[str(name)] = sorted(set(values))
+    if not isinstance(order, list) or len(order) != len(regions) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in order):
+        raise ConfigError(f"{where}: region-based labels need 'regions_class_order': one positive "
+                          f"label value per region ({len(regions)}), in the order they are "
+                          "painted into the exported label map, e.g. [1, 2, 3]; got "
+                          f"{order!r}")
+    values = sorted({x for vals in regions.values() for x in vals})
+    labels = {"background": 0} | {f"label {x}": x for x in values}
+    return labels, regions, list(order)
 
 
 def _parse_channels(raw: object, where: str, key: str) -> list[str]:
@@ -106,17 +136,24 @@ def cases_in_folder(folder: str | Path, num_channels: int, file_ending: str = ".
         raise DatasetError(f"{folder}: folder not found")
     ids: set[str] = set()
     stray: list[str] = []
-    for p in folder.iterdir():
+    extra: list[Path] = []          # CASE_000N with N beyond the declared channels
+    for p in sorted(folder.iterdir()):
         stem = _case_id(p.name, file_ending)
         if stem is None or p.name.startswith("."):
             continue
         m = re.fullmatch(r"(.+)_(\d{4})", stem)
         if m:
             ids.add(m.group(1))
+            if int(m.group(2)) >= num_channels:
+                extra.append(p)
         else:
             stray.append(p.name)
     problems = [f"{folder / s}: not named CASE_XXXX{file_ending} (channel number missing); "
                 f"rename it to e.g. {s[:-len(file_ending)]}_0000{file_ending}" for s in stray]
+    problems += [f"{p}: case {p.name[:-len(file_ending) - 5]}: channel file "
+                 f"_{p.name[-len(file_ending) - 4:-len(file_ending)]} but dataset.json declares "
+                 f"{num_channels} channel(s) (_0000.._{num_channels - 1:04d}); remove the file or "
+                 "declare the channel in channel_names" for p in extra]
     cases = []
     for cid in sorted(ids):
         images = [folder / f"{cid}_{c:04d}{file_ending}" for c in range(num_channels)]
@@ -177,7 +214,12 @@ def _load_nnunet(root: Path) -> DatasetInfo:
                 if key == "channel_names" and "modality" in meta else ""
             raise ConfigError(f"{dj}: missing key '{key}'{alt}")
     channels = _parse_channels(meta["channel_names"], str(dj), "channel_names")
-    labels = _parse_labels(meta["labels"], str(dj))
+    regions, order = {}, []
+    if isinstance(meta["labels"], dict) and any(isinstance(v, list) for v in meta["labels"].values()):
+        labels, regions, order = _parse_regions(meta["labels"], meta.get("regions_class_order"),
+                                                str(dj))
+    else:
+        labels = _parse_labels(meta["labels"], str(dj))
     ending = meta["file_ending"]
     if not isinstance(ending, str) or ending not in NIFTI_ENDINGS:
         raise ConfigError(f"{dj}: file_ending must be one of {', '.join(NIFTI_ENDINGS)} "
@@ -192,7 +234,8 @@ def _load_nnunet(root: Path) -> DatasetInfo:
     lts = root / "labelsTs"
     test = _scan(root / "imagesTs", len(channels), ending, lts if lts.is_dir() else None,
                  False, problems)
-    return DatasetInfo(root, cases, test, labels, channels, ending, num, dj, problems)
+    return DatasetInfo(root, cases, test, labels, channels, ending, num, dj, problems,
+                       regions, order)
 
 
 def _msd_path(base: Path, value: object, where: str, problems: list[str]) -> Path | None:
@@ -266,6 +309,9 @@ def load_dataset(path: str | Path) -> DatasetInfo:
         raise DatasetError(f"{path}: dataset not found; set `dataset:` in the experiment file to an "
                            "nnU-Net v2 raw folder or an MSD/MONAI datalist .json")
     if path.is_dir():
+        from trainer.data.slices import is_slice_folder, load_slice_folder
+        if is_slice_folder(path) and not (path / "dataset.json").exists():
+            return load_slice_folder(path)
         return _load_nnunet(path)
     if path.name == "dataset.json" and (path.parent / "imagesTr").is_dir():
         return _load_nnunet(path.parent)

@@ -5,9 +5,11 @@ Forward (the same steps for training cases and for new images):
      transpose to (z, y, x);
   2. crop to the body: the bounding box of voxels above -500 HU in CT channels (air is cut
      away), of non-zero voxels in other channels, and of any labelled voxel;
-  3. resample to the plan's spacing: image cubic (order 3), label nearest;
-  4. normalize per channel (CT: clip to the foreground 0.5-99.5 percentiles, z-score with
-     the foreground mean/std; otherwise per-case z-score).
+  3. normalize per channel (CT: clip to the foreground 0.5-99.5 percentiles, z-score with
+     the foreground mean/std; otherwise per-case z-score) -- before resampling, as nnU-Net
+     does, so cubic overshoot is not clipped away and z-scores use the original voxels;
+  4. resample to the plan's spacing with nnU-Net's rules (trainer.data.resampling): image
+     order 3, labels order 1 per label, order 0 across thick slices.
 `props` records the original affine/shape, the orientation transform and the crop box, so
 `to_original` / `labels_to_original` put predictions back on the original voxel grid.
 """
@@ -22,6 +24,9 @@ from scipy import ndimage
 
 from contracts.errors import DatasetError
 
+from trainer.data.labelmaps import seg_dtype
+from trainer.data.resampling import (new_shape, resample_image, resample_labels,
+                                     resample_probabilities)
 from trainer.planning.plans import Plan
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
@@ -37,7 +42,14 @@ def load_nifti(path: str | Path, channels: bool = False):
     """(data float32 (I, J, K), affine, image); DatasetError for unreadable or non-3D files.
 
     channels=True also accepts an MSD-style 4D file (I, J, K, C), returned as it is.
+    PNG/JPEG/... slices (trainer.data.slices) read as (x, y, 1) volumes, colour as 4D.
     """
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        data, affine = slices.read_image(path)
+        if data.ndim == 4 and not channels:
+            raise DatasetError(f"{path}: a colour image where one channel is expected")
+        return data, affine, None
     import nibabel as nib
     try:
         img = nib.load(str(path))
@@ -50,9 +62,29 @@ def load_nifti(path: str | Path, channels: bool = False):
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3 and not (channels and data.ndim == 4):
-        raise DatasetError(f"{path}: expected a 3D image, got shape {data.shape}; split 4D files "
-                           "into one file per channel (_0000, _0001, ...)")
+        raise DatasetError(f"{path}: {_dimensionality_advice(data.shape)}")
     return data, img.affine.astype(np.float64), img
+
+
+def load_label(path: str | Path):
+    """(labels float32 (I, J, K), affine) of a label file: NIfTI, or a slice mask mapped to classes."""
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        return slices.read_mask(path), np.eye(4)
+    data, affine, _ = load_nifti(path)
+    return data, affine
+
+
+def _dimensionality_advice(shape: tuple) -> str:
+    """What is wrong with a non-3D file, in terms of what it actually is."""
+    if len(shape) == 2:
+        return (f"expected a 3D image, got a 2D image of shape {shape}; save 2D images as 3D "
+                f"files with one slice, shape {(*shape, 1)} (nnU-Net's convention for 2D data)")
+    if len(shape) == 4:
+        return (f"expected a 3D image, got a 4D image of shape {shape} ({shape[3]} volumes); split "
+                "it into one 3D file per channel (_0000, _0001, ...), or declare that many "
+                "channels in dataset.json when it is one multi-channel case")
+    return f"expected a 3D image, got a {len(shape)}D array of shape {shape}; re-export it as 3D"
 
 
 def orientation_transform(affine: np.ndarray) -> np.ndarray:
@@ -138,7 +170,7 @@ def resize(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
 
 
 def target_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> list[int]:
-    return [max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target)]
+    return new_shape(shape, spacing, target)
 
 
 def case_target_spacing(plan: Plan, spacing_zyx: Sequence[float]) -> list[float]:
@@ -201,7 +233,7 @@ def load_images(image_paths: Sequence[str | Path],
 
 def preprocess_arrays(images: np.ndarray, affine: np.ndarray, plan: Plan,
                       seg: np.ndarray | None = None):
-    """(data (C,Z,Y,X) float32, seg (Z,Y,X) int8 or None, props) from file-order arrays."""
+    """(data (C,Z,Y,X) float32, seg (Z,Y,X) uint8/int16 or None, props) from file-order arrays."""
     transform = orientation_transform(affine)
     canon = to_canonical(images, transform)
     canon_seg = to_canonical(seg, transform) if seg is not None else None
@@ -210,10 +242,11 @@ def preprocess_arrays(images: np.ndarray, affine: np.ndarray, plan: Plan,
     cropped = crop(canon, box)
     target = case_target_spacing(plan, spacing)
     shape = target_shape(cropped.shape[1:], spacing, target)
-    data = normalize(resize(cropped, shape, order=3), plan)
+    data = resample_image(normalize(cropped, plan), shape, spacing, target)
     out_seg = None
     if canon_seg is not None:
-        out_seg = resize(crop(canon_seg, box).astype(np.int8), shape, order=0).astype(np.int8)
+        dtype = seg_dtype(max(plan.labels.values()))
+        out_seg = resample_labels(crop(canon_seg, box).astype(dtype), shape, spacing, target)
     props = {
         "spacing": target,
         "shape": list(shape),
@@ -250,19 +283,22 @@ def _uncrop(array: np.ndarray, props: dict, fill: Sequence[float]) -> np.ndarray
     return full
 
 
-def to_original(probs: np.ndarray, props: dict) -> np.ndarray:
-    """(K, Z, Y, X) probabilities -> (K, I, J, K') on the original voxel grid (linear)."""
+def to_original(probs: np.ndarray, props: dict, regions: bool = False) -> np.ndarray:
+    """(K, Z, Y, X) probabilities -> (K, I, J, K') on the original grid (order 1, nnU-Net's rules)."""
     probs = np.asarray(probs, dtype=np.float32)
-    back = resize(probs, props["cropped_shape"], order=1)
-    fill = [1.0] + [0.0] * (probs.shape[0] - 1)       # outside the body: background
+    back = resample_probabilities(probs, props["cropped_shape"], props["spacing"],
+                                  props["original"]["spacing_zyx"])
+    # outside the body: background (for regions: no region)
+    fill = [0.0 if regions else 1.0] + [0.0] * (probs.shape[0] - 1)
     full = _uncrop(back, props, fill)
     return from_canonical(full, np.asarray(props["original"]["orientation_transform"]))
 
 
 def labels_to_original(seg: np.ndarray, props: dict) -> np.ndarray:
-    """(Z, Y, X) labels -> (I, J, K) on the original voxel grid (nearest)."""
+    """(Z, Y, X) labels -> (I, J, K) on the original grid (order 1 per label, nnU-Net's rules)."""
     seg = np.asarray(seg)
-    back = resize(seg.astype(np.int16), props["cropped_shape"], order=0)
+    back = resample_labels(seg.astype(np.int16), props["cropped_shape"], props["spacing"],
+                           props["original"]["spacing_zyx"])
     full = _uncrop(back[None], props, [0])[0]
     return from_canonical(full, np.asarray(props["original"]["orientation_transform"]))
 

@@ -11,8 +11,13 @@ from contracts.jsonio import atomic_write_file, atomic_write_named
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels as int16, affine) of a NIfTI label map; DatasetError when unreadable."""
+    """(labels as int16, affine) of a NIfTI label map (or a slice mask); DatasetError when unreadable."""
     import nibabel as nib
+    from trainer.data import slices
+    if slices.is_slice_file(path):
+        from trainer.data.geometry import load_label
+        data, affine = load_label(path)
+        return np.rint(data).astype(np.int16), affine
     try:
         img = nib.load(str(path))
         return np.asarray(img.dataobj).astype(np.int16), np.asarray(img.affine)
@@ -32,9 +37,30 @@ def read_probabilities(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable probabilities file ({e})") from None
 
 
+def seg_dtype(max_label: int) -> np.dtype:
+    """The cache's label dtype: uint8 up to 255, int16 beyond (TotalSegmentator has 117 + background)."""
+    if max_label <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if max_label <= np.iinfo(np.int16).max:
+        return np.dtype(np.int16)
+    raise ValueError(f"label value {max_label} is above {np.iinfo(np.int16).max}; not supported")
+
+
 def argmax_labels(probs: np.ndarray, label_values: list[int]) -> np.ndarray:
     """Class probabilities -> label map with the dataset's label values."""
     return np.asarray(sorted(label_values), dtype=np.int16)[np.argmax(probs, 0)]
+
+
+def to_label_map(probs: np.ndarray, label_values: list[int],
+                 regions_class_order: list[int] | None = None) -> np.ndarray:
+    """Probabilities -> label map: argmax, or for regions nnU-Net's painting of each region
+    with probability > 0.5 in regions_class_order (later regions overwrite earlier ones)."""
+    if not regions_class_order:
+        return argmax_labels(probs, label_values)
+    seg = np.zeros(probs.shape[1:], dtype=np.int16)
+    for i, value in enumerate(regions_class_order):
+        seg[probs[i] > 0.5] = value
+    return seg
 
 
 def same_geometry(shape_a, affine_a, shape_b, affine_b, atol: float = 1e-3) -> bool:

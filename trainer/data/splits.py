@@ -36,6 +36,19 @@ def kfold_splits(case_ids: list[str], n_folds: int = 5, seed: int = 12345) -> li
     return splits
 
 
+def percent_split(case_ids: list[str], percent: float, seed: int = 12345) -> list[dict]:
+    """One fold: `percent` % of the cases (at least 1) held out for validation, at random."""
+    keys = sorted(case_ids)
+    n_val = max(1, int(len(keys) * percent / 100))
+    if len(keys) < 2 or n_val >= len(keys):
+        raise DatasetError(f"{len(keys)} training case(s): validation_percent {percent:g} leaves "
+                           "no case to train on; add cases or lower it")
+    order = np.random.RandomState(seed).permutation(len(keys))
+    val = set(order[:n_val].tolist())
+    return [{"train": [k for i, k in enumerate(keys) if i not in val],
+             "val": [k for i, k in enumerate(keys) if i in val]}]
+
+
 def validate_splits(splits: object, case_ids: list[str], where: str, folds: list[int]) -> list[dict]:
     """Check a splits list (nnU-Net splits_final.json format); ConfigError lists every problem."""
     if not isinstance(splits, list) or not splits:

@@ -47,7 +47,7 @@ def gather(exp: Experiment, configuration: str) -> dict:
             per_case.append({**c, "fold": k})
     if problems:
         raise DatasetError(problems, header="incomplete validation")
-    result = summarize(per_case, plan.foreground_labels)
+    result = summarize(per_case, plan.eval_keys)
     result.update(configuration=configuration, folds=list(exp.folds))
     atomic_write_json(layout.crossval(configuration) / "summary.json", result)
     return result

@@ -15,25 +15,30 @@ from trainer.planning.plans import Plan
 from trainer.evaluation.postprocessing import Postprocessing, decide
 
 
-def _labels(exp: Experiment) -> tuple[list[int], list[int]]:
+def _labels(exp: Experiment) -> tuple[list[int], list[int], Plan]:
     plans = [Plan.load(exp.layout.plan(c)) for c in exp.configurations]
-    label_sets = {tuple(sorted(p.labels.values())) for p in plans}
+    label_sets = {(tuple(sorted(p.labels.values())), str(p.regions), str(p.regions_class_order))
+                  for p in plans}
     if len(label_sets) != 1:
         raise ConfigError(f"the configurations' plans declare different label sets {label_sets}; "
                           "re-run `python -m trainer plan`")
-    values = list(label_sets.pop())
-    return values, [v for v in values if v != 0]
+    values = sorted(plans[0].labels.values())
+    return values, [v for v in values if v != 0], plans[0]
 
 
-def score_ensemble(exp: Experiment, members: tuple[str, ...], folds_of, values, fg, log=None) -> dict:
+def score_ensemble(exp: Experiment, members: tuple[str, ...], folds_of, values, fg, log=None,
+                   plan: Plan | None = None) -> dict:
     per_case = []
-    for i, (case, pred, ref) in enumerate(iter_validation_pairs(exp, members, folds_of, values)):
-        m = case_metrics(pred, ref, fg)
+    keys = plan.eval_keys if plan else fg
+    order = plan.regions_class_order if plan else None
+    for i, (case, pred, ref) in enumerate(iter_validation_pairs(exp, members, folds_of, values,
+                                                                order)):
+        m = case_metrics(pred, ref, keys)
         m.update(case=case, fold=folds_of[case])
         per_case.append(m)
         if log:
             log.progress("ensemble " + "+".join(members), i + 1, len(folds_of))
-    summary = summarize(per_case, fg)
+    summary = summarize(per_case, keys)
     summary["members"] = list(members)
     atomic_write_json(exp.layout.ensemble(members) / "summary.json", summary)
     return summary
@@ -47,7 +52,7 @@ def _key(name: tuple[str, ...], dice) -> tuple:
 
 def find_best(exp: Experiment, log=None) -> dict:
     layout = exp.layout
-    values, fg = _labels(exp)
+    values, fg, plan = _labels(exp)
     folds_of = case_folds(exp)
     scores: dict[tuple[str, ...], float | None] = {}
     for cfg in exp.configurations:
@@ -56,11 +61,13 @@ def find_best(exp: Experiment, log=None) -> dict:
         cv = read_json(path) if path.exists() else gather(exp, cfg)
         scores[(cfg,)] = cv["foreground_mean"]["Dice"]
     for pair in itertools.combinations(sorted(exp.configurations), 2):
-        scores[pair] = score_ensemble(exp, pair, folds_of, values, fg, log)["foreground_mean"]["Dice"]
+        scores[pair] = score_ensemble(exp, pair, folds_of, values, fg, log,
+                                      plan)["foreground_mean"]["Dice"]
     best = min(scores, key=lambda n: _key(n, scores[n]))
     if exp.pipeline.postprocess:
         post, report = decide(((p, r) for _, p, r in
-                               iter_validation_pairs(exp, best, folds_of, values)), fg)
+                               iter_validation_pairs(exp, best, folds_of, values,
+                                                     plan.regions_class_order)), fg)
     else:
         post, report = Postprocessing(), {"disabled": "pipeline.postprocess is false"}
     result = {

@@ -10,7 +10,7 @@ import numpy as np
 from contracts.errors import DatasetError
 from contracts.experiment import Experiment
 
-from trainer.data.labelmaps import argmax_labels, read_labels, read_probabilities
+from trainer.data.labelmaps import read_labels, read_probabilities, to_label_map
 
 
 def average_probabilities(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -25,13 +25,14 @@ def average_probabilities(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def validation_prediction(exp: Experiment, members: Sequence[str], case: str, fold: int,
-                          label_values: list[int]) -> np.ndarray:
+                          label_values: list[int],
+                          regions_class_order: list[int] | None = None) -> np.ndarray:
     """A validation case's label map from one configuration, or the mean of several."""
     layout = exp.layout
     if len(members) == 1:
         return read_labels(layout.validation(members[0], fold) / f"{case}.nii.gz")[0]
     probs = [read_probabilities(layout.validation(m, fold) / f"{case}.npz") for m in members]
-    return argmax_labels(average_probabilities(probs), label_values)
+    return to_label_map(average_probabilities(probs), label_values, regions_class_order)
 
 
 def reference_files(exp: Experiment) -> dict[str, Path]:
@@ -42,7 +43,8 @@ def reference_files(exp: Experiment) -> dict[str, Path]:
 
 
 def iter_validation_pairs(exp: Experiment, members: Sequence[str], folds_of: dict[str, int],
-                          label_values: list[int]) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+                          label_values: list[int], regions_class_order: list[int] | None = None
+                          ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(case, prediction, reference) for every validation case, one in memory at a time."""
     refs = reference_files(exp)
     missing = sorted(c for c in folds_of if c not in refs)
@@ -50,7 +52,7 @@ def iter_validation_pairs(exp: Experiment, members: Sequence[str], folds_of: dic
         raise DatasetError(f"validation case(s) {', '.join(missing[:10])} have no label file in "
                            f"{exp.dataset_path}")
     for case, fold in sorted(folds_of.items()):
-        pred = validation_prediction(exp, members, case, fold, label_values)
+        pred = validation_prediction(exp, members, case, fold, label_values, regions_class_order)
         ref = read_labels(refs[case])[0]
         if pred.shape != ref.shape:
             raise DatasetError(f"{case}: prediction shape {pred.shape} differs from its reference "

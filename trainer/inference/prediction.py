@@ -10,7 +10,7 @@ from contracts.errors import ConfigError, DatasetError
 from contracts.experiment import Experiment
 from contracts.jsonio import atomic_write_json, read_json
 
-from trainer.data.labelmaps import argmax_labels, atomic_nifti, atomic_npz
+from trainer.data.labelmaps import atomic_nifti, atomic_npz, to_label_map
 from trainer.planning.plans import Plan
 from trainer.evaluation.postprocessing import Postprocessing
 
@@ -55,6 +55,7 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
                    save_probabilities: bool = False, overwrite: bool = False,
                    device: str = "auto", log=None) -> dict:
     """Write <case>.nii.gz per input case; cases already predicted are kept unless overwrite."""
+    from trainer.data import slices
     from trainer.data.datasets import cases_in_folder, load_dataset
     from trainer.data.geometry import preprocess_image, to_original
     from trainer.inference.sliding_window import predict_probabilities
@@ -90,7 +91,11 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     if kept:
         print(f"{kept} case(s) already predicted in {out} are kept (--overwrite redoes them)",
               file=sys.stderr)
+    slice_values = None
+    if cases and slices.is_slice_file(cases[0].images[0]) and slices.is_slice_folder(info.root):
+        slice_values = slices.mask_values(str(info.root / "masks"))
     bar = _progress_bar(len(todo))
+    previews = []
     for i, case in enumerate(todo):
         props, per_stage = None, {}
         for c in stages:
@@ -102,12 +107,17 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             per_stage[c] = to_original(predict_probabilities(nets[c], data, plans[c],
                                                              mirror=cfgs[c].tta_mirroring,
                                                              overlap=cfgs[c].sliding_window_overlap,
-                                                             device=dev), p)
+                                                             device=dev), p,
+                                       regions=plans[c].has_regions)
             props = props or p
         probs = sum(per_stage[c] for c in configurations) / len(configurations)
-        seg = post.apply(argmax_labels(probs, values))
+        seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
+        if slice_values is not None:           # image + mask folders: a mask image too
+            from trainer.data.slices import write_mask
+            write_mask(seg, slice_values, out / f"{case.case_id}.png")
+        previews.append(_preview(case, seg))
         if save_probabilities:
             atomic_npz(out / f"{case.case_id}.npz", probs)
         if log:
@@ -116,13 +126,16 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             bar.advance(case.case_id)
     if bar:
         bar.close()
+    if previews:
+        from trainer.reporting.previews import write_previews
+        write_previews(previews, out / "previews", None, "test")
     result = {"predicted": len(todo), "kept": kept, "output": str(out),
               "configurations": configurations, "postprocessing": post.to_dict()}
     labelled = {c.case_id: c.label for c in cases if c.label is not None}
     if labelled and len(labelled) == len(cases):
         from trainer.evaluation.compare import evaluate_folders
         ref_dir = Path(next(iter(labelled.values()))).parent
-        summary = evaluate_folders(out, ref_dir, [v for v in values if v != 0], first.file_ending)
+        summary = evaluate_folders(out, ref_dir, first.eval_keys, first.file_ending)
         atomic_write_json(out / "summary.json", summary)
         result["foreground_mean_dice"] = summary["foreground_mean"]["Dice"]
     return result
@@ -138,6 +151,17 @@ def _with_previous_stages(exp: Experiment, configurations: list[str]) -> list[st
         if c not in out:
             out.append(c)
     return out
+
+
+def _preview(case, seg):
+    """The case's preview slice: original image, prediction, reference when the case has one."""
+    import numpy as np
+    from trainer.data.geometry import load_images, load_label
+    from trainer.reporting.previews import volume_preview
+    image = load_images([case.images[0]])[0][0]       # first channel (NIfTI or PNG/JPEG slice)
+    truth = (np.rint(load_label(case.label)[0]).astype(np.int16)
+             if case.label is not None else None)
+    return volume_preview(case.case_id, image, seg, truth)
 
 
 class _progress_bar:

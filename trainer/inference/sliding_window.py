@@ -36,7 +36,10 @@ def _mirror_axes(dim: int, mirror: bool) -> list[tuple[int, ...]]:
 def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray, plan: Plan, *,
                           mirror: bool = True, overlap: float = 0.5, device=None,
                           progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(K, Z, Y, X) float32 class probabilities of a (C, Z, Y, X) case; 2d plans go slice by slice."""
+    """(K, Z, Y, X) float32 probabilities of a (C, Z, Y, X) case; 2d plans go slice by slice.
+
+    Softmax over classes, or one sigmoid per region for region-based plans.
+    """
     if device is None:
         device = next(networks[0].parameters()).device
     device = torch.device(device)
@@ -58,7 +61,7 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
                     inp, roi_size=list(plan.patch_size), sw_batch_size=4 if plan.dim == 2 else 2,
                     predictor=net, overlap=overlap, mode="gaussian", sw_device=device,
                     device="cpu")
-            probs = torch.softmax(logits.float(), 1)
+            probs = torch.sigmoid(logits.float()) if plan.has_regions else torch.softmax(logits.float(), 1)
             if axes:
                 probs = torch.flip(probs, axes)
             acc = probs if acc is None else acc + probs

@@ -10,7 +10,7 @@ import torch
 from contracts.jsonio import atomic_write_json
 
 from trainer.inference.sliding_window import predict_probabilities
-from trainer.data.labelmaps import atomic_nifti, atomic_npz
+from trainer.data.labelmaps import atomic_nifti, atomic_npz, to_label_map
 from trainer.planning.plans import Plan
 from trainer.planning.preprocessed import load_case
 from trainer.runtime.runlog import RunLog
@@ -21,14 +21,14 @@ def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
     from trainer.data.geometry import labels_to_original
     raw = props.get("label_file")
     if raw and Path(raw).exists():
-        import nibabel as nib
-        return np.asarray(nib.load(raw).dataobj).astype(np.int16)
+        from trainer.data.geometry import load_label
+        return np.rint(load_label(raw)[0]).astype(np.int16)
     return labels_to_original(np.asarray(seg), props)
 
 
 def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[str], out_dir: Path,
                   log: RunLog, *, mirror: bool, overlap: float, device,
-                  stop=None, previous: Path | None = None) -> dict | None:
+                  stop=None, previews=None, previous: Path | None = None) -> dict | None:
     """Write validation/<case>.nii.gz, .npz and summary.json; cases already written are kept.
 
     Returns None when `stop` was requested: the cases written so far stay for the next attempt.
@@ -40,7 +40,7 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = sorted(plan.labels.values())
-    fg = plan.foreground_labels
+    fg = plan.eval_keys
     per_case = []
     log.progress("validation", 0, len(cases))
     for i, case in enumerate(cases):
@@ -54,9 +54,8 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
                 data = with_previous(data, load_previous(previous, case), plan)
             probs = predict_probabilities([net], np.asarray(data), plan, mirror=mirror,
                                           overlap=overlap, device=device)
-            probs = to_original(probs, props)
-            pred = np.argmax(probs, 0).astype(np.int16)
-            pred = np.asarray(labels, dtype=np.int16)[pred]
+            probs = to_original(probs, props, regions=plan.has_regions)
+            pred = to_label_map(probs, labels, plan.regions_class_order)
             atomic_npz(npz, probs)
             atomic_nifti(pred, props, nii)
         if seg is not None:
@@ -65,9 +64,13 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
             m.setdefault("prediction_file", str(nii))
             m.setdefault("case", case)
             per_case.append(m)
+            if previews is not None:        # trainer.reporting.ValidationPreviews
+                previews.consider(case, props, pred, ref)
         log.progress("validation", i + 1, len(cases), case=case)
         if stop is not None and stop.requested and i + 1 < len(cases):
             return None
     summary = summarize(per_case, fg)
     atomic_write_json(out_dir / "summary.json", summary)
+    if previews is not None:
+        previews.write()
     return summary

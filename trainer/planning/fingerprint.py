@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from trainer.data.datasets import CaseFiles, DatasetInfo
-from trainer.data.geometry import (body_box, canonical_spacing, crop, load_images, load_nifti,
+from trainer.data.geometry import (body_box, canonical_spacing, crop, load_images, load_label,
                        orientation_transform, to_canonical)
 from trainer.runtime.workers import run_all
 
@@ -23,7 +23,7 @@ def case_fingerprint(args: tuple[CaseFiles, list[str], list[int]]) -> dict:
     """Spacing, cropped shape, sampled foreground intensities and class counts of one case."""
     case, channel_names, labels = args
     images, affine = load_images(case.images, len(channel_names))
-    seg, _, _ = load_nifti(case.label)
+    seg, _ = load_label(case.label)
     transform = orientation_transform(affine)
     canon = to_canonical(images, transform)
     canon_seg = to_canonical(np.rint(seg).astype(np.int16), transform)
@@ -67,6 +67,8 @@ def compute_fingerprint(info: DatasetInfo, workers: int,
         "case_ids": [r["case"] for r in results],
         "channel_names": info.channel_names,
         "labels": info.labels,
+        "regions": info.regions,
+        "regions_class_order": info.regions_class_order,
         "spacings": [r["spacing"] for r in results],        # (z, y, x) mm, canonical
         "shapes_after_crop": [r["shape"] for r in results],  # (z, y, x) voxels
         "median_spacing": np.median([r["spacing"] for r in results], 0).tolist(),

@@ -213,7 +213,7 @@ def plan_configuration(configuration: str, cfg: Configuration, fp: dict,
             resampled[:, 0] = shapes[:, 0]           # 2d keeps the slices as they are
         median_shape = np.median(resampled, 0).tolist()
     net_spacing = spacing[-dim:]
-    num_classes = len(fp["labels"])
+    num_classes = len(fp.get("regions") or fp["labels"])   # network outputs
     topo = vram_topology(net_spacing, list(median_shape)[-dim:], cfg, len(fp["channel_names"]),
                          num_classes, dataset_voxels)
     patch, strides, kernels, pools = topo["patch"], topo["strides"], topo["kernels"], topo["pools"]
@@ -243,4 +243,6 @@ def plan_configuration(configuration: str, cfg: Configuration, fp: dict,
         channel_names=list(fp["channel_names"]), file_ending=file_ending, extra=notes,
         network=preset.network,
         encoder_blocks=list(preset.encoder_blocks[:n]) if preset.network != "unet" else None,
-        decoder_convs=list(preset.decoder_convs[:n - 1]) if preset.network != "unet" else None)
+        decoder_convs=list(preset.decoder_convs[:n - 1]) if preset.network != "unet" else None,
+        regions=dict(fp.get("regions") or {}),
+        regions_class_order=list(fp.get("regions_class_order") or []))

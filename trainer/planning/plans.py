@@ -49,13 +49,22 @@ class Plan:
     decoder_convs: list[int] | None = None      # resenc: convolutions per decoder stage
     previous_stage: str | None = None           # cascade: the configuration whose prediction
                                                 # enters as one-hot extra input channels
+    # Region-based (nnU-Net regions_class_order): one sigmoid output per region.
+    regions: dict[str, list[int]] = field(default_factory=dict)
+    regions_class_order: list[int] = field(default_factory=list)
+
+    @property
+    def has_regions(self) -> bool:
+        return bool(self.regions)
 
     @property
     def num_classes(self) -> int:
-        return len(self.labels)
+        """Network outputs: one per region (sigmoid), else one per label (softmax)."""
+        return len(self.regions) if self.regions else len(self.labels)
 
     @property
     def foreground_labels(self) -> list[int]:
+        """Label values in the files, background excluded (foreground sampling uses them)."""
         return sorted(v for v in self.labels.values() if v != 0)
 
     @property
@@ -64,8 +73,18 @@ class Plan:
         extra = len(self.foreground_labels) if self.previous_stage else 0
         return len(self.channel_names) + extra
 
+    @property
+    def eval_keys(self) -> list:
+        """What is scored: the foreground labels, or each region as a tuple of its labels."""
+        if self.regions:
+            return [tuple(v) for v in self.regions.values()]
+        return self.foreground_labels
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.regions:      # plans without regions keep their digest (resume stays allowed)
+            d.pop("regions"), d.pop("regions_class_order")
+        return d
 
     def digest(self) -> str:
         """Hash of everything that changes what the network sees; checkpoints record it."""

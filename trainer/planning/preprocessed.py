@@ -1,6 +1,6 @@
 """Read the preprocessed cache of one configuration (format: docs/ARCHITECTURE.md + BRIEF).
 
-`<case>_data.npy` float32 (C, Z, Y, X), `<case>_seg.npy` int8 (Z, Y, X) when labelled,
+`<case>_data.npy` float32 (C, Z, Y, X), `<case>_seg.npy` uint8 (int16 above 255 labels) (Z, Y, X) when labelled,
 `<case>.json` properties (spacing, crop box, original geometry, class_locations).
 """
 

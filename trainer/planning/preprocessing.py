@@ -18,10 +18,10 @@ import numpy as np
 from contracts.jsonio import atomic_write_file, atomic_write_json
 
 from trainer.data.datasets import CaseFiles
-from trainer.data.geometry import class_locations, load_images, load_nifti, preprocess_arrays
+from trainer.data.geometry import class_locations, load_images, load_label, preprocess_arrays
 from trainer.planning.plans import Plan
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: nnU-Net resampling rules, normalize before resampling, uint8/int16 seg
 
 
 def preprocessing_digest(plan: Plan) -> str:
@@ -69,7 +69,7 @@ def preprocess_case(args: tuple[CaseFiles, dict, str, str]) -> dict:
     images, affine = load_images(case.images, len(plan.channel_names))
     seg = None
     if case.label is not None:
-        raw, _, _ = load_nifti(case.label)
+        raw, _ = load_label(case.label)
         seg = np.rint(raw).astype(np.int16)
     data, out_seg, props = preprocess_arrays(images, affine, plan, seg)
     props.update(
@@ -83,7 +83,7 @@ def preprocess_case(args: tuple[CaseFiles, dict, str, str]) -> dict:
     if out_seg is not None:
         seed = zlib.crc32(case.case_id.encode())
         props["class_locations"] = class_locations(out_seg, plan.foreground_labels, seed)
-        _atomic_npy(out_dir / f"{case.case_id}_seg.npy", out_seg.astype(np.int8))
+        _atomic_npy(out_dir / f"{case.case_id}_seg.npy", out_seg)
     _atomic_npy(out_dir / f"{case.case_id}_data.npy", data.astype(np.float32))
     atomic_write_json(out_dir / f"{case.case_id}.json", props, indent=None)   # last: the commit
     return {"case": case.case_id, "skipped": False, "shape": props["shape"]}

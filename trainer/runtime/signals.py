@@ -18,6 +18,13 @@ class StopRequest:
         self.signal = signum
 
     @property
+    def cause(self) -> str | None:
+        """`end.stop_cause`: SIGUSR2 is Slurm's warning before the time limit."""
+        if self.signal is None:
+            return None
+        return "timeout" if self.signal == signal.SIGUSR2 else "signal"
+
+    @property
     def requested(self) -> bool:
         return self.signal is not None
 

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainer.inference.cascade import load_previous, one_hot
-from trainer.training.augment import augment
+from trainer.training.augment import AugmentPlan, augment, region_extent, spatial_matrix
 from trainer.training.cascade_augment import augment_previous_stage
 from trainer.planning.preprocessed import load_case
 from trainer.training.sampling import sample_patch
@@ -38,6 +38,7 @@ class PatchBatches(Dataset):
         self.patch_size, self.labels = list(patch_size), list(labels)
         self.batch, self.oversample, self.seed = batch, oversample, seed
         self.augment_data = augment_data
+        self.aug = AugmentPlan.for_patch(patch_size)
         self.epoch, self.length = 0, 0
         self._cache: dict[str, tuple] = {}
 
@@ -56,23 +57,34 @@ class PatchBatches(Dataset):
         case = self.cases[int(rng.integers(len(self.cases)))]
         data, seg, props, prev = self._case(case)
         force = oversampled(index, self.batch, self.oversample)
-        if prev is None:
-            img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
-            if self.augment_data:
-                img, lab = augment(img, lab, rng)
-            return img, lab
+        if prev is not None:
+            return self._cascade_sample(data, seg, props, prev, force, rng)
+        if not self.augment_data:
+            return sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
+        # the spatial transform is drawn first: it decides how large a region to cut
+        matrix = spatial_matrix(rng, self.aug)
+        extent = region_extent(matrix, self.patch_size)
+        img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng, extent)
+        return augment(img, lab, rng, self.aug, matrix, self.patch_size)
+
+    def _cascade_sample(self, data, seg, props, prev, force, rng):
+        """A patch with the previous stage appended one-hot (nnU-Net's cascade)."""
+        if not self.augment_data:
+            img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force,
+                                         rng, extra=prev)
+            return np.concatenate([img, one_hot(prv, self.labels)]), lab
+        matrix = spatial_matrix(rng, self.aug)
+        extent = region_extent(matrix, self.patch_size)
         img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng,
-                                     extra=prev)
-        if self.augment_data:
-            # The previous stage is transformed like a label map (nearest neighbour, same
-            # rotation/scale/mirroring): both ride in one integer code, which every spatial
-            # transform of a label map preserves exactly, and are split afterwards.
-            base = max(self.labels, default=0) + 1
-            img, code = augment(img, lab.astype(np.int32) * base + prv.astype(np.int32), rng)
-            lab, prv = code // base, code % base
-        onehot = one_hot(prv, self.labels)
-        if self.augment_data:
-            onehot = augment_previous_stage(onehot, rng)
+                                     extent, extra=prev)
+        # The previous stage goes through the same spatial transform as the label map: both
+        # ride in one integer code (label * base + previous), warped as one label map and
+        # split afterwards, so they stay aligned voxel for voxel.
+        base = max(self.labels, default=0) + 1
+        code = lab.astype(np.int64) * base + prv.astype(np.int64)
+        img, code = augment(img, code, rng, self.aug, matrix, self.patch_size)
+        lab, prv = code // base, code % base
+        onehot = augment_previous_stage(one_hot(prv, self.labels), rng)
         return np.concatenate([img, onehot]), lab
 
     def __getitem__(self, iteration: int) -> dict:

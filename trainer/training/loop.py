@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from contracts.experiment import Configuration
+from contracts.layout import CHECKPOINTS_DIR
 
 from trainer.training.checkpoint import save_checkpoint
 from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loader
-from trainer.training.loss import DeepSupervisionLoss, dice_ce
+from trainer.training.loss import DeepSupervisionLoss, make_loss
 from trainer.training.network import build_network, deep_supervision_weights, split_outputs
 from trainer.planning.plans import Plan
+from trainer.runtime.faults import fault_point
 from trainer.runtime.runlog import RunLog
 from trainer.runtime.signals import StopRequest
 
@@ -63,14 +65,16 @@ class FoldTrainer:
                  batch_size: int, grad_accumulation: int, previous: Path | None = None) -> None:
         self.plan, self.cfg, self.log, self.device = plan, cfg, log, device
         self.fold_dir = fold_dir
-        self.ckpt_dir = fold_dir / "checkpoints"
+        self.ckpt_dir = fold_dir / CHECKPOINTS_DIR
         self.micro_batch, self.accum = batch_size, grad_accumulation
         self.batch = batch_size * grad_accumulation
         torch.manual_seed(cfg.seed)
         self.net = build_network(plan, deep_supervision=cfg.deep_supervision,
                                  grad_checkpointing=cfg.grad_checkpointing).to(device)
         n_out = 1 + (self.net.deep_supr_num if self.net.deep_supervision else 0)
-        self.loss = DeepSupervisionLoss(deep_supervision_weights(n_out))
+        self.regions = list(plan.regions.values()) or None
+        self.loss = DeepSupervisionLoss(deep_supervision_weights(n_out), self.regions)
+        self.plain_loss = make_loss(self.regions)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.learning_rate,
                                    momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay)
@@ -84,6 +88,7 @@ class FoldTrainer:
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False, previous=previous)
         self.state = Progress()
+        self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
     # -- checkpoints -----------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -122,6 +127,12 @@ class FoldTrainer:
                               best_ema=ckpt["best_ema"], history=list(ckpt["history"]),
                               partial=dict(ckpt["partial"]), finished=bool(ckpt["finished"]))
 
+    def replay_epochs(self, logged: set[int]) -> None:
+        """Announce checkpointed epochs whose `epoch` event a kill kept out of the log."""
+        for record in self.state.history:
+            if record.get("epoch") not in logged:
+                self.log.event("epoch", **record, replayed=True)
+
     # -- one iteration ------------------------------------------------------------------
     def step(self, batch: dict) -> float:
         self.net.train()
@@ -149,7 +160,8 @@ class FoldTrainer:
         self.net.eval()
         self.val_data.epoch = epoch
         k = self.plan.num_classes
-        tp, fp, fn = np.zeros(k - 1), np.zeros(k - 1), np.zeros(k - 1)
+        n = k if self.regions else k - 1          # regions: every output; labels: no background
+        tp, fp, fn = np.zeros(n), np.zeros(n), np.zeros(n)
         losses = []
         for it in range(self.cfg.val_iterations):
             batch = self.val_data[it]
@@ -159,18 +171,26 @@ class FoldTrainer:
                 sl = slice(i * self.micro_batch, (i + 1) * self.micro_batch)
                 with torch.autocast("cuda", enabled=self.amp):
                     logits = self.net(images[sl])
-                losses.append(float(dice_ce(logits, labels[sl])))
-                pred, ref = logits.argmax(1), labels[sl]
-                for c in range(1, k):
-                    p, r = pred == c, ref == c
-                    tp[c - 1] += int((p & r).sum())
-                    fp[c - 1] += int((p & ~r).sum())
-                    fn[c - 1] += int((~p & r).sum())
+                losses.append(float(self.plain_loss(logits, labels[sl])))
+                for i, (p, r) in enumerate(self._masks(logits, labels[sl])):
+                    tp[i] += int((p & r).sum())
+                    fp[i] += int((p & ~r).sum())
+                    fn[i] += int((~p & r).sum())
         denom = 2 * tp + fp + fn
         per_class = [float(2 * t / d) if d > 0 else None for t, d in zip(tp, denom)]
         valid = [d for d in per_class if d is not None]
         mean = float(np.mean(valid)) if valid else math.nan
         return mean, per_class, float(np.mean(losses)) if losses else math.nan
+
+    def _masks(self, logits: torch.Tensor, ref: torch.Tensor):
+        """(predicted, reference) boolean masks per scored class or region."""
+        if self.regions:
+            from trainer.training.loss import region_targets
+            target = region_targets(ref, self.regions) > 0.5
+            pred = logits > 0                              # sigmoid > 0.5
+            return [(pred[:, i], target[:, i]) for i in range(len(self.regions))]
+        pred = logits.argmax(1)
+        return [(pred == c, ref == c) for c in range(1, self.plan.num_classes)]
 
     # -- the loop -----------------------------------------------------------------------
     def train(self, stop: StopRequest) -> bool:
@@ -225,17 +245,22 @@ class FoldTrainer:
                 "peak_mem_mb": self.peak_mem_mb(),
             }
             s.history.append(record)
-            self.log.event("epoch", **record)
             s.epoch, s.iter, s.partial = epoch + 1, 0, {}
             improved = s.ema_dice is not None and (s.best_ema is None or s.ema_dice > s.best_ema)
             if improved:
                 s.best_ema = s.ema_dice
+            print(epoch_line(record, cfg.epochs, s.best_ema if improved else None), flush=True)
             s.finished = s.epoch >= cfg.epochs
             if improved:
                 self.save("best")
             if s.finished:
                 self.save("final")
+            # Checkpoint, then announce: an `epoch` event means "resumable from here".
             self.save("latest")
+            fault_point("after-checkpoint")
+            self.log.event("epoch", **record)
+            if self.reporter is not None:     # pictures: after the epoch is announced
+                self.reporter.after_epoch(self, epoch)
             if stop.requested and not s.finished:
                 return False
         return True
@@ -248,3 +273,14 @@ class FoldTrainer:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except ImportError:
             return float("nan")
+
+
+def epoch_line(r: dict, epochs: int, new_best: float | None) -> str:
+    """One human line per epoch on stdout, like nnU-Net's; metrics.jsonl stays the contract."""
+    def f(v, fmt="{:.4f}"):
+        return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+    dice = ", ".join(f(d) for d in r["val_dice_per_class"])
+    line = (f"epoch {r['epoch'] + 1}/{epochs}  train_loss {f(r['train_loss'])}  "
+            f"val_loss {f(r['val_loss'])}  pseudo-Dice [{dice}]  "
+            f"epoch_time {r['epoch_s']:.1f}s  lr {r['lr']:.5f}")
+    return line + (f"  new best EMA pseudo-Dice {new_best:.4f}" if new_best is not None else "")

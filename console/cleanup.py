@@ -1,0 +1,48 @@
+"""Stale temp files of writers killed mid-write (contracts.jsonio's `.<name>.<8 hex>.tmp`),
+removed by a controlling console at start-up: only that pattern, only older than a minute."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contracts.layout import run_files
+
+if TYPE_CHECKING:
+    from console.engine import Engine
+
+STALE_TEMP_S = 60.0
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
+def clean_stale_temps(folders, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Remove `.<name>.<8 hex>.tmp` files (contracts.jsonio's temp names) older than a minute
+    from `folders`: left by writers killed mid-write. Only that pattern, only old ones."""
+    removed, now = [], time.time()
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if not _TEMP.match(e.name):
+                continue
+            try:
+                if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > older_than_s:
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+            except OSError:
+                continue
+    return removed
+
+
+def temp_folders(eng: "Engine") -> list[Path]:
+    """console/ (and this console's own folder in a team split), every run folder and its
+    checkpoints/."""
+    out = list(dict.fromkeys([eng.layout.console_dir, Path(eng.state_path).parent]))
+    for run in eng.runs.values():
+        out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
+    return out

@@ -1,0 +1,238 @@
+"""What the finished pipeline stages wrote, read back for the console, headless and `status`.
+
+Reads the summary files at their contracts.layout paths (nnU-Net's summary.json shape:
+`mean` per label value, `foreground_mean`, `metric_per_case`), re-reading a file only when
+its modification time changes, so it is cheap on every poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.layout import Layout
+
+
+@dataclass
+class ScoreView:
+    name: str                                  # "2d", "2d+3d_fullres", "test set"
+    foreground_dice: float | None
+    per_class: dict[str, float | None] = field(default_factory=dict)   # class name -> Dice
+    cases: int | None = None
+    path: str = ""
+
+
+@dataclass
+class ResultsView:
+    root: str
+    configurations: list[ScoreView] = field(default_factory=list)    # cross-validation
+    ensembles: list[ScoreView] = field(default_factory=list)
+    chosen: list[str] | None = None            # find-best's winner (one or several configs)
+    chosen_dice: float | None = None
+    best_path: str | None = None
+    postprocessing: str | None = None          # the decision in words
+    postprocessing_dice: tuple[float | None, float | None] | None = None   # before, after
+    postprocessing_path: str | None = None
+    predicted_cases: int | None = None
+    predictions_dir: str | None = None
+    test: ScoreView | None = None
+    how_to_predict: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.configurations or self.chosen or self.predicted_cases)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+class ResultsReader:
+    """Reads an experiment's result files; cached per file by modification time."""
+
+    def __init__(self, layout: Layout, configurations: list[str]) -> None:
+        self.layout = layout
+        self.configurations = list(configurations)
+        self._cache: dict[Path, tuple[float, object]] = {}
+
+    def _json(self, path: Path) -> dict | None:
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        hit = self._cache.get(path)
+        if hit and hit[0] == mtime:
+            return hit[1]  # type: ignore[return-value]
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = None                # being written or damaged: shown as absent
+        self._cache[path] = (mtime, data)
+        return data if isinstance(data, dict) else None
+
+    def _names(self) -> dict[str, str]:
+        fp = self._json(self.layout.fingerprint) or {}
+        labels = fp.get("labels") if isinstance(fp.get("labels"), dict) else {}
+        return {str(v): str(k) for k, v in labels.items()}
+
+    def _score(self, name: str, path: Path, names: dict[str, str]) -> ScoreView | None:
+        s = self._json(path)
+        if s is None:
+            return None
+        fg = (s.get("foreground_mean") or {}).get("Dice")
+        per_class = {names.get(str(lab), f"class {lab}"): (m or {}).get("Dice")
+                     for lab, m in (s.get("mean") or {}).items()}
+        cases = len(s["metric_per_case"]) if isinstance(s.get("metric_per_case"), list) else None
+        return ScoreView(name, fg, per_class, cases, str(path))
+
+    def _count_predictions(self, folder: Path) -> int | None:
+        try:
+            mtime = folder.stat().st_mtime
+        except OSError:
+            return None
+        hit = self._cache.get(folder)
+        if hit and hit[0] == mtime:
+            return hit[1]  # type: ignore[return-value]
+        n = sum(1 for e in os.scandir(folder)
+                if e.name.endswith(".nii.gz") and not e.name.startswith("."))
+        self._cache[folder] = (mtime, n)
+        return n
+
+    def read(self) -> ResultsView:
+        lay, names = self.layout, self._names()
+        rv = ResultsView(root=str(lay.root))
+        for cfg in self.configurations:
+            sv = self._score(cfg, lay.crossval(cfg) / "summary.json", names)
+            if sv:
+                rv.configurations.append(sv)
+        best = self._json(lay.best_configuration)
+        if best:
+            rv.chosen = [str(c) for c in best.get("configurations") or []]
+            rv.chosen_dice = best.get("foreground_mean_dice")
+            rv.best_path = str(lay.best_configuration)
+            for name in best.get("candidates") or {}:
+                if "+" in name:
+                    sv = self._score(name, lay.ensemble(name.split("+")) / "summary.json", names)
+                    if sv:
+                        rv.ensembles.append(sv)
+            how = lay.root / "how_to_predict.txt"
+            rv.how_to_predict = str(how) if how.exists() else None
+        post = self._json(lay.postprocessing)
+        if post:
+            rv.postprocessing = postprocessing_words(post, names)
+            rv.postprocessing_dice = (post.get("foreground_mean_dice_before"),
+                                      post.get("foreground_mean_dice_after"))
+            rv.postprocessing_path = str(lay.postprocessing)
+        n = self._count_predictions(lay.predictions)
+        if n:
+            rv.predicted_cases, rv.predictions_dir = n, str(lay.predictions)
+            rv.test = self._score("test set", lay.predictions / "summary.json", names)
+        return rv
+
+
+def postprocessing_words(post: dict, names: dict[str, str]) -> str:
+    if post.get("disabled"):
+        return "off (" + str(post["disabled"]) + ")"
+    parts = []
+    if post.get("largest_component_all_foreground"):
+        parts.append("largest component of all foreground")
+    classes = [names.get(str(c), f"class {c}") for c in post.get("largest_component_classes") or []]
+    if classes:
+        parts.append("largest component of " + ", ".join(classes))
+    return " + ".join(parts) if parts else "none: it would not raise the Dice"
+
+
+def stage_outcome(key: str, rv: ResultsView | None) -> str | None:
+    """One line for a completed stage's row: what it produced."""
+    if rv is None:
+        return None
+    if key.startswith("crossval-"):
+        sv = next((s for s in rv.configurations if s.name == key[len("crossval-"):]), None)
+        if sv is None:
+            return None
+        classes = ", ".join(f"{k} {_fmt(v)}" for k, v in sv.per_class.items())
+        return f"fg Dice {_fmt(sv.foreground_dice)}" + (f" ({classes})" if classes else "")
+    if key == "find-best" and rv.chosen:
+        return (f"chosen {' + '.join(rv.chosen)} (fg Dice {_fmt(rv.chosen_dice)}); "
+                f"postprocessing: {rv.postprocessing or '-'}")
+    if key == "predict" and rv.predicted_cases:
+        test = f"; test fg Dice {_fmt(rv.test.foreground_dice)}" if rv.test else ""
+        return f"{rv.predicted_cases} cases predicted{test}"
+    return None
+
+
+def results_lines(rv: ResultsView) -> list[str]:
+    """The Results view as text (the console's Results screen and `foldwatch status`)."""
+    out = [f"Results in {rv.root}"]
+    if rv.empty:
+        return out + ["  no results yet (cross-validation, find-best and predict write them)"]
+    classes: list[str] = []
+    for sv in [*rv.configurations, *rv.ensembles, *([rv.test] if rv.test else [])]:
+        classes += [c for c in sv.per_class if c not in classes]
+    width = max([len(s.name) for s in [*rv.configurations, *rv.ensembles]] + [10])
+    head = f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes)
+
+    def row(sv: ScoreView, mark: str = "") -> str:
+        return (f"  {sv.name:{width}}  {_fmt(sv.foreground_dice):>7}"
+                + "".join(f"  {_fmt(sv.per_class.get(c)):>10}" for c in classes)
+                + (f"  {mark}" if mark else ""))
+    chosen = "+".join(rv.chosen) if rv.chosen else None
+    if rv.configurations:
+        out += ["Cross-validation (every fold's validation cases, per configuration)", head]
+        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.configurations]
+    if rv.ensembles:
+        out += ["Ensembles"]
+        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.ensembles]
+    if rv.chosen:
+        out.append(f"Chosen model: {' + '.join(rv.chosen)} (fg Dice {_fmt(rv.chosen_dice)})")
+    if rv.postprocessing:
+        before, after = rv.postprocessing_dice or (None, None)
+        out.append(f"Postprocessing: {rv.postprocessing} "
+                   f"(fg Dice {_fmt(before)} -> {_fmt(after)})")
+    if rv.predicted_cases:
+        out.append(f"Test set: {rv.predicted_cases} cases predicted")
+        if rv.test:
+            out += [f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes),
+                    row(rv.test)]
+    out.append("Files")
+    for label, path in (*((f"cross-validation {s.name}", s.path) for s in rv.configurations),
+                        *((f"ensemble {s.name}", s.path) for s in rv.ensembles),
+                        ("best configuration", rv.best_path), ("postprocessing", rv.postprocessing_path),
+                        ("how to predict", rv.how_to_predict), ("predictions", rv.predictions_dir),
+                        ("test summary", rv.test.path if rv.test else None)):
+        if path:
+            out.append(f"  {label}: {path}")
+    return out
+
+
+def enrich(snap, reader: ResultsReader | None) -> None:
+    """Put the results and each completed stage's outcome on a snapshot (engine views)."""
+    if reader is None:
+        return
+    snap.results = reader.read()
+    names = reader._names()
+    snap.class_names = [names[k] for k in sorted(names, key=int) if k != "0"]
+    for r in snap.runs:
+        if r.kind == "stage" and r.state == "completed":
+            r.outcome = stage_outcome(r.key, snap.results)
+
+
+def results_bar(snap) -> str:
+    """One line under the runs table once a stage has produced something ('' before)."""
+    rv = snap.results
+    if rv is None or rv.empty:
+        return ""
+    parts = []
+    if rv.configurations:
+        parts.append("crossval " + ", ".join(f"{s.name} {_fmt(s.foreground_dice)}"
+                                             for s in rv.configurations))
+    if rv.chosen:
+        parts.append(f"chosen {' + '.join(rv.chosen)} {_fmt(rv.chosen_dice)}")
+    if rv.postprocessing:
+        parts.append(f"postprocessing: {rv.postprocessing}")
+    if rv.predicted_cases:
+        parts.append(f"test {rv.predicted_cases} cases"
+                     + (f" {_fmt(rv.test.foreground_dice)}" if rv.test else ""))
+    return "Results: " + " · ".join(parts) + " · v: details"

@@ -1,0 +1,1 @@
+"""The Slurm backend (docs/slurm.md): sbatch script, Slurm queries, the Backend itself."""

@@ -1,0 +1,194 @@
+"""Trainer kinds without processes: the experiment keys, nnU-Net's log parsed into events
+(a real nnU-Net 2.8.1 log in tests/data), the job graphs and argument lists, failure texts."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from console.kinds import kind_for
+from console.kinds.failures import recognise
+from console.kinds.nnunet_log import NnunetLogParser, parse_dice_list
+from contracts.errors import ConfigError
+from contracts.experiment import load_experiment, parse_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+LOG = Path(__file__).parent / "data" / "nnunet_training_log.txt"
+
+
+def test_real_nnunet_log_becomes_checkpoint_then_epoch_events():
+    p = NnunetLogParser()
+    out = [ev for line in LOG.read_text().splitlines() for ev in p.feed(line)] + p.flush()
+    epochs = [f for n, f in out if n == "epoch"]
+    text = LOG.read_text()
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 39]
+    assert [e["train_loss"] for e in epochs] == [float(x) for x in re.findall(r"train_loss (\S+)", text)]
+    assert [e["lr"] for e in epochs] == [float(x) for x in
+                                         re.findall(r"Current learning rate: (\S+)", text)]
+    assert epochs[0]["val_dice_per_class"] == [0.8472] and epochs[0]["epoch_s"] == 4.15
+    assert epochs[3]["ema_dice"] == pytest.approx(0.99669998) and epochs[3]["new_best"]
+    names = [n for n, _ in out]
+    # every epoch is announced after its checkpoints (checkpoint-then-announce)
+    first_epoch = names.index("epoch")
+    assert names[:first_epoch] == ["checkpoint", "checkpoint"]
+    final = [f for n, f in out if n == "checkpoint" and f["kind"] == "final"]
+    assert final and final[0]["epoch"] == 40 and final[0]["path"].endswith("checkpoint_final.pth")
+    progress = [f for n, f in out if n == "progress"]
+    assert progress[-1] == {"stage": "validation", "done": 2, "total": 2, "mean_dice": 1.0}
+
+
+def test_dice_lists_and_ema_without_a_new_best():
+    assert parse_dice_list("np.float32(0.5), np.float32(nan), 0.25") == [0.5, None, 0.25]
+    p = NnunetLogParser(ema=0.5)
+    for line in ("Epoch 7", "train_loss -0.1", "val_loss -0.2", "Pseudo dice [0.9, 0.7]",
+                 "Epoch time: 3.0 s"):
+        assert p.feed("2026-01-01 00:00:00.000001: " + line) == []
+    (name, ev), = p.feed("Epoch 8")
+    assert name == "epoch" and ev["val_dice"] == pytest.approx(0.8)
+    assert ev["ema_dice"] == pytest.approx(0.9 * 0.5 + 0.1 * 0.8)
+    p.feed("Current learning rate: 0.01")
+    assert p.flush() == []          # an epoch cut off before its losses is not announced
+
+
+def _nn(tmp: Path, **extra) -> dict:
+    return {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "r"),
+            "configurations": {"3d_lowres": {}, "3d_cascade_fullres": {}},
+            "folds": [0, 1], "nnunet": {"dataset": 7, "raw": str(tmp / "raw"),
+                                        "preprocessed": str(tmp / "pre"),
+                                        "results": str(tmp / "res"), **extra}}
+
+
+def _load(tmp: Path, data: dict):
+    f = tmp / "e.yaml"
+    f.write_text(yaml.safe_dump(data))
+    return load_experiment(f)
+
+
+def test_nnunet_graph_cascade_stagger_and_arguments(tmp_path):
+    kind = kind_for(_load(tmp_path, _nn(tmp_path, epochs=5, workers=3)))
+    jobs = {j.key: j for j in kind.build_jobs()}
+    assert list(jobs)[:1] == ["plan"]
+    assert set(jobs["3d_cascade_fullres/0"].depends_on) == {"plan", "3d_lowres/0", "3d_lowres/1"}
+    assert jobs["3d_lowres/1"].starts_after == ("3d_lowres/0",)
+    assert jobs["find-best"].depends_on == ("3d_lowres/0", "3d_lowres/1", "3d_cascade_fullres/0",
+                                            "3d_cascade_fullres/1")
+    assert jobs["ensemble"].depends_on == ("predict-3d_lowres-fold0", "predict-3d_lowres-fold1",
+                                           "predict-3d_cascade_fullres-fold0",
+                                           "predict-3d_cascade_fullres-fold1")
+    assert jobs["postprocess"].depends_on == ("ensemble",)
+    argv, env, resume = kind.launch(jobs["plan"], "cpu0", None)
+    assert argv[argv.index("--") + 1].endswith("nnUNetv2_plan_and_preprocess")
+    assert set(argv[argv.index("-c") + 1:argv.index("-c") + 3]) == {"3d_lowres", "3d_fullres"}
+    assert env["nnUNet_raw"] == str(tmp_path / "raw") and "nnUNet_n_proc_DA" not in env
+    argv, env, resume = kind.launch(jobs["3d_lowres/1"], "gpu2", None)
+    assert env["nnUNet_n_proc_DA"] == "3"
+    program = argv[argv.index("--") + 1:]
+    assert program[1:4] == ["-m", "trainer.external.nnunet_fold", "7"]
+    assert program[program.index("-device") + 1] == "cuda" and "--npz" in program
+    assert "--c" not in program and not resume and "--epochs" in program
+    fold_dir = tmp_path / "res" / "Dataset007_X" / "nnUNetTrainer__nnUNetPlans__3d_lowres" / "fold_1"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "checkpoint_latest.pth").write_bytes(b"x")
+    argv, env, resume = kind.launch(jobs["3d_lowres/1"], "cpu0", None)
+    assert resume and "--c" in argv and argv[argv.index("-device") + 1] == "cpu"
+    # find-best names the fold whose checkpoint_final.pth is missing
+    argv, _, _ = kind.launch(jobs["find-best"], "cpu0", None)
+    assert any("fold 3d_lowres/1 has no checkpoint_final.pth" in a for a in argv)
+
+
+def test_nnunet_roots_must_be_known(tmp_path, monkeypatch):
+    for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.delenv(v, raising=False)
+    data = _nn(tmp_path)
+    del data["nnunet"]["results"], data["nnunet"]["raw"]
+    exp = _load(tmp_path, data)
+    with pytest.raises(ConfigError, match=r"nnunet.raw \(or \$nnUNet_raw\), nnunet.results"):
+        kind_for(exp)
+    assert "find-best" in {j.key for j in kind_for(exp, launching=False).build_jobs()}
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"argv": ["x", "{epoch}"]}, "unknown placeholder {epoch}"),
+    ({"argv": ["x"], "metrics": "stdout_pattern", "pattern": "loss=(?P<loss>.*)"},
+     "no (?P<epoch>...) group"),
+    ({"argv": ["x"], "metrics": "stdout_pattern", "pattern": "(?P<epoch>\\d+"},
+     "not a valid regular expression"),
+    ({"argv": ["x"], "metrics": "stdout_pattern", "pattern": "(?P<epoch>\\d+) (?P<acc>.*)"},
+     "['acc'] are not known"),
+    ({"argv": ["x"], "resume_args": ["--load", "{checkpoint}"]}, "without `checkpoints:`"),
+])
+def test_command_settings_errors(section, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_experiment({"experiment": "c", "trainer": "command",
+                          "configurations": {"u": {}}, "command": section})
+    assert expected in str(e.value)
+
+
+def test_kind_sections_must_match_the_trainer():
+    with pytest.raises(ConfigError, match="needs a `nnunet:` section"):
+        parse_experiment({"experiment": "c", "trainer": "nnunetv2", "configurations": {"2d": {}}})
+    with pytest.raises(ConfigError, match="`command:` is set but trainer is 'foldwatch'"):
+        parse_experiment({"experiment": "c", "dataset": "d", "configurations": {"2d": {}},
+                          "command": {"argv": ["x"]}})
+    with pytest.raises(ConfigError, match="3d_cascade_fullres needs 3d_lowres"):
+        parse_experiment({"experiment": "c", "trainer": "nnunetv2", "nnunet": {"dataset": 1},
+                          "configurations": {"3d_cascade_fullres": {}}})
+
+
+def test_command_argv_placeholders_and_resume(tmp_path):
+    data = {"experiment": "c", "trainer": "command", "results": str(tmp_path / "r"),
+            "configurations": {"unet": {}}, "folds": [3],
+            "command": {"argv": ["python", "t.py", "--fold", "{fold}", "--dev", "{device}",
+                                 "--exp", "{experiment}/{configuration}"],
+                        "resume_args": ["--load", "{checkpoint}"],
+                        "checkpoints": "{run_dir}/ck/*.pth"}}
+    kind = kind_for(_load(tmp_path, data))
+    job, = kind.build_jobs()
+    argv, env, resume = kind.launch(job, "gpu1", None)
+    assert argv[:3] == [sys.executable, "-m", "console.runner"] and not resume
+    assert argv[argv.index("--") + 1:] == ["python", "t.py", "--fold", "3", "--dev", "cuda",
+                                            "--exp", "c/unet"]
+    (job.run_dir / "ck").mkdir(parents=True)
+    (job.run_dir / "ck" / "e1.pth").write_bytes(b"1")
+    (job.run_dir / "ck" / ".e2.pth").write_bytes(b"partial")   # a temp file: never resumed from
+    argv, env, resume = kind.launch(job, "cpu0", None)
+    assert resume and argv[-2:] == ["--load", str(job.run_dir / "ck" / "e1.pth")]
+
+
+def test_known_failures():
+    assert recognise("RuntimeError: CUDA out of memory. Tried to allocate", 1).exit_code == 75
+    f = recognise("RuntimeError: Could not find a dataset with the ID 999. Make sure", 1)
+    assert f.reason == "usage" and "unknown nnU-Net dataset 999: no Dataset999_*" in f.message
+    assert recognise("OSError: [Errno 28] No space left on device", 1).exit_code == 74
+    assert "fewer workers" in recognise("Some background workers are no longer alive", 1).message
+    assert recognise("all fine", 0) is None and recognise("Traceback: boom", 1) is None
+
+
+def test_example_files_are_valid():
+    kinds = {load_experiment(p).trainer for p in (REPO / "configs" / "examples").glob("*.yaml")}
+    assert kinds == {"foldwatch", "nnunetv2", "command"}
+
+
+def test_later_folds_wait_for_the_first_to_train_an_epoch(tmp_path, monkeypatch):
+    from console.engine import Engine
+    from engine_helpers import cpu_sampler
+    data = _nn(tmp_path)
+    data["configurations"] = {"2d": {}}
+    data["nnunet"]["plan"] = False
+    eng = Engine(_load(tmp_path, data), sampler=cpu_sampler(), autostart=False)
+    try:
+        first, second = eng.runs["2d/0"], eng.runs["2d/1"]
+        first.wanted = second.wanted = True
+        from console.scheduling import blocker
+        assert blocker(eng, second) == "2d/0"
+        first.metrics.feed({"t": 1.0, "event": "epoch", "epoch": 0})
+        assert blocker(eng, second) is None
+        first.metrics = type(first.metrics)()
+        first.wanted = False                # the user did not launch fold 0: do not wait for it
+        assert blocker(eng, second) is None
+    finally:
+        eng.close()

@@ -1,0 +1,148 @@
+"""`trainer: nnunetv2` with the real nnU-Net v2 on a tiny dataset made on the fly, all through
+the engine: plan_and_preprocess, two 2d folds (one killed with SIGKILL mid-training and
+resumed with --c by the watchdog), find-best, one prediction per fold, ensemble,
+postprocessing. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from console.engine import Engine
+from contracts.events import validate_event
+from contracts.jsonio import iter_jsonl
+from engine_helpers import REPO, cpu_sampler, poll_until
+from nnunet_fixture import make_tiny_dataset
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None,
+                                reason="needs the nnunet extra (pip install '.[nnunet]')")
+
+EPOCHS = 6
+
+
+def nnunet_experiment(tmp: Path, **nnunet) -> Path:
+    roots = {k: str(tmp / f"nnUNet_{k}") for k in ("raw", "preprocessed", "results")}
+    data = {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "results"),
+            "folds": [0, 1], "configurations": {"2d": {}},
+            "nnunet": {"dataset": 901, **roots, "epochs": EPOCHS, "iterations_per_epoch": 4,
+                       "val_iterations": 1, "workers": 0, "processes": 1, **nnunet},
+            "devices": {"cpu_slots": 2, "cpu_threads_per_run": 1},
+            "watchdog": {"backoff_initial_s": 0.5, "backoff_max_s": 1, "grace_period_s": 20,
+                         "stall_timeout_s": 300}}
+    path = tmp / "nn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def events(run_dir: Path, name: str) -> list[dict]:
+    return [e for e in iter_jsonl(run_dir / "metrics.jsonl") if e.get("event") == name]
+
+
+@pytest.mark.timeout(1800)     # ~3-4 min on an idle 2-core machine; far more when it is shared
+def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    make_tiny_dataset(tmp_path / "nnUNet_raw")
+    eng = Engine(nnunet_experiment(tmp_path), sampler=cpu_sampler())
+    stopped, victim = eng.runs["2d/0"], eng.runs["2d/1"]
+    try:
+        # a graceful stop of fold 0 (SIGTERM) ...
+        poll_until(eng, lambda s: (stopped.metrics.epoch or 0) >= 2 and stopped.handle is not None,
+                   timeout=400, every=0.1)
+        done_at_stop = stopped.metrics.epoch
+        eng.stop("2d/0")
+        poll_until(eng, lambda s: stopped.state == "stopped", timeout=120, every=0.1)
+        eng.resume("2d/0")
+        # ... and a SIGKILL of fold 1 (the runner, nnU-Net and its workers)
+        poll_until(eng, lambda s: (victim.metrics.epoch or 0) >= 2 and victim.handle is not None
+                   and victim.metrics.epoch < EPOCHS - 1, timeout=400, every=0.1)
+        done_at_kill = victim.metrics.epoch
+        os.killpg(victim.handle.pid, signal.SIGKILL)
+        snap = poll_until(eng, lambda s: s.finished, timeout=600, every=0.2)
+        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+    finally:
+        eng.close()
+
+    # stop: checkpoint saved at the signal, status stopped, resumed with nothing lost
+    ends = events(stopped.job.run_dir, "end")
+    assert ends[0]["status"] == "stopped" and ends[0]["exit_code"] == 0
+    starts = events(stopped.job.run_dir, "start")
+    assert len(starts) == 2 and starts[1]["resumed_from"] >= done_at_stop
+    # kill: the watchdog resumed the fold with --c, losing at most the epoch in progress
+    launches = [d for d in iter_jsonl(eng.layout.console_events)
+                if d.get("run") == "2d/1" and d.get("action") == "launch"]
+    assert len(launches) == 2 and "--c" in launches[1]["argv"] and "--c" not in launches[0]["argv"]
+    starts = events(victim.job.run_dir, "start")
+    assert len(starts) == 2 and starts[1]["resumed_from"] >= done_at_kill
+    for run in (stopped, victim):
+        epochs = [e["epoch"] for e in events(run.job.run_dir, "epoch")]
+        assert epochs[-1] == EPOCHS - 1
+        assert len(epochs) - len(set(epochs)) <= 1, f"epochs done twice: {epochs}"
+
+    # metrics come from nnU-Net's own training log, value for value
+    fold0 = stopped.job.run_dir
+    nn_fold = next((tmp_path / "nnUNet_results").glob("Dataset901_*/nnUNetTrainer__nnUNetPlans__2d/fold_0"))
+    log = "".join(p.read_text() for p in sorted(nn_fold.glob("training_log_*.txt")))
+    logged = [float(x) for x in re.findall(r"train_loss (\S+)", log)]
+    parsed = events(fold0, "epoch")
+    assert [e["train_loss"] for e in parsed] == logged and len(parsed) >= EPOCHS
+    assert all(isinstance(e["val_dice_per_class"], list) and e["ema_dice"] is not None
+               and e["lr"] is not None and e["epoch_s"] is not None for e in parsed)
+    for e in iter_jsonl(fold0 / "metrics.jsonl"):
+        if e["event"] in ("start", "epoch", "checkpoint", "end"):
+            assert validate_event(e) == [], e
+    kinds = [e["kind"] for e in events(fold0, "checkpoint")]
+    assert kinds.count("latest") >= EPOCHS - 1 and "final" in kinds
+
+    # after the folds: find-best, a prediction per fold, the ensemble, postprocessing
+    assert next((tmp_path / "nnUNet_results").glob("Dataset901_*/inference_information.json"))
+    for k in (0, 1):
+        assert len(list((eng.layout.root / "nnunet_predictions/2d" / f"fold_{k}").glob("*.npz"))) == 2
+    final = sorted(p.name for p in eng.layout.predictions.glob("*.nii.gz"))
+    assert final == ["tiny_test_000.nii.gz", "tiny_test_001.nii.gz"]
+
+
+def _failed_run(eng, key: str) -> tuple[str, dict]:
+    snap = poll_until(eng, lambda s: s.finished, timeout=180, every=0.2)
+    view = next(r for r in snap.runs if r.key == key)
+    end = events(eng.runs[key].job.run_dir, "end")[-1]
+    return view.state, end
+
+
+def test_unknown_dataset_is_a_clear_configuration_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    (tmp_path / "nnUNet_raw").mkdir()
+    eng = Engine(nnunet_experiment(tmp_path, dataset=999), sampler=cpu_sampler())
+    try:
+        state, end = _failed_run(eng, "plan")
+    finally:
+        eng.close()
+    assert state == "failed" and end["exit_code"] == 2 and end["reason"] == "usage"
+    assert end["message"].startswith("unknown nnU-Net dataset 999: no Dataset999_* folder")
+    assert eng.runs["2d/0"].handle is None and eng.runs["2d/0"].metrics.starts == 0
+
+
+def test_plans_not_found_names_the_plans_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    make_tiny_dataset(tmp_path / "nnUNet_raw", cases=2)
+    pre = tmp_path / "nnUNet_preprocessed" / "Dataset901_Tiny"
+    pre.mkdir(parents=True)
+    (pre / "nnUNetPlans.json").write_text("{}")
+    path = nnunet_experiment(tmp_path, plan=False, plans="nnUNetResEncUNetLPlans")
+    data = yaml.safe_load(path.read_text())
+    data.update(folds=[0], pipeline={"find_best": False, "predict_test": False})
+    path.write_text(yaml.safe_dump(data))
+    eng = Engine(path, sampler=cpu_sampler())
+    try:
+        state, end = _failed_run(eng, "2d/0")
+    finally:
+        eng.close()
+    assert state == "failed" and end["reason"] == "usage"
+    assert "plans 'nnUNetResEncUNetLPlans' not found" in end["message"]
+    assert "plans there: nnUNetPlans" in end["message"]

@@ -1,0 +1,1 @@
+"""Pictures: progress plots, prediction previews, drawn off the training hot path."""
