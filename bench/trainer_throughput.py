@@ -2,10 +2,13 @@
 
 Builds the demo (make-demo-data, plan, preprocess) in a temp folder, then for the demo
 configuration times `iterations` training steps fed by the DataLoader workers (sampling,
-oversampling, augmentation) and the same steps over one pre-made batch with no data
-pipeline at all. Prints samples/s of both, the data-wait fraction and the ratio.
+oversampling, augmentation) and as many steps over one pre-made batch with no data
+pipeline at all, in alternating chunks so both see the same load. Prints samples/s of
+both, the data-wait fraction and the ratio.
 
     python bench/trainer_throughput.py [--configuration 3d_fullres] [--iterations 30]
+    python bench/trainer_throughput.py --experiment DIR/demo-cascade.yaml \
+        --configuration 3d_cascade_fullres     # an experiment already run (lowres predicted)
 """
 
 from __future__ import annotations
@@ -31,11 +34,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configuration", default="3d_fullres")
     ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--chunk", type=int, default=5,
+                    help="steps per alternating pipeline/bare chunk (default 5)")
     ap.add_argument("--workdir", help="reuse a demo built here (default: a temp folder)")
+    ap.add_argument("--experiment", type=Path,
+                    help="an experiment already planned and preprocessed (the cascade also "
+                         "needs its 3d_lowres folds' predictions)")
     a = ap.parse_args()
     os.environ.setdefault("FOLDWATCH_CPU_THREADS", "2")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="fw-bench-"))
-    exp_path = work / "demo.yaml"
+    exp_path = a.experiment.resolve() if a.experiment else work / "demo.yaml"
     if not exp_path.exists():
         _trainer("make-demo-data", str(work / "data" / "Dataset900_Demo"))
         text = (ROOT / "configs/demo.yaml").read_text()
@@ -60,30 +68,43 @@ def main() -> None:
     split = read_json(layout.splits)[0]
     dev = pick_device()
     run_dir = work / "bench-run"
+    folder = layout.preprocessed(a.configuration)
+    previous = None
+    if plan.previous_stage:
+        from trainer.inference.cascade import prepare_previous_stage
+        previous = prepare_previous_stage(exp, plan, folder, split["train"] + split["val"])
+    batch = plan.batch_size if cfg.batch_size == "auto" else cfg.batch_size
     with RunLog(run_dir, configuration=a.configuration, fold=0) as log:
-        t = FoldTrainer(plan=plan, cfg=cfg, folder=layout.preprocessed(a.configuration),
+        t = FoldTrainer(plan=plan, cfg=cfg, folder=folder,
                         train_cases=split["train"], val_cases=split["val"], fold_dir=run_dir,
-                        log=log, device=dev, batch_size=cfg.batch_size,
-                        grad_accumulation=cfg.grad_accumulation)
+                        log=log, device=dev, batch_size=batch,
+                        grad_accumulation=cfg.grad_accumulation, previous=previous)
         n = a.iterations
         batch0 = t.train_data[0]
         t.step(batch0)  # warm-up: allocator, kernels
-        # Real pipeline: workers make batches while the main process trains.
-        wait = 0.0
-        start = time.perf_counter()
+        # Alternate chunks of pipeline steps (workers make batches while the main process
+        # trains) and bare steps (the same network on one batch already in memory), so that
+        # both see the same machine load: on a shared machine a sequential comparison
+        # measures the other users, not the pipeline.
+        chunk = max(1, a.chunk)
+        wait = pipeline_s = bare_s = 0.0
         it = iter(epoch_loader(t.train_data, 1, 0, n, cfg.num_workers))
-        for _ in range(n):
-            t0 = time.perf_counter()
-            batch = next(it)
-            wait += time.perf_counter() - t0
-            t.step(batch)
-        pipeline_s = time.perf_counter() - start
+        done = 0
+        while done < n:
+            m = min(chunk, n - done)
+            start = time.perf_counter()
+            for _ in range(m):
+                t0 = time.perf_counter()
+                batch = next(it)
+                wait += time.perf_counter() - t0
+                t.step(batch)
+            pipeline_s += time.perf_counter() - start
+            start = time.perf_counter()
+            for _ in range(m):
+                t.step(batch0)
+            bare_s += time.perf_counter() - start
+            done += m
         del it
-        # Bare loop: same network and patch size, one batch already in memory.
-        start = time.perf_counter()
-        for _ in range(n):
-            t.step(batch0)
-        bare_s = time.perf_counter() - start
     samples = n * t.batch
     sps, bare = samples / pipeline_s, samples / bare_s
     print(f"configuration {a.configuration}: patch {plan.patch_size}, batch {t.batch}, "

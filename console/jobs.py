@@ -6,8 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.experiment import Experiment, run_name
+from contracts.experiment import CASCADE, LOWRES, Experiment, run_name
+from contracts.jsonio import read_json
 from contracts.layout import (FIND_BEST, PLAN, PREDICT, crossval_stage, preprocess_stage)
+
+
+def configured_batch(exp: Experiment, cfg, configuration: str) -> int:
+    """The batch size a fold trains with: the experiment's, or the plan's for `batch_size: auto`."""
+    if cfg.batch_size != "auto":
+        return int(cfg.batch_size)
+    try:
+        return int(read_json(exp.layout.plan(configuration))["batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 2        # no readable plan yet: nnU-Net's minimum batch
 
 
 @dataclass
@@ -56,12 +67,16 @@ def build_jobs(exp: Experiment) -> list[Job]:
         jobs.append(Job(pre, "stage", "preprocess", lay.stage_dir(pre), configuration=cfg,
                         depends_on=(PLAN,)))
     folds_by_cfg: dict[str, list[str]] = {}
+    # The cascade's folds train on 3d_lowres' prediction of every training case, made by the
+    # lowres fold that held it out: each cascade fold waits for ALL lowres folds (nnU-Net's rule)
+    lowres = tuple(run_name(LOWRES, k) for k in exp.folds) if CASCADE in exp.configurations else ()
     for cfg in exp.configurations:
         for k in exp.folds:
             key = run_name(cfg, k)
             folds_by_cfg.setdefault(cfg, []).append(key)
+            deps = (preprocess_stage(cfg),) + (lowres if cfg == CASCADE else ())
             jobs.append(Job(key, "fold", "train", lay.fold_dir(cfg, k), configuration=cfg,
-                            fold=k, depends_on=(preprocess_stage(cfg),), needs_gpu=True))
+                            fold=k, depends_on=deps, needs_gpu=True))
     p = exp.pipeline
     if p.evaluate:
         for cfg in exp.configurations:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from console import disk, views
 from console.cluster import ended_by_cluster, is_pending, queues_runs
+from console.jobs import configured_batch
 from contracts.layout import run_files
 from console import watchdog as wd
 from console.nvml import NvmlReading
@@ -184,7 +185,7 @@ def _refit(eng: "Engine", run: Run) -> str:
             and eng.exp.trainer == "foldwatch"):       # other kinds own their batch size
         return ""
     cfg = eng.exp.configurations[run.job.configuration]
-    bs = run.overrides.get("batch_size", cfg.batch_size)
+    bs = run.overrides.get("batch_size") or configured_batch(eng.exp, cfg, run.job.configuration)
     ga = run.overrides.get("grad_accumulation", cfg.grad_accumulation)
     refit = wd.refit_after_oom(bs, ga)
     if not refit:

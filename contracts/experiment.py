@@ -20,6 +20,9 @@ from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
+# nnU-Net's network presets: the plain U-Net and the residual-encoder U-Nets M/L/XL
+PRESETS = ("unet", "resenc_m", "resenc_l", "resenc_xl")
+CASCADE, LOWRES = "3d_cascade_fullres", "3d_lowres"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -33,8 +36,10 @@ class Configuration(_Strict):
 
     patch_size: Union[Literal["auto"], list[PositiveInt]] = "auto"
     spacing: Union[Literal["auto"], list[Annotated[float, Field(gt=0)]]] = "auto"
-    voxel_budget: PositiveInt | None = None       # auto patch: max voxels per patch
-    batch_size: PositiveInt = 2
+    voxel_budget: PositiveInt | None = None       # auto patch: max voxels per patch (else VRAM)
+    preset: Literal["unet", "resenc_m", "resenc_l", "resenc_xl"] = "unet"
+    vram_target_gb: Annotated[float, Field(gt=0)] | None = None   # None: the preset's (8/8/24/40)
+    batch_size: Union[Literal["auto"], PositiveInt] = 2           # auto: nnU-Net's planned batch
     epochs: PositiveInt = 1000
     iterations_per_epoch: PositiveInt = 250
     val_iterations: PositiveInt = 50
@@ -274,6 +279,16 @@ class Experiment(_Strict):
                 if isinstance(value, list) and len(value) != want:
                     raise ValueError(f"configurations.{name}.{field}: {name} needs {want} "
                                      f"numbers, got {len(value)}")
+        if CASCADE in self.configurations:
+            # nnU-Net's cascade: stage 2 reads stage 1's prediction of EVERY training case, each
+            # made by the 3d_lowres fold that did not train on it, so all 5 lowres folds must exist
+            if LOWRES not in self.configurations:
+                raise ValueError(f"configurations.{CASCADE}: needs {LOWRES} as well (its first "
+                                 f"stage); add a {LOWRES} entry or remove {CASCADE}")
+            if self.folds != [0, 1, 2, 3, 4]:
+                raise ValueError(f"configurations.{CASCADE}: needs all five folds (folds: "
+                                 f"[0, 1, 2, 3, 4]) because every training case must have a "
+                                 f"{LOWRES} prediction from the fold that did not train on it")
         return self
 
     @property

@@ -42,7 +42,8 @@ def test_plan_on_demo(small_demo, tmp_path):
     exp_path = write_experiment(tmp_path / "e.yaml", small_demo, {
         "3d_fullres": {"base_features": 8, "max_features": 64, "batch_size": 2},
         "2d": {"base_features": 8, "max_features": 64, "batch_size": 8},
-        "3d_lowres": {}})
+        # the demo's images are too small for nnU-Net to make 3d_lowres: give it a spacing
+        "3d_lowres": {"spacing": [3.2, 1.7, 1.7]}})
     r = trainer("plan", "--experiment", exp_path)
     assert r.returncode == 0, r.stderr
     layout = load_experiment(exp_path).layout
@@ -69,6 +70,7 @@ def test_plan_on_demo(small_demo, tmp_path):
 
     low = Plan.load(layout.plan("3d_lowres"))
     assert all(l >= f for l, f in zip(low.spacing, full.spacing)) and low.spacing[2] > full.spacing[2]
+    assert low.spacing == [3.2, 1.7, 1.7] and low.extra["next_stage"] == "3d_cascade_fullres"
     two = Plan.load(layout.plan("2d"))
     assert two.dim == 2 and len(two.patch_size) == 2 and all(len(k) == 2 for k in two.kernel_sizes)
     assert two.batch_size == 8

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "find-best": ("trainer.commands.find_best", "best configuration/ensemble + postprocessing"),
     "predict": ("trainer.commands.predict", "predict a folder of images with the chosen model"),
     "evaluate": ("trainer.commands.evaluate", "compare two folders of segmentations"),
+    "probe-memory": ("trainer.commands.probe_memory",
+                     "peak memory and step time of candidate settings vs a budget"),
     "plot": ("trainer.commands.plot", "progress.png per fold and the folds' overlay, from the logs"),
 }
 

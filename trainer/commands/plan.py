@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.data.datasets import load_dataset, require_consistent
     from trainer.planning.fingerprint import compute_fingerprint
     from contracts.errors import ConfigError
-    from trainer.planning.planner import plan_configuration
+    from trainer.planning.family import plan_family
     from trainer.planning.plans import Plan
     from trainer.runtime.planlock import plans_lock
     from trainer.runtime.runlog import RunLog
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
             log.progress("check-dataset", n, n)
         fp = compute_fingerprint(info, workers, lambda d, t: log.progress("fingerprint", d, t))
         atomic_write_json(layout.fingerprint, fp)
-        for name, cfg in exp.configurations.items():
-            plan = plan_configuration(name, cfg, fp, info.file_ending)
+        for name, plan in plan_family(exp.configurations, fp, info.file_ending).items():
             old = layout.plan(name)
             if old.exists():
                 try:
@@ -90,8 +89,13 @@ def run(args: argparse.Namespace) -> int:
                           "on the old plan will not resume")
                     log.event("plan_changed", configuration=name, path=str(old))
             plan.save(old)
+            vram = plan.extra.get("vram", {})
             print(f"{name}: spacing {[round(s, 3) for s in plan.spacing]} patch {plan.patch_size} "
-                  f"levels {len(plan.strides)} batch {plan.batch_size} -> {layout.plan(name)}")
+                  f"levels {len(plan.strides)} batch {plan.batch_size} ({vram.get('preset')}, "
+                  f"nnU-Net estimate {vram.get('estimate', 0) / 1e6:.1f}M of "
+                  f"{vram.get('reference', 0) / 1e6:.0f}M for {vram.get('target_gb')} GB"
+                  + (f", after {plan.previous_stage}" if plan.previous_stage else "")
+                  + f") -> {layout.plan(name)}")
         splits = write_splits(exp, layout, info.case_ids, log)
         print(f"fingerprint: {layout.fingerprint}; splits: {layout.splits} "
               f"({len(splits)} folds over {n} cases)")

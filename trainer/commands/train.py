@@ -118,10 +118,16 @@ def run(args: argparse.Namespace) -> int:
 
     dev = devices.pick_device()
     metrics = fold_dir / METRICS_FILE
-    batch_size = args.batch_size or cfg.batch_size
+    cfg_batch = cfg.batch_size
+    if cfg_batch == "auto":          # nnU-Net's planned batch; a missing plan is reported below
+        try:
+            cfg_batch = int(read_json(layout.plan(args.configuration))["batch_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            cfg_batch = 2
+    batch_size = args.batch_size or cfg_batch
     # --batch-size alone keeps the configuration's effective batch where it divides evenly.
     accum = args.grad_accumulation or (cfg.grad_accumulation if not args.batch_size else
-                                       max(1, cfg.batch_size * cfg.grad_accumulation // batch_size))
+                                       max(1, cfg_batch * cfg.grad_accumulation // batch_size))
     overrides = {k: v for k, v in (("batch_size", args.batch_size),
                                    ("grad_accumulation", args.grad_accumulation)) if v}
     # The fold folder's lock is taken before anything in it is read or written; the start
@@ -159,9 +165,14 @@ def run(args: argparse.Namespace) -> int:
         _check_preprocessed(folder, list(split["train"]) + list(split["val"]), args.configuration)
         if not split["train"] or not split["val"]:
             raise ConfigError(f"{layout.splits}: fold {args.fold} has an empty train or val list")
+        previous = None
+        if plan.previous_stage:      # the cascade: the lowres predictions of every case, first
+            from trainer.inference.cascade import prepare_previous_stage
+            previous = prepare_previous_stage(exp, plan, folder,
+                                              list(split["train"]) + list(split["val"]), log)
         trainer = FoldTrainer(plan=plan, cfg=cfg, folder=folder, train_cases=split["train"],
                               val_cases=split["val"], fold_dir=fold_dir, log=log, device=dev,
-                              batch_size=batch_size, grad_accumulation=accum)
+                              batch_size=batch_size, grad_accumulation=accum, previous=previous)
         trainer.reporter = _reporter(exp, args.configuration, args.fold, split["val"], folder)
         if ckpt is not None:
             changed = []
@@ -206,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         summary = validate_fold(trainer.net, plan, folder, list(split["val"]),
                                 layout.validation(args.configuration, args.fold), log,
                                 mirror=cfg.tta_mirroring, overlap=cfg.sliding_window_overlap,
-                                device=dev, stop=stop,
+                                device=dev, stop=stop, previous=previous,
                                 previews=_validation_previews(exp, args.configuration, args.fold,
                                                               split["val"]))
         if summary is None:

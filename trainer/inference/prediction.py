@@ -61,7 +61,9 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     from trainer.inference.sliding_window import predict_probabilities
 
     configurations, post = chosen(exp)
-    plans = {c: Plan.load(exp.layout.plan(c)) for c in configurations}
+    # a cascade member needs its previous stage's prediction first, chosen or not
+    stages = _with_previous_stages(exp, configurations)
+    plans = {c: Plan.load(exp.layout.plan(c)) for c in stages}
     first = plans[configurations[0]]
     info = load_dataset(exp.dataset_path)
     if input_dir is None:
@@ -81,8 +83,8 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     out = output_dir or exp.layout.predictions
     out.mkdir(parents=True, exist_ok=True)
     dev = _device(device)
-    nets = {c: load_networks(exp, c, dev) for c in configurations}
-    cfgs = {c: exp.configurations[c] for c in configurations}
+    nets = {c: load_networks(exp, c, dev) for c in stages}
+    cfgs = {c: exp.configurations[c] for c in stages}
     values = sorted(first.labels.values())
     todo = [c for c in cases if overwrite or not (out / f"{c.case_id}{first.file_ending}").exists()]
     kept = len(cases) - len(todo)
@@ -95,17 +97,20 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
     bar = _progress_bar(len(todo))
     previews = []
     for i, case in enumerate(todo):
-        probs, props = None, None
-        for c in configurations:
+        props, per_stage = None, {}
+        for c in stages:
             data, p = preprocess_image(case.images, plans[c])
-            pr = to_original(predict_probabilities(nets[c], data, plans[c],
-                                                   mirror=cfgs[c].tta_mirroring,
-                                                   overlap=cfgs[c].sliding_window_overlap,
-                                                   device=dev), p,
-                             regions=plans[c].has_regions)
-            probs = pr if probs is None else probs + pr
+            if plans[c].previous_stage:
+                from trainer.inference.cascade import to_cascade_grid, with_previous
+                prev = to_cascade_grid(per_stage[plans[c].previous_stage], p, values)
+                data = with_previous(data, prev, plans[c])
+            per_stage[c] = to_original(predict_probabilities(nets[c], data, plans[c],
+                                                             mirror=cfgs[c].tta_mirroring,
+                                                             overlap=cfgs[c].sliding_window_overlap,
+                                                             device=dev), p,
+                                       regions=plans[c].has_regions)
             props = props or p
-        probs /= len(configurations)
+        probs = sum(per_stage[c] for c in configurations) / len(configurations)
         seg = post.apply(to_label_map(probs, values, first.regions_class_order))
         target = out / f"{case.case_id}{first.file_ending}"
         atomic_nifti(seg, props, target)
@@ -134,6 +139,18 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
         atomic_write_json(out / "summary.json", summary)
         result["foreground_mean_dice"] = summary["foreground_mean"]["Dice"]
     return result
+
+
+def _with_previous_stages(exp: Experiment, configurations: list[str]) -> list[str]:
+    """The configurations to run, each previous stage before the stage that reads it."""
+    out: list[str] = []
+    for c in configurations:
+        plan = Plan.load(exp.layout.plan(c))
+        if plan.previous_stage and plan.previous_stage not in out:
+            out.append(plan.previous_stage)
+        if c not in out:
+            out.append(c)
+    return out
 
 
 def _preview(case, seg):

@@ -28,7 +28,7 @@ def reference_labels(seg: np.ndarray, props: dict) -> np.ndarray:
 
 def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[str], out_dir: Path,
                   log: RunLog, *, mirror: bool, overlap: float, device,
-                  stop=None, previews=None) -> dict | None:
+                  stop=None, previews=None, previous: Path | None = None) -> dict | None:
     """Write validation/<case>.nii.gz, .npz and summary.json; cases already written are kept.
 
     Returns None when `stop` was requested: the cases written so far stay for the next attempt.
@@ -49,6 +49,9 @@ def validate_fold(net: torch.nn.Module, plan: Plan, folder: Path, cases: list[st
         if nii.exists() and npz.exists():
             pred = np.asarray(nib.load(str(nii)).dataobj).astype(np.int16)
         else:
+            if previous is not None:      # cascade: the previous stage enters one-hot
+                from trainer.inference.cascade import load_previous, with_previous
+                data = with_previous(data, load_previous(previous, case), plan)
             probs = predict_probabilities([net], np.asarray(data), plan, mirror=mirror,
                                           overlap=overlap, device=device)
             probs = to_original(probs, props, regions=plan.has_regions)

@@ -24,6 +24,10 @@ class ChannelNorm:
     std: float | None = None
 
 
+_ADDED_LATER = {"network": "unet", "encoder_blocks": None, "decoder_convs": None,
+                "previous_stage": None}
+
+
 @dataclass
 class Plan:
     configuration: str
@@ -40,6 +44,11 @@ class Plan:
     channel_names: list[str]
     file_ending: str = ".nii.gz"
     extra: dict = field(default_factory=dict)   # anything else worth recording
+    network: str = "unet"          # "unet" (DynUNet) or "resenc" (residual encoder, plain decoder)
+    encoder_blocks: list[int] | None = None     # resenc: residual blocks per encoder stage
+    decoder_convs: list[int] | None = None      # resenc: convolutions per decoder stage
+    previous_stage: str | None = None           # cascade: the configuration whose prediction
+                                                # enters as one-hot extra input channels
     # Region-based (nnU-Net regions_class_order): one sigmoid output per region.
     regions: dict[str, list[int]] = field(default_factory=dict)
     regions_class_order: list[int] = field(default_factory=list)
@@ -59,6 +68,12 @@ class Plan:
         return sorted(v for v in self.labels.values() if v != 0)
 
     @property
+    def in_channels(self) -> int:
+        """Image channels, plus one per foreground label of the previous stage (nnU-Net's cascade)."""
+        extra = len(self.foreground_labels) if self.previous_stage else 0
+        return len(self.channel_names) + extra
+
+    @property
     def eval_keys(self) -> list:
         """What is scored: the foreground labels, or each region as a tuple of its labels."""
         if self.regions:
@@ -73,7 +88,11 @@ class Plan:
 
     def digest(self) -> str:
         """Hash of everything that changes what the network sees; checkpoints record it."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        d = self.to_dict()
+        for key, default in _ADDED_LATER.items():   # plans written before these keep their digest
+            if d.get(key) == default:
+                d.pop(key)
+        text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:

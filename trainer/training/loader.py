@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from trainer.inference.cascade import load_previous, one_hot
 from trainer.training.augment import AugmentPlan, augment, region_extent, spatial_matrix
+from trainer.training.cascade_augment import augment_previous_stage
 from trainer.planning.preprocessed import load_case
 from trainer.training.sampling import sample_patch
 
@@ -29,8 +31,10 @@ class PatchBatches(Dataset):
     """Item i = the whole effective batch of iteration i of `epoch`."""
 
     def __init__(self, folder, cases: list[str], patch_size: list[int], labels: list[int],
-                 batch: int, oversample: float, seed: int, augment_data: bool = True) -> None:
+                 batch: int, oversample: float, seed: int, augment_data: bool = True,
+                 previous=None) -> None:
         self.folder, self.cases = folder, list(cases)
+        self.previous = previous          # cascade: folder of the previous stage's label maps
         self.patch_size, self.labels = list(patch_size), list(labels)
         self.batch, self.oversample, self.seed = batch, oversample, seed
         self.augment_data = augment_data
@@ -44,14 +48,17 @@ class PatchBatches(Dataset):
     def _case(self, case: str):
         if case not in self._cache:
             data, seg, props = load_case(self.folder, case, mmap=True)
-            self._cache[case] = (data, seg, props)
+            prev = load_previous(self.previous, case) if self.previous is not None else None
+            self._cache[case] = (data, seg, props, prev)
         return self._cache[case]
 
     def sample(self, iteration: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch, iteration, index])
         case = self.cases[int(rng.integers(len(self.cases)))]
-        data, seg, props = self._case(case)
+        data, seg, props, prev = self._case(case)
         force = oversampled(index, self.batch, self.oversample)
+        if prev is not None:
+            return self._cascade_sample(data, seg, props, prev, force, rng)
         if not self.augment_data:
             return sample_patch(data, seg, props, self.patch_size, self.labels, force, rng)
         # the spatial transform is drawn first: it decides how large a region to cut
@@ -59,6 +66,26 @@ class PatchBatches(Dataset):
         extent = region_extent(matrix, self.patch_size)
         img, lab = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng, extent)
         return augment(img, lab, rng, self.aug, matrix, self.patch_size)
+
+    def _cascade_sample(self, data, seg, props, prev, force, rng):
+        """A patch with the previous stage appended one-hot (nnU-Net's cascade)."""
+        if not self.augment_data:
+            img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force,
+                                         rng, extra=prev)
+            return np.concatenate([img, one_hot(prv, self.labels)]), lab
+        matrix = spatial_matrix(rng, self.aug)
+        extent = region_extent(matrix, self.patch_size)
+        img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng,
+                                     extent, extra=prev)
+        # The previous stage goes through the same spatial transform as the label map: both
+        # ride in one integer code (label * base + previous), warped as one label map and
+        # split afterwards, so they stay aligned voxel for voxel.
+        base = max(self.labels, default=0) + 1
+        code = lab.astype(np.int64) * base + prv.astype(np.int64)
+        img, code = augment(img, code, rng, self.aug, matrix, self.patch_size)
+        lab, prv = code // base, code % base
+        onehot = augment_previous_stage(one_hot(prv, self.labels), rng)
+        return np.concatenate([img, onehot]), lab
 
     def __getitem__(self, iteration: int) -> dict:
         pairs = [self.sample(iteration, j) for j in range(self.batch)]

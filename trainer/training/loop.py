@@ -62,7 +62,7 @@ class Progress:
 class FoldTrainer:
     def __init__(self, *, plan: Plan, cfg: Configuration, folder: Path, train_cases: list[str],
                  val_cases: list[str], fold_dir: Path, log: RunLog, device: torch.device,
-                 batch_size: int, grad_accumulation: int) -> None:
+                 batch_size: int, grad_accumulation: int, previous: Path | None = None) -> None:
         self.plan, self.cfg, self.log, self.device = plan, cfg, log, device
         self.fold_dir = fold_dir
         self.ckpt_dir = fold_dir / CHECKPOINTS_DIR
@@ -81,11 +81,12 @@ class FoldTrainer:
         self.amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         labels = plan.foreground_labels
+        # cascade: `previous` holds the previous stage's label maps, appended one-hot
         self.train_data = PatchBatches(folder, train_cases, plan.patch_size, labels, self.batch,
-                                       cfg.oversample_foreground, cfg.seed)
+                                       cfg.oversample_foreground, cfg.seed, previous=previous)
         self.val_data = PatchBatches(folder, val_cases, plan.patch_size, labels, self.batch,
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
-                                     augment_data=False)
+                                     augment_data=False, previous=previous)
         self.state = Progress()
         self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 

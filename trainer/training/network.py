@@ -37,15 +37,23 @@ class _Checkpointed(torch.nn.Module):
 
 
 def build_network(plan: Plan, *, deep_supervision: bool = True,
-                  grad_checkpointing: bool = False) -> DynUNet:
-    """A DynUNet with the plan's kernels, strides and filters (2d or 3d)."""
+                  grad_checkpointing: bool = False) -> torch.nn.Module:
+    """The plan's network (DynUNet, or ResEncUNet for the ResEnc presets), 2d or 3d."""
     dim = plan.dim
     kernels = [k[-dim:] for k in plan.kernel_sizes]
     strides = [s[-dim:] for s in plan.strides]
     heads = deep_supervision_heads(plan) if deep_supervision else 0
+    if plan.network == "resenc":
+        from trainer.training.resenc import ResEncUNet
+        net = ResEncUNet(dim, plan.in_channels, plan.num_classes, kernels, strides,
+                         list(plan.filters), list(plan.encoder_blocks), list(plan.decoder_convs),
+                         deep_supr_num=heads)
+        if grad_checkpointing:
+            net.stages = torch.nn.ModuleList(_Checkpointed(b) for b in net.stages)
+        return net
     net = DynUNet(
         spatial_dims=dim,
-        in_channels=len(plan.channel_names),
+        in_channels=plan.in_channels,
         out_channels=plan.num_classes,
         kernel_size=kernels,
         strides=strides,

@@ -40,10 +40,12 @@ def _start(center: int, patch: int, dim: int, rng: np.random.Generator | None) -
 
 def sample_patch(data: np.ndarray, seg: np.ndarray, props: dict, patch_size: list[int],
                  labels: list[int], force_fg: bool, rng: np.random.Generator,
-                 extent: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 extent: list[int] | None = None, extra: np.ndarray | None = None):
     """One (C, *patch) image patch and its (*patch) labels; 2d patches come from one z slice.
 
     `extent` (>= patch) cuts a larger region centred on the chosen patch (for rotation).
+    `extra` (a label-like (Z, Y, X) array, e.g. the cascade's previous stage) is cut with the
+    same window and returned third.
     """
     dim = len(patch_size)
     center: list[int | None] = [None, None, None]
@@ -55,6 +57,7 @@ def sample_patch(data: np.ndarray, seg: np.ndarray, props: dict, patch_size: lis
     if dim == 2:
         z = center[0] if center[0] is not None else int(rng.integers(shape[0]))
         data, seg = data[:, z], seg[z]
+        extra = None if extra is None else extra[z]
         center, shape = center[1:], shape[1:]
     start = [_start(c, p, d, rng) for c, p, d in zip(center, patch_size, shape)]
     size = list(patch_size)
@@ -63,4 +66,6 @@ def sample_patch(data: np.ndarray, seg: np.ndarray, props: dict, patch_size: lis
         size = list(extent)
     img = _crop_pad(np.asarray(data), start, size, 0.0).astype(np.float32, copy=False)
     lab = _crop_pad(np.asarray(seg), start, size, 0)
+    if extra is not None:
+        return img, lab, _crop_pad(np.asarray(extra), start, size, 0)
     return img, lab
