@@ -1,8 +1,8 @@
 """foldwatch's logging helper for your own training script: standard library only, no account.
 
     import foldwatch
-    foldwatch.log(epoch=3, loss=0.41, val_loss=0.52, dice=0.83, lr=1e-3)
-    foldwatch.checkpoint_saved("checkpoints/epoch3.pth", epoch=3)
+    foldwatch.checkpoint_saved("checkpoints/epoch3.pth", epoch=4)   # epochs done: 0..3
+    foldwatch.log(epoch=3, loss=0.41, val_loss=0.52, dice=0.83, lr=1e-3)   # epoch 3, 0-based
 
 Under foldwatch (`trainer: command`, `metrics: jsonl`) each call appends one event to
 `$FOLDWATCH_RUN_DIR/metrics.jsonl`, the log the console reads (docs/metrics-log.md). Run on its
