@@ -10,7 +10,7 @@ WATCH_S = 30.0      # how often a crashed exporter is noticed and started again
 class Bridges:
     def __init__(self, exp, *, active: bool, console_dir=None) -> None:
         """`console_dir`: where the engine keeps its state.json and events.jsonl."""
-        self.exporter = self.notifier = None
+        self.exporter = self.notifier = self.plotter = None
         if not active:
             return                       # read-only consoles: the controlling one does this
         if exp.export.tensorboard or exp.export.wandb:
@@ -20,6 +20,9 @@ class Bridges:
             self._stop = threading.Event()
             threading.Thread(target=self._watch, name="foldwatch-exporter-watch",
                              daemon=True).start()
+        if getattr(exp, "trainer", "foldwatch") != "foldwatch":
+            from console.plotter import KindPlotter       # the others draw no progress.png
+            self.plotter = KindPlotter(exp)
         if exp.notify.command:
             from console.notify import Notifier
             self.notifier = Notifier(exp, console_dir=console_dir)
@@ -30,6 +33,8 @@ class Bridges:
             self.exporter.ensure()
 
     def close(self) -> None:
+        if self.plotter is not None:
+            self.plotter.close()
         if self.exporter is not None:
             self._stop.set()
         if self.notifier is not None:

@@ -111,3 +111,22 @@ async def test_failure_rings_and_a_stop_from_another_shell_is_toasted():
         assert rings == [1]
         await pilot.press("n")
         assert "2d/0 failed: exit 3: bad case" in screen_text(app)
+
+
+@pytest.mark.asyncio
+async def test_scratch_asks_and_reports_the_engines_answer():
+    eng = ScriptedEngine()
+    eng.restart_from_scratch = lambda key: (eng.calls.append(("scratch", key)) or
+                                            f"{key} queued from scratch; its old folder is kept "
+                                            "as fold_3.old-20261122-180000")
+    app = FoldwatchApp(eng, poll_interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/3")
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "moved aside" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: eng.calls == [("scratch", "2d/3")])
+        await wait_for(pilot, said(app, "2d/3 queued from scratch; its old folder is kept as "
+                                        "fold_3.old-20261122-180000"), what="engine's answer")

@@ -127,3 +127,13 @@ async def _stage_detail(pilot):
 
 def test_stage_detail_shows_results_and_log_100x30(snap_compare):
     assert snap_compare(_app(finished=True), terminal_size=(100, 30), run_before=_stage_detail)
+
+
+async def _gpus(pilot):
+    await _first_snapshot(pilot)
+    await pilot.press("g")
+    await _footer(pilot, "esc Back")
+
+
+def test_gpu_screen_100x30(snap_compare):
+    assert snap_compare(_app(), terminal_size=(100, 30), run_before=_gpus)

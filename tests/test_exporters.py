@@ -101,11 +101,12 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     assert [i.step for i in images] == list(range(9))
     assert images[0].width > 24 and images[0].height > 24
 
-    runs = sorted((exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"))
+    wandb_runs = _wandb_runs(exp)
+    runs = [p for p, _ in wandb_runs]
     assert len(runs) == 4                                  # one per exporter start, same id
     steps, ids, groups, images_seen = [], set(), set(), 0
-    for path in runs:
-        for rec in records(path):
+    for path, recs in wandb_runs:
+        for rec in recs:
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 ids.add(rec.run.run_id)
@@ -182,8 +183,48 @@ def test_a_fold_started_from_scratch_is_a_new_curve_not_skipped_steps(tmp_path):
         steps[where.name] = [s.step for s in tb.Scalars("train/loss")]
     assert steps == {"fold_0.old-1": [0, 1, 2], "fold_0": [0, 1]}
     ids = {}
-    for path in (exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"):
-        for rec in records(path):
+    for path, recs in _wandb_runs(exp):
+        for rec in recs:
             if rec.WhichOneof("record_type") == "run":
                 ids[rec.run.run_id] = path
     assert set(ids) == {"bridge-3d_fullres-fold0", "bridge-3d_fullres-fold0-g1"}
+
+
+def test_one_broken_sink_or_picture_does_not_stop_the_others(tmp_path, capsys):
+    from console.exporters.runner import MAX_FAILURES, Exporter
+    exp = _exp(tmp_path)
+    fold = exp.layout.fold_dir("3d_fullres", 0)
+    with EventWriter(fold / "metrics.jsonl") as log:
+        _attempt(exp, log, 1, [0, 1])
+    (fold / "previews" / "epoch_0001_case_000.png").write_bytes(b"not a png")   # damaged
+    exp.layout.tensorboard("3d_fullres", 0).write_text("a file where the folder should be")
+    ex = Exporter(exp)
+    try:
+        for _ in range(MAX_FAILURES + 1):
+            ex.pump()
+    finally:
+        ex.close()
+    err = capsys.readouterr().err
+    assert err.count("-> tensorboard") == MAX_FAILURES and "giving up" in err
+    assert "previews of epoch 1 skipped" in err
+    assert _wandb_steps(exp, "train/loss") == [0, 1], err     # W&B carried on
+
+
+def _wandb_runs(exp, timeout=60):
+    """(file, records) of every offline run, once wandb's service has written their `exit`
+    record (finish() hands the rest of the log to it)."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted((exp.layout.root / "wandb").glob("offline-run-*/run-*.wandb"))
+        runs = [(p, list(records(p))) for p in files]
+        done = all(any(r.WhichOneof("record_type") == "exit" for r in rs) for _, rs in runs)
+        if (files and done) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def _wandb_steps(exp, tag):
+    return [r.history.step.num for _, rs in _wandb_runs(exp) for r in rs
+            if r.WhichOneof("record_type") == "history"
+            and any((i.key or "/".join(i.nested_key)) == tag for i in r.history.item)]

@@ -115,3 +115,26 @@ def test_drawing_thread_never_makes_the_caller_wait_and_skips_stale_redraws():
     assert t.drain(30)
     t.close()
     assert ran == ["first", "epoch 4", "previews"] and t.errors == 1
+
+
+def test_console_draws_progress_png_for_a_command_trainer(tmp_path):
+    """A `trainer: command` run writes only metrics.jsonl; the console's plotter draws it."""
+    import yaml
+    from console.plotter import KindPlotter
+    from contracts.experiment import load_experiment
+    from contracts.jsonio import EventWriter
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "c", "trainer": "command", "results": "results",
+                                    "configurations": {"unet": {}}, "folds": [0],
+                                    "command": {"argv": ["python", "train.py"]}}))
+    exp = load_experiment(path)
+    with EventWriter(exp.layout.fold_dir("unet", 0) / "metrics.jsonl") as log:
+        for e in range(3):
+            log.write("epoch", epoch=e, train_loss=1 - 0.1 * e, val_loss=1.0, val_dice=0.1 * e)
+    plotter = KindPlotter(exp, every_s=3600)
+    try:
+        assert plotter.draw_if_changed()
+        assert not plotter.draw_if_changed()          # nothing new: no drawing
+    finally:
+        plotter.close()
+    assert Image.open(exp.layout.progress_png("unet", 0)).size == (960, 1280)

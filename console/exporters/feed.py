@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 from console.tailer import Tailer
@@ -127,6 +128,9 @@ class RunFeed:
                 self.sink.images(e, sorted(found[e]))
             except FileNotFoundError:     # pruned meanwhile: the later epochs still come
                 pass
+            except (OSError, ValueError) as err:   # a damaged picture: skipped, said once
+                print(f"foldwatch export: previews of epoch {e} skipped: {err}",
+                      file=sys.stderr, flush=True)
             self.images = e
 
     def pump(self) -> int:

@@ -14,6 +14,9 @@ from contracts.experiment import Experiment
 from console.exporters.feed import RunFeed
 
 
+MAX_FAILURES = 3        # consecutive failed passes before a run's sink is given up
+
+
 def _slug(configuration: str, fold: int) -> str:
     return f"{configuration}_fold_{fold}"
 
@@ -23,6 +26,7 @@ class Exporter:
         self.exp = exp
         self.layout = exp.layout
         self.feeds: dict[tuple[str, int, str], RunFeed] = {}
+        self.failures: dict[tuple[str, int, str], int] = {}
 
     def sinks_wanted(self) -> list[str]:
         e = self.exp.export
@@ -45,13 +49,33 @@ class Exporter:
                     continue
                 for name in self.sinks_wanted():
                     key = (cfg, fold, name)
+                    if self.failures.get(key, 0) >= MAX_FAILURES:
+                        continue                  # said in the log; the other sinks go on
                     if key not in self.feeds:
                         cursor = self.layout.exports_dir / f"{_slug(cfg, fold)}.{name}.json"
                         self.feeds[key] = RunFeed(
                             metrics, self.layout.previews(cfg, fold), cursor,
                             lambda g, name=name, cfg=cfg, fold=fold: self._sink(name, cfg, fold, g))
-                    n += self.feeds[key].pump()
+                    try:
+                        n += self.feeds[key].pump()
+                        self.failures.pop(key, None)
+                    except Exception as e:        # one sink's trouble must not stop the rest
+                        self._failed(key, e)
         return n
+
+    def _failed(self, key, error: Exception) -> None:
+        self.failures[key] = self.failures.get(key, 0) + 1
+        feed = self.feeds.pop(key, None)
+        if feed is not None and feed.sink is not None:
+            try:
+                feed.sink.close()
+            except Exception:
+                pass
+        cfg, fold, name = key
+        gave_up = self.failures[key] >= MAX_FAILURES
+        print(f"foldwatch export: {cfg}/{fold} -> {name}: {type(error).__name__}: {error}"
+              + ("; giving up on this sink for this run" if gave_up else "; retried next pass"),
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for feed in self.feeds.values():

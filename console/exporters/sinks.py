@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 
@@ -21,7 +22,11 @@ class TensorBoardSink:
 
     def __init__(self, logdir: Path) -> None:
         from tensorboardX import SummaryWriter
-        self.writer = SummaryWriter(logdir=str(logdir), flush_secs=30)
+        # The file name has a 1-second timestamp: a writer restarted within the same second
+        # would replace the previous file (losing its steps). A nanosecond suffix keeps the
+        # names unique and in write order, which is the order TensorBoard reads them in.
+        self.writer = SummaryWriter(logdir=str(logdir), flush_secs=30,
+                                    filename_suffix=f".{time.time_ns():020d}")
 
     def scalars(self, series: str, step: int, values: dict[str, float]) -> None:
         for tag, v in values.items():
