@@ -10,16 +10,13 @@ never started again.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
-import os
 import socket
 import time
 from pathlib import Path
 
 from contracts.layout import Layout
-from contracts.runlock import RunBusy, RunLock, holder, read_holder_record
+from contracts.runlock import RunBusy, RunLock, holder, probe
 from console.lock import ConsoleBusy
 
 
@@ -27,25 +24,6 @@ def console_id(runs: list[str]) -> str:
     """This console's name in console/consoles/: host + the runs it claims."""
     digest = hashlib.sha1(",".join(sorted(runs)).encode()).hexdigest()[:8]
     return f"{socket.gethostname()}-{digest}"
-
-
-def probe(path: Path) -> dict | None:
-    """The live holder's record of a claim lock, or None (creates nothing)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                return read_holder_record(path) or {}
-            raise
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 class _ClaimLock(RunLock):

@@ -108,13 +108,12 @@ def read_holder_record(path: Path) -> dict | None:
     return rec if isinstance(rec, dict) else None
 
 
-def holder(run_dir: str | Path) -> dict | None:
-    """The live holder's record, or None when no process holds the run folder.
+def probe(path: str | Path) -> dict | None:
+    """The live holder's record of the lock file `path`, or None when nobody holds it.
 
     Probes with a shared, non-blocking lock on a read-only descriptor: creates nothing, so a
     read-only console can call it. A held lock with an unreadable record returns {}.
     """
-    path = lock_path(run_dir)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -130,3 +129,8 @@ def holder(run_dir: str | Path) -> dict | None:
         return None
     finally:
         os.close(fd)
+
+
+def holder(run_dir: str | Path) -> dict | None:
+    """The live holder's record of a run folder's lock, or None (see `probe`)."""
+    return probe(lock_path(run_dir))
