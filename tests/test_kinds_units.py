@@ -57,7 +57,7 @@ def test_dice_lists_and_ema_without_a_new_best():
 def _nn(tmp: Path, **extra) -> dict:
     return {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "r"),
             "configurations": {"3d_lowres": {}, "3d_cascade_fullres": {}},
-            "folds": [0, 1], "nnunet": {"dataset": 7, "raw": str(tmp / "raw"),
+            "folds": [0, 1, 2, 3, 4], "nnunet": {"dataset": 7, "raw": str(tmp / "raw"),
                                         "preprocessed": str(tmp / "pre"),
                                         "results": str(tmp / "res"), **extra}}
 
@@ -72,13 +72,13 @@ def test_nnunet_graph_cascade_stagger_and_arguments(tmp_path):
     kind = kind_for(_load(tmp_path, _nn(tmp_path, epochs=5, workers=3)))
     jobs = {j.key: j for j in kind.build_jobs()}
     assert list(jobs)[:1] == ["plan"]
-    assert set(jobs["3d_cascade_fullres/0"].depends_on) == {"plan", "3d_lowres/0", "3d_lowres/1"}
+    lowres = tuple(f"3d_lowres/{k}" for k in range(5))
+    cascade = tuple(f"3d_cascade_fullres/{k}" for k in range(5))
+    assert set(jobs["3d_cascade_fullres/0"].depends_on) == {"plan", *lowres}
     assert jobs["3d_lowres/1"].starts_after == ("3d_lowres/0",)
-    assert jobs["find-best"].depends_on == ("3d_lowres/0", "3d_lowres/1", "3d_cascade_fullres/0",
-                                            "3d_cascade_fullres/1")
-    assert jobs["ensemble"].depends_on == ("predict-3d_lowres-fold0", "predict-3d_lowres-fold1",
-                                           "predict-3d_cascade_fullres-fold0",
-                                           "predict-3d_cascade_fullres-fold1")
+    assert jobs["find-best"].depends_on == lowres + cascade
+    assert jobs["ensemble"].depends_on == tuple(
+        f"predict-{c}-fold{k}" for c in ("3d_lowres", "3d_cascade_fullres") for k in range(5))
     assert jobs["postprocess"].depends_on == ("ensemble",)
     argv, env, resume = kind.launch(jobs["plan"], "cpu0", None)
     assert argv[argv.index("--") + 1].endswith("nnUNetv2_plan_and_preprocess")
