@@ -71,7 +71,7 @@ def test_demo_yaml_is_package_data_equal_to_the_documented_copy(tmp_path):
     assert bundled_demo_yaml() == documented
     src = tmp_path / "src"                     # build from a copy: the checkout stays clean
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("console", "contracts", "trainer"):
+    for name in ("console", "contracts", "trainer", "foldwatch"):
         shutil.copytree(root / name, src / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, src / name)
@@ -84,3 +84,4 @@ def test_demo_yaml_is_package_data_equal_to_the_documented_copy(tmp_path):
     wheel = next(tmp_path.glob("foldwatch-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         assert z.read("console/data/demo.yaml").decode("utf-8") == documented
+        assert "foldwatch/__init__.py" in z.namelist()     # the helper scripts import
