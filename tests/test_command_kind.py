@@ -51,7 +51,9 @@ def run_to_end(path: Path, timeout: float = 240):
 
 def test_stdout_pattern_run_killed_and_resumed_from_its_checkpoint_glob(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    epochs = 8
+    # ~0.2 s an epoch: 40 of them leave the poll below seconds, not a fraction of one, to see
+    # the run between epoch 3 and its last epoch on a loaded machine (8 epochs raced it)
+    epochs = 40
     path = command_experiment(tmp_path, {
         "argv": [sys.executable, str(SCRIPTS / "train_unet2d.py"), "--epochs", str(epochs),
                  "--batch-size", "8", "--amp", "--cases", "20", "--size", "16",
@@ -82,7 +84,7 @@ def test_stdout_pattern_run_killed_and_resumed_from_its_checkpoint_glob(tmp_path
     assert all(0 <= e["val_dice"] <= 1 and e["train_loss"] > 0 and e["lr"] is not None
                for e in got)
     assert any(e["kind"] == "latest" for e in events(run.job.run_dir, "checkpoint"))
-    assert "Epoch 1/8" in (run.job.run_dir / "stdout.log").read_text()
+    assert f"Epoch 1/{epochs}" in (run.job.run_dir / "stdout.log").read_text()
 
 
 def test_helper_script_writes_its_own_events(tmp_path):
