@@ -60,6 +60,16 @@ def poll_until(engine, predicate, timeout: float = 60.0, every: float = 0.05):
     return snap
 
 
+def stop_and_close(engine, timeout: float = 60.0) -> None:
+    """Teardown for tests with real trainers: stop every run, wait for them to go, close."""
+    engine.stop_all()
+    deadline = time.monotonic() + timeout
+    while any(r.handle for r in engine.runs.values()) and time.monotonic() < deadline:
+        engine.poll()
+        time.sleep(0.2)
+    engine.close()
+
+
 def run_state(snap, key: str) -> str:
     return next(r.state for r in snap.runs if r.key == key)
 

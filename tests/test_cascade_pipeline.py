@@ -4,7 +4,6 @@ plan -> preprocess -> 5 lowres folds -> 5 cascade folds -> crossval -> find-best
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
@@ -13,7 +12,7 @@ from console.engine import Engine
 from console.jobs import build_jobs
 from contracts.experiment import load_experiment
 from data_helpers import small_demo  # noqa: F401  (fixture)
-from engine_helpers import REPO, cpu_sampler, poll_until
+from engine_helpers import REPO, cpu_sampler, poll_until, stop_and_close
 
 TINY = {"epochs": 2, "iterations_per_epoch": 4, "val_iterations": 1, "batch_size": 2,
         "base_features": 4, "max_features": 16, "num_workers": 0, "tta_mirroring": False,
@@ -59,12 +58,7 @@ def test_tiny_cascade_end_to_end_through_the_engine(tmp_path, small_demo, monkey
         snap = poll_until(eng, watch, timeout=1800, every=0.2)
         assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
     finally:
-        eng.stop_all()
-        deadline = time.monotonic() + 60
-        while any(r.handle for r in eng.runs.values()) and time.monotonic() < deadline:
-            eng.poll()
-            time.sleep(0.2)
-        eng.close()
+        stop_and_close(eng)
     assert len(seen_waiting) == 5                     # every cascade row said what it waits for
     lay = eng.layout
     best = json.loads(lay.best_configuration.read_text())

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from console.engine import Engine
 from contracts.jsonio import iter_jsonl
-from engine_helpers import REPO, actions, cpu_sampler, poll_until
+from engine_helpers import REPO, actions, cpu_sampler, poll_until, stop_and_close
 
 TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_per_epoch": 3,
                "val_iterations": 1, "base_features": 4, "max_features": 16, "num_workers": 0,
@@ -57,9 +56,4 @@ def test_real_trainer_killed_mid_training_is_resumed_to_completion(tmp_path, mon
         assert len(starts) == 2 and (starts[1]["resumed_from"] or 0) >= 1
         assert (eng.layout.fold_dir("2d", 0) / "checkpoints" / "final.pt").exists()
     finally:
-        eng.stop_all()
-        deadline = time.monotonic() + 60
-        while any(r.handle for r in eng.runs.values()) and time.monotonic() < deadline:
-            eng.poll()
-            time.sleep(0.2)
-        eng.close()
+        stop_and_close(eng)
