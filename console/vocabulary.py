@@ -28,7 +28,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("note", "note", "why it waits, what went wrong, or a stage's result"),
 ]
 HEADERS = {k: h for k, h, _ in COLUMNS}
-STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict")
+STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict", "ensemble",
+               "postprocess")
 
 
 def cells(r: RunView) -> dict[str, str]:
@@ -37,7 +38,8 @@ def cells(r: RunView) -> dict[str, str]:
         config, fold = r.configuration or r.label, "" if r.fold is None else str(r.fold)
     else:
         stage = next((s for s in STAGE_NAMES if r.key.startswith(s)), r.label)
-        config, fold = r.configuration or "-", stage
+        # nnU-Net's per-fold stages (predict-3d_lowres-fold2): the fold beside the stage
+        config, fold = r.configuration or "-", stage if r.fold is None else f"{stage} {r.fold}"
     if r.epochs:
         epoch = f"{r.epoch or 0}/{r.epochs}"
     elif r.progress:

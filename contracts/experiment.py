@@ -285,7 +285,8 @@ class Experiment(_Strict):
             if LOWRES not in self.configurations:
                 raise ValueError(f"configurations.{CASCADE}: needs {LOWRES} as well (its first "
                                  f"stage); add a {LOWRES} entry or remove {CASCADE}")
-            if self.folds != [0, 1, 2, 3, 4]:
+            # trainer: nnunetv2 checks this against nnU-Net's splits (console/kinds/nnunet.py)
+            if self.trainer != "nnunetv2" and self.folds != [0, 1, 2, 3, 4]:
                 raise ValueError(f"configurations.{CASCADE}: needs all five folds (folds: "
                                  f"[0, 1, 2, 3, 4]) because every training case must have a "
                                  f"{LOWRES} prediction from the fold that did not train on it")

@@ -62,6 +62,9 @@ class NnunetSettings(_Strict):
     dataset: Union[PositiveInt, Annotated[str, Field(pattern=r"^Dataset\d{3}_\S+$")]]
     plans: str = "nnUNetPlans"              # plans identifier (-p), e.g. nnUNetResEncUNetLPlans
     planner: str | None = None              # -pl for plan_and_preprocess, e.g. nnUNetPlannerResEncL
+    # -gpu_memory_target of plan_and_preprocess (GB; nnU-Net's default 8, ResEnc L 24): smaller
+    # patches; the plans are then written under `plans` (-overwrite_plans_name)
+    gpu_memory_target_gb: Annotated[float, Field(gt=0)] | None = None
     trainer: str = "nnUNetTrainer"          # -tr; a variant name or module.Class
     npz: bool = True                        # --npz: needed for find-best's ensembles
     plan: bool = True                       # run nnUNetv2_plan_and_preprocess as the first stage

@@ -2,8 +2,8 @@
 
 plan (nnUNetv2_plan_and_preprocess) -> folds (trainer.external.nnunet_fold, nnUNetv2_train's
 arguments, latest checkpoint every epoch) -> find-best (nnUNetv2_find_best_configuration) ->
-one nnUNetv2_predict per configuration and fold, each on its own device -> ensemble
-(nnUNetv2_ensemble) -> postprocess (nnUNetv2_apply_postprocessing). Every job runs under
+the test-set stages (console/kinds/nnunet_predict.py: one nnUNetv2_predict per configuration
+and fold, the cascade's 3d_lowres ensemble, nnUNetv2_ensemble, nnUNetv2_apply_postprocessing). Every job runs under
 console.runner, which writes the run's metrics.jsonl. Nothing here imports nnU-Net.
 """
 
@@ -13,32 +13,24 @@ import glob
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 from console.jobs import Job
 from console.kinds import Launch
+from console.kinds.nnunet_predict import NnunetPrediction, tool
 from contracts.errors import ConfigError
-from contracts.experiment import Experiment, run_name
+from contracts.experiment import CASCADE, LOWRES, Experiment, run_name
 
 ROOTS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "results": "nnUNet_results"}
 PREPROCESSED_AS = {"3d_cascade_fullres": "3d_fullres"}   # the cascade trains on 3d_fullres data
-
-
-def tool(name: str) -> str:
-    """An nnU-Net console script: next to this Python first (same venv), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    return shutil.which(name) or name
 
 
 def runner() -> list[str]:
     return [sys.executable, "-m", "console.runner"]
 
 
-class NnunetKind:
+class NnunetKind(NnunetPrediction):
     def __init__(self, exp: Experiment, launching: bool = True) -> None:
         self.exp = exp
         self.s = exp.nnunet
@@ -55,6 +47,31 @@ class NnunetKind:
                               f"{', '.join(missing)}. Set them in the nnunet: section or export "
                               "the environment variables before starting foldwatch")
         self.root = exp.layout.root
+        if CASCADE in exp.configurations and not missing:
+            self._check_cascade_folds()
+
+    def _check_cascade_folds(self) -> None:
+        """The cascade trains on a 3d_lowres prediction of EVERY training case, each made by the
+        fold that held it out: all of nnU-Net's splits must be trained (5, or a splits file's)."""
+        splits, where = 5, "nnU-Net's default 5-fold split"
+        for root in ("preprocessed", "raw"):      # plan copies raw's splits_final.json over
+            for path in glob.glob(str(self.roots[root] / self.dataset_glob()
+                                      / "splits_final.json")):
+                try:
+                    splits, where = len(json.loads(Path(path).read_text())), path
+                except (OSError, ValueError, TypeError) as e:
+                    raise ConfigError(f"{path}: not a readable nnU-Net splits file ({e})")
+                break
+            else:
+                continue
+            break
+        want = list(range(splits))
+        if self.exp.folds != want:
+            raise ConfigError(
+                f"{self.exp.source}: folds: {self.exp.folds}: {CASCADE} needs every fold of "
+                f"the splits ({where}: {splits} folds), because each training case needs a "
+                f"{LOWRES} prediction from the fold that held it out. Set folds: {want}, or "
+                "put a splits_final.json with fewer splits in the raw dataset folder")
 
     # -- names -----------------------------------------------------------------------------
     def dataset_glob(self) -> str:
@@ -68,49 +85,17 @@ class NnunetKind:
     def fold_dir_glob(self, cfg: str, fold: int) -> str:
         return f"{self.model_dir_glob(cfg)}/fold_{fold}"
 
-    def prediction_dir(self, cfg: str, fold: int) -> Path:
-        return self.root / "nnunet_predictions" / cfg / f"fold_{fold}"
-
-    @property
-    def ensemble_dir(self) -> Path:
-        if self.exp.pipeline.postprocess and self.exp.pipeline.find_best:
-            return self.root / "nnunet_predictions" / "ensemble"
-        return self.exp.layout.predictions
-
-    def test_images(self) -> Path | None:
-        if self.exp.test_images:
-            return self.exp.resolve(self.exp.test_images)
-        found = glob.glob(str(self.roots["raw"] / self.dataset_glob() / "imagesTs"))
-        return Path(found[0]) if found else None
-
     def epochs_hint(self) -> int:
         if self.s.epochs:
             return self.s.epochs
         m = re.search(r"_(\d+)epochs$", self.s.trainer)
         return int(m.group(1)) if m else 1000       # nnUNetTrainer's num_epochs
 
-    def inference_information(self) -> dict | None:
-        for path in glob.glob(str(self.roots["results"] / self.dataset_glob()
-                                  / "inference_information.json")):
-            try:
-                return json.loads(Path(path).read_text())
-            except (OSError, ValueError):
-                return None
-        return None
-
-    def chosen_configurations(self) -> list[str]:
-        """What find-best chose (one configuration or a pair); every one without find-best."""
-        if not self.exp.pipeline.find_best:
-            return list(self.exp.configurations)
-        info = self.inference_information() or {}
-        chosen = (info.get("best_model_or_ensemble") or {}).get("selected_model_or_models") or []
-        return [c.get("configuration") for c in chosen if isinstance(c, dict)]
-
     # -- the graph ---------------------------------------------------------------------------
     def build_jobs(self) -> list[Job]:
         lay, p = self.exp.layout, self.exp.pipeline
         # the cascade after 3d_lowres, whose folds it waits for; otherwise the file's order
-        cfgs = sorted(self.exp.configurations, key=lambda c: c == "3d_cascade_fullres")
+        cfgs = sorted(self.exp.configurations, key=lambda c: c == CASCADE)
         folds = self.exp.folds
         jobs: list[Job] = []
         before_folds: tuple[str, ...] = ()
@@ -122,8 +107,8 @@ class NnunetKind:
             for i, k in enumerate(folds):
                 key = run_name(cfg, k)
                 deps = before_folds
-                if cfg == "3d_cascade_fullres":
-                    deps += tuple(run_name("3d_lowres", f) for f in folds)
+                if cfg == CASCADE:
+                    deps += tuple(run_name(LOWRES, f) for f in folds)
                 first = run_name(cfg, folds[0])
                 stagger = (first,) if self.s.stagger_folds and i > 0 else ()
                 fold_keys.setdefault(cfg, []).append(key)
@@ -134,19 +119,7 @@ class NnunetKind:
             jobs.append(Job("find-best", "stage", "find-best", lay.stage_dir("find-best"),
                             depends_on=all_folds))
         if p.predict_test:
-            predicts = []
-            for cfg in cfgs:
-                for k in folds:
-                    key = f"predict-{cfg}-fold{k}"
-                    predicts.append(key)
-                    deps = ("find-best",) if p.find_best else tuple(fold_keys[cfg])
-                    jobs.append(Job(key, "stage", "predict", lay.stage_dir(key),
-                                    configuration=cfg, fold=k, depends_on=deps, needs_gpu=True))
-            jobs.append(Job("ensemble", "stage", "ensemble", lay.stage_dir("ensemble"),
-                            depends_on=tuple(predicts)))
-            if p.postprocess and p.find_best:
-                jobs.append(Job("postprocess", "stage", "postprocess",
-                                lay.stage_dir("postprocess"), depends_on=("ensemble",)))
+            jobs += self.prediction_jobs(cfgs, fold_keys)
         return jobs
 
     # -- one launch ----------------------------------------------------------------------------
@@ -162,8 +135,8 @@ class NnunetKind:
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch:
         dev = "cuda" if device.startswith("gpu") else "cpu"
         build = {"plan": self._plan, "train": self._fold, "find-best": self._find_best,
-                 "predict": self._predict, "ensemble": self._ensemble,
-                 "postprocess": self._postprocess}[job.command]
+                 "predict": self._predict, "ensemble-prev-stage": self._ensemble_prev_stage,
+                 "ensemble": self._ensemble, "postprocess": self._postprocess}[job.command]
         argv, resume = build(job, dev)
         return Launch(argv, self.env(job), resume)
 
@@ -182,6 +155,11 @@ class NnunetKind:
         argv = [tool("nnUNetv2_plan_and_preprocess"), "-d", self.s.dataset_arg, "-c", *wanted]
         if self.s.planner:
             argv += ["-pl", self.s.planner]
+        if self.s.gpu_memory_target_gb:
+            # other patch sizes: written under the plans name the folds train with, so
+            # nnU-Net's default plans are not overwritten unless `plans` names them
+            argv += ["-gpu_memory_target", f"{self.s.gpu_memory_target_gb:g}",
+                     "-overwrite_plans_name", self.s.plans]
         if self.s.verify_dataset_integrity:
             argv.append("--verify_dataset_integrity")
         argv += self._np()
@@ -230,41 +208,3 @@ class NnunetKind:
 
     def _skip(self, job: Job, why: str):
         return runner() + ["--run-dir", str(job.run_dir), "--stage", job.key, "--skip", why], False
-
-    def _predict(self, job: Job, dev: str):
-        s, cfg, k = self.s, job.configuration, job.fold
-        images = self.test_images()
-        if images is None or not images.is_dir():
-            return self._skip(job, "no test images (imagesTs, or test_images:) to predict")
-        if cfg not in self.chosen_configurations():
-            return self._skip(job, f"{cfg} was not chosen by find-best")
-        if cfg == "3d_cascade_fullres":
-            return self._skip(job, "prediction with 3d_cascade_fullres is not run by foldwatch "
-                              "yet: use the commands in inference_instructions.txt")
-        out = self.prediction_dir(cfg, k)
-        argv = [tool("nnUNetv2_predict"), "-i", str(images), "-o", str(out), "-d", s.dataset_arg,
-                "-c", cfg, "-p", s.plans, "-tr", s.trainer, "-f", str(k), "--save_probabilities",
-                "-device", dev] + self._np("-npp") + self._np("-nps")
-        return self._stage(job) + argv, False
-
-    def _ensemble(self, job: Job, dev: str):
-        inputs = [str(self.prediction_dir(c, k)) for c in self.chosen_configurations()
-                  if c != "3d_cascade_fullres" for k in self.exp.folds]
-        inputs = [i for i in inputs if Path(i).is_dir()]
-        if not inputs:
-            return self._skip(job, "nothing was predicted, so there is nothing to ensemble")
-        argv = [tool("nnUNetv2_ensemble"), "-i", *inputs, "-o", str(self.ensemble_dir)]
-        return self._stage(job) + argv + self._np(), False
-
-    def _postprocess(self, job: Job, dev: str):
-        best = (self.inference_information() or {}).get("best_model_or_ensemble") or {}
-        pkl, plans = best.get("postprocessing_file"), best.get("some_plans_file")
-        if not self.ensemble_dir.is_dir():
-            return self._skip(job, "nothing was predicted, so there is nothing to postprocess")
-        if not pkl:
-            return self._skip(job, "find-best left no postprocessing decision")
-        argv = [tool("nnUNetv2_apply_postprocessing"), "-i", str(self.ensemble_dir),
-                "-o", str(self.exp.layout.predictions), "-pp_pkl_file", pkl] + self._np()
-        if plans:
-            argv += ["-plans_json", plans]
-        return self._stage(job) + argv, False
