@@ -76,7 +76,12 @@ class NnunetSettings(_Strict):
     iterations_per_epoch: PositiveInt | None = None
     val_iterations: PositiveInt | None = None
     workers: Annotated[int, Field(ge=0)] | None = None   # nnUNet_n_proc_DA (augmentation workers)
-    processes: PositiveInt | None = None    # -np of plan_and_preprocess, -npp/-nps of predict
+    # -np/-npfp of plan_and_preprocess, -npp/-nps of predict, -np of the others, and
+    # $nnUNet_def_n_proc (nnU-Net's pools without a flag: a fold's final validation export)
+    processes: PositiveInt | None = None
+    # -npp/-nps of nnUNetv2_predict (default: processes); 0 = nnU-Net's sequential predictor,
+    # no worker processes (each one imports torch: dearer than it saves on small test sets)
+    predict_processes: Annotated[int, Field(ge=0)] | None = None
     stagger_folds: bool = True              # later folds wait until the first has started training
 
     @property

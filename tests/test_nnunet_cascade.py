@@ -40,7 +40,7 @@ def test_cascade_test_set_prediction_through_the_engine(tmp_path, monkeypatch):
             "folds": [0, 1], "configurations": {LOW: {}, CAS: {}},
             "nnunet": {"dataset": 901, **roots, "plans": "nnUNetPlans_tiny",
                        "gpu_memory_target_gb": 0.005, "epochs": 1, "iterations_per_epoch": 2,
-                       "val_iterations": 1, "workers": 0, "processes": 1,
+                       "val_iterations": 1, "workers": 0, "processes": 1, "predict_processes": 0,
                        "stagger_folds": False, "verify_dataset_integrity": False},
             "pipeline": {"find_best": False, "postprocess": False},
             "devices": {"cpu_slots": 2, "cpu_threads_per_run": 1},

@@ -39,9 +39,9 @@ def _chosen(tmp: Path, *cfgs: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     models = [{"plans": "nnUNetPlans", "configuration": c, "trainer": "nnUNetTrainer"}
               for c in (LOW, CAS)]
-    source = folder / ("ensembles/ensemble___" + "___".join(
-        f"nnUNetTrainer__nnUNetPlans__{c}" for c in cfgs) + "___0_1_2_3_4"
-        if len(cfgs) > 1 else f"nnUNetTrainer__nnUNetPlans__{cfgs[0]}/crossval_results_folds_0_1_2_3_4")
+    ids = [f"nnUNetTrainer__nnUNetPlans__{c}" for c in cfgs]
+    source = folder / ("ensembles/ensemble___" + "___".join(ids) + "___0_1_2_3_4"
+                       if len(cfgs) > 1 else f"{ids[0]}/crossval_results_folds_0_1_2_3_4")
     (folder / "inference_information.json").write_text(json.dumps({
         "folds": [0, 1, 2, 3, 4], "dataset_name_or_id": "7", "considered_models": models,
         "ensembling_allowed": True, "all_results": {"nnUNetTrainer__nnUNetPlans__3d_lowres": 0.8},
@@ -118,6 +118,8 @@ def test_cascade_chosen_runs_the_whole_chain(tmp_path):
     assert (_opt(program, "-c"), _opt(program, "-f"), _opt(program, "-d")) == (LOW, "3", "7")
     assert "--save_probabilities" in program and _opt(program, "-device") == "cuda"
     assert "-prev_stage_predictions" not in program
+    assert (_opt(program, "-npp"), _opt(program, "-nps")) == ("2", "2")
+    assert kind.launch(jobs[f"predict-{LOW}-fold3"], "gpu0", None).env["nnUNet_def_n_proc"] == "2"
     for k in (0, 1, 2, 3, 4):
         (preds / LOW / f"fold_{k}").mkdir(parents=True)
     # the 3d_lowres folds ensembled into segmentations: the cascade's previous stage
@@ -204,21 +206,30 @@ def _write(tmp: Path, data: dict) -> Path:
     return f
 
 
-def test_gpu_memory_target_reaches_the_planner(tmp_path):
+def test_planner_and_process_options(tmp_path):
     data = {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp_path / "r"),
             "configurations": {"2d": {}, LOW: {}, CAS: {}},
             "nnunet": {"dataset": 7, "raw": "raw", "preprocessed": "pre", "results": "res",
-                       "plans": "nnUNetPlans_4GB", "gpu_memory_target_gb": 4}}
+                       "plans": "nnUNetPlans_4GB", "gpu_memory_target_gb": 4, "processes": 3,
+                       "predict_processes": 0},
+            "pipeline": {"find_best": False, "postprocess": False}}
     kind = kind_for(load_experiment(_write(tmp_path, data)))
-    plan = next(j for j in kind.build_jobs() if j.key == "plan")
-    program, _, _ = _launch(kind, plan)
+    jobs = {j.key: j for j in kind.build_jobs()}
+    program, _, _ = _launch(kind, jobs["plan"])
     assert set(_opt(program, "-c", 3)) == {"2d", "3d_lowres", "3d_fullres"}
     assert _opt(program, "-gpu_memory_target") == "4"
     assert _opt(program, "-overwrite_plans_name") == "nnUNetPlans_4GB"
-    del data["nnunet"]["gpu_memory_target_gb"]
+    assert (_opt(program, "-np"), _opt(program, "-npfp")) == ("3", "3")
+    assert kind.launch(jobs[f"{LOW}/0"], "cpu0", None).env["nnUNet_def_n_proc"] == "3"
+    (tmp_path / "raw" / "Dataset007_X" / "imagesTs").mkdir(parents=True)
+    program, _, _ = _launch(kind, jobs[f"predict-{LOW}-fold0"])
+    assert (_opt(program, "-npp"), _opt(program, "-nps")) == ("0", "0")   # sequential
+    del data["nnunet"]["gpu_memory_target_gb"], data["nnunet"]["processes"]
     kind = kind_for(load_experiment(_write(tmp_path, data)))
-    program, _, _ = _launch(kind, plan)
+    program, _, _ = _launch(kind, jobs["plan"])
     assert "-gpu_memory_target" not in program and "-overwrite_plans_name" not in program
+    assert "-np" not in program and "-npfp" not in program
+    assert "nnUNet_def_n_proc" not in kind.launch(jobs["plan"], "cpu0", None).env
 
 
 def test_the_table_names_each_stage_with_its_configuration_and_fold(tmp_path):

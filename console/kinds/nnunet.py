@@ -3,8 +3,9 @@
 plan (nnUNetv2_plan_and_preprocess) -> folds (trainer.external.nnunet_fold, nnUNetv2_train's
 arguments, latest checkpoint every epoch) -> find-best (nnUNetv2_find_best_configuration) ->
 the test-set stages (console/kinds/nnunet_predict.py: one nnUNetv2_predict per configuration
-and fold, the cascade's 3d_lowres ensemble, nnUNetv2_ensemble, nnUNetv2_apply_postprocessing). Every job runs under
-console.runner, which writes the run's metrics.jsonl. Nothing here imports nnU-Net.
+and fold, the cascade's 3d_lowres ensemble, nnUNetv2_ensemble, nnUNetv2_apply_postprocessing).
+Every job runs under console.runner, which writes the run's metrics.jsonl. Nothing here imports
+nnU-Net.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ class NnunetKind(NnunetPrediction):
         # fails for 0.
         if self.s.workers is not None and job.kind == "fold":
             env["nnUNet_n_proc_DA"] = str(self.s.workers)
+        if self.s.processes:
+            # the pools nnU-Net sizes itself (default 8 spawned processes, each importing torch)
+            env["nnUNet_def_n_proc"] = str(self.s.processes)
         return env
 
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch:
@@ -162,7 +166,7 @@ class NnunetKind(NnunetPrediction):
                      "-overwrite_plans_name", self.s.plans]
         if self.s.verify_dataset_integrity:
             argv.append("--verify_dataset_integrity")
-        argv += self._np()
+        argv += self._np() + self._np("-npfp")         # -npfp: the fingerprint's pool
         return self._stage(job) + argv, False
 
     def _fold(self, job: Job, dev: str):

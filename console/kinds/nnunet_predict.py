@@ -115,7 +115,7 @@ class NnunetPrediction:
         out = self.prediction_dir(cfg, k)
         argv = [tool("nnUNetv2_predict"), "-i", str(images), "-o", str(out),
                 "-d", s.dataset_arg, "-c", cfg, "-p", s.plans, "-tr", s.trainer, "-f", str(k),
-                "--save_probabilities", "-device", dev] + self._np("-npp") + self._np("-nps")
+                "--save_probabilities", "-device", dev] + self._predict_np()
         if cfg != CASCADE:
             return self._stage(job) + argv, False
         prev = self.prev_stage_dir
@@ -155,6 +155,12 @@ class NnunetPrediction:
         if plans:
             argv += ["-plans_json", plans]
         return self._stage(job) + argv, False
+
+    def _predict_np(self) -> list[str]:
+        n = self.s.predict_processes
+        if n is None:
+            return self._np("-npp") + self._np("-nps")
+        return ["-npp", str(n), "-nps", str(n)]      # 0 and 0: nnU-Net's sequential mode
 
     @staticmethod
     def _existing(folders) -> list[str]:
