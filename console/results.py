@@ -77,6 +77,12 @@ class ResultsReader:
         labels = fp.get("labels") if isinstance(fp.get("labels"), dict) else {}
         return {str(v): str(k) for k, v in labels.items()}
 
+    def _region_names(self) -> dict[tuple, str]:
+        """Region-based datasets: (label values) -> the region's name in dataset.json."""
+        regions = (self._json(self.layout.fingerprint) or {}).get("regions")
+        return ({tuple(v): str(k) for k, v in regions.items() if isinstance(v, list)}
+                if isinstance(regions, dict) else {})
+
     def _score(self, name: str, path: Path, names: dict[str, str]) -> ScoreView | None:
         s = self._json(path)
         if s is None:
@@ -121,7 +127,7 @@ class ResultsReader:
             rv.how_to_predict = str(how) if how.exists() else None
         post = self._json(lay.postprocessing)
         if post:
-            rv.postprocessing = postprocessing_words(post, names)
+            rv.postprocessing = postprocessing_words(post, names, self._region_names())
             rv.postprocessing_dice = (post.get("foreground_mean_dice_before"),
                                       post.get("foreground_mean_dice_after"))
             rv.postprocessing_path = str(lay.postprocessing)
@@ -132,13 +138,16 @@ class ResultsReader:
         return rv
 
 
-def postprocessing_words(post: dict, names: dict[str, str]) -> str:
+def postprocessing_words(post: dict, names: dict[str, str],
+                         region_names: dict[tuple, str] | None = None) -> str:
     if post.get("disabled"):
         return "off (" + str(post["disabled"]) + ")"
     parts = []
     if post.get("largest_component_all_foreground"):
         parts.append("largest component of all foreground")
     classes = [names.get(str(c), f"class {c}") for c in post.get("largest_component_classes") or []]
+    classes += [(region_names or {}).get(tuple(r), f"region {r}")
+                for r in post.get("largest_component_regions") or []]
     if classes:
         parts.append("largest component of " + ", ".join(classes))
     return " + ".join(parts) if parts else "none: it would not raise the Dice"
