@@ -54,7 +54,7 @@ class Configuration(_Strict):
     base_features: PositiveInt = 32
     max_features: PositiveInt = 320
     oversample_foreground: Annotated[float, Field(ge=0, le=1)] = 0.33
-    num_workers: Annotated[int, Field(ge=0)] = 2
+    num_workers: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"  # data workers
     seed: int = 12345
     tta_mirroring: bool = True
     sliding_window_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.5
