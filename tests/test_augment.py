@@ -81,3 +81,37 @@ def test_warp_moves_labels_with_the_image_and_is_deterministic():
     a = A.augment(img, region, np.random.default_rng(9), aug, m, [16, 16, 16])
     b = A.augment(img, region, np.random.default_rng(9), aug, m, [16, 16, 16])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def _scipy_warp(img, seg, matrix, shape):
+    """The reference: scipy's affine_transform per channel and per label indicator + argmax."""
+    from scipy.ndimage import affine_transform
+    offset = (np.asarray(seg.shape, float) - 1) / 2 - matrix @ ((np.asarray(shape, float) - 1) / 2)
+    ref = np.stack([affine_transform(ch, matrix, offset, output_shape=shape, order=1,
+                                     mode="nearest") for ch in img])
+    labels = np.unique(seg)
+    scores = np.stack([affine_transform((seg == v).astype(np.float32), matrix, offset,
+                                        output_shape=shape, order=1, mode="nearest")
+                       for v in labels])
+    return ref, labels[scores.argmax(0)]
+
+
+@pytest.mark.parametrize("region,patch,labels", [((30, 70, 70), (16, 48, 48), 4),
+                                                 ((25, 41, 50), (20, 30, 40), 40),
+                                                 ((96, 96), (64, 64), 3)])
+def test_warp_matches_scipy_affine_transform(monkeypatch, region, patch, labels):
+    from scipy.ndimage import gaussian_filter
+    monkeypatch.setattr(A, "LABEL_CHUNK", 7)      # several chunks for the wide label set
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(2, *region)).astype(np.float32)
+    seg = (gaussian_filter(img[0], 2) * labels * 3).clip(0, labels - 1).astype(np.uint8)
+    if len(patch) == 3:
+        m = A._rotation(0, 0.3) @ A._rotation(1, -0.2) @ A._rotation(2, 0.5) * 1.1
+    else:
+        c, s = np.cos(0.5), np.sin(0.5)
+        m = np.array([[c, -s], [s, c]]) * 0.8
+    out, lab = A.warp(img, seg, m, patch)
+    ref, ref_lab = _scipy_warp(img, seg, m, patch)
+    assert np.abs(out - ref).max() < 1e-4
+    assert lab.dtype == seg.dtype and len(np.unique(seg)) > 2
+    assert (lab == ref_lab).mean() > 0.999            # float ties may break either way

@@ -24,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import affine_transform, gaussian_filter
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
 
 ANISO_THRESHOLD = 3.0
 
@@ -93,34 +95,68 @@ def region_extent(matrix: np.ndarray | None, patch_size) -> list[int]:
     return [int(max(p, np.ceil(r) + 3)) for r, p in zip(reach, patch)]
 
 
-def _warp_labels(seg: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape) -> np.ndarray:
-    """Labels through the transform: each label's indicator linearly, then argmax (lowest wins ties)."""
-    labels = np.unique(seg)
-    if len(labels) == 1:
-        return np.full(shape, labels[0], dtype=seg.dtype)
-    best = win = None
-    for i, label in enumerate(labels):
-        score = affine_transform((seg == label).astype(np.float32), matrix, offset,
-                                 output_shape=shape, order=1, mode="nearest")
-        if best is None:
-            best, win = score, np.zeros(shape, np.int32)
-            continue
-        better = score > best
-        win[better] = i
-        np.maximum(best, score, out=best)
-    return labels[win].astype(seg.dtype, copy=False)
+LABEL_CHUNK = 16    # label indicators warped together: bounds memory for wide label sets
+
+
+def _sampling_grid(matrix: np.ndarray, offset: np.ndarray, region, shape) -> torch.Tensor:
+    """grid_sample's grid (1, *shape, dim) for input voxel coordinates matrix @ out + offset.
+
+    With align_corners=True a voxel coordinate c on an axis of n voxels is u = 2 c / (n - 1) - 1
+    in grid units, so the voxel map becomes the affine map u_in = A u_out + b that affine_grid
+    expands; grid_sample's axes are the array axes reversed (x, y, z).
+    """
+    half_in = np.array([max(n - 1, 1) for n in region], float) / 2
+    half_out = np.array([max(n - 1, 1) for n in shape], float) / 2
+    a = matrix * half_out[None, :] / half_in[:, None]
+    b = (matrix @ half_out + offset) / half_in - 1
+    theta = np.concatenate([a[::-1, ::-1], b[::-1, None]], axis=1)
+    return F.affine_grid(torch.from_numpy(theta[None].astype(np.float32)),
+                         [1, 1, *shape], align_corners=True)
+
+
+def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, *region) float32 -> (C, *shape): linear, edge values beyond the border."""
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=True)[0]
+
+
+def _indicators(seg: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    """(len(labels), *seg.shape) float32: 1 where seg equals each label."""
+    want = torch.from_numpy(labels.astype(np.int64)).view(-1, *([1] * seg.ndim))
+    return (seg[None] == want).to(torch.float32)
 
 
 def warp(img: np.ndarray, seg: np.ndarray, matrix: np.ndarray, patch_size
          ) -> tuple[np.ndarray, np.ndarray]:
-    """The patch sampled from a region (C, *region) through `matrix`, about the centres."""
+    """The patch sampled from a region (C, *region) through `matrix`, about the centres.
+
+    Images linearly; labels as nnU-Net does: each label's indicator linearly, then the
+    argmax (lowest label wins ties). One torch grid_sample over the image channels and the
+    label indicators together (in chunks for wide label sets) rather than one scipy
+    affine_transform per channel and label: less CPU per sample, which on a CPU-only machine
+    is taken from the training step itself.
+    """
     shape = tuple(int(p) for p in patch_size)
     centre_in = (np.asarray(seg.shape, float) - 1) / 2
     centre_out = (np.asarray(shape, float) - 1) / 2
     offset = centre_in - matrix @ centre_out
-    out = np.stack([affine_transform(ch, matrix, offset, output_shape=shape, order=1,
-                                     mode="nearest") for ch in img]).astype(np.float32, copy=False)
-    return out, _warp_labels(seg, matrix, offset, shape)
+    grid = _sampling_grid(matrix, offset, seg.shape, shape)
+    labels = np.unique(seg)
+    s = torch.from_numpy(np.ascontiguousarray(seg)).to(torch.int64)
+    channels = len(img)
+    first = torch.cat([torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)),
+                       _indicators(s, labels[:LABEL_CHUNK])])
+    warped = _resample(first, grid)
+    out = warped[:channels].numpy()
+    if len(labels) == 1:
+        return out, np.full(shape, labels[0], dtype=seg.dtype)
+    best, win = warped[channels:].max(dim=0)            # the first maximum: the lowest label
+    for start in range(LABEL_CHUNK, len(labels), LABEL_CHUNK):
+        score, idx = _resample(_indicators(s, labels[start:start + LABEL_CHUNK]), grid).max(dim=0)
+        better = score > best
+        win = torch.where(better, idx + start, win)
+        best = torch.maximum(best, score)
+    return out, labels[win.numpy()].astype(seg.dtype, copy=False)
 
 
 def center_crop(img: np.ndarray, seg: np.ndarray, patch_size) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +178,6 @@ def _gamma(ch: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
 
 def _low_resolution(ch: np.ndarray, zoom: float, keep_z: bool) -> np.ndarray:
     """Nearest-exact down to `zoom` of the size, linear back up (torch's interpolate, as nnU-Net)."""
-    import torch
-    import torch.nn.functional as F
     shape = ch.shape
     small = [max(1, round(n * zoom)) for n in shape]
     if keep_z and len(shape) == 3:
