@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.layout import Layout
+from contracts.layout import Layout, summary_key
 
 
 @dataclass
@@ -77,10 +77,10 @@ class ResultsReader:
         labels = fp.get("labels") if isinstance(fp.get("labels"), dict) else {}
         return {str(v): str(k) for k, v in labels.items()}
 
-    def _region_names(self) -> dict[tuple, str]:
-        """Region-based datasets: (label values) -> the region's name in dataset.json."""
+    def _region_names(self) -> dict[str, str]:
+        """Region-based datasets: the summaries' region key, e.g. "(1, 2)" -> its name."""
         regions = (self._json(self.layout.fingerprint) or {}).get("regions")
-        return ({tuple(v): str(k) for k, v in regions.items() if isinstance(v, list)}
+        return ({summary_key(v): str(k) for k, v in regions.items() if isinstance(v, list)}
                 if isinstance(regions, dict) else {})
 
     def _score(self, name: str, path: Path, names: dict[str, str]) -> ScoreView | None:
@@ -88,6 +88,7 @@ class ResultsReader:
         if s is None:
             return None
         fg = (s.get("foreground_mean") or {}).get("Dice")
+        names = {**names, **self._region_names()}
         per_class = {names.get(str(lab), f"class {lab}"): (m or {}).get("Dice")
                      for lab, m in (s.get("mean") or {}).items()}
         cases = len(s["metric_per_case"]) if isinstance(s.get("metric_per_case"), list) else None
@@ -139,14 +140,14 @@ class ResultsReader:
 
 
 def postprocessing_words(post: dict, names: dict[str, str],
-                         region_names: dict[tuple, str] | None = None) -> str:
+                         region_names: dict[str, str] | None = None) -> str:
     if post.get("disabled"):
         return "off (" + str(post["disabled"]) + ")"
     parts = []
     if post.get("largest_component_all_foreground"):
         parts.append("largest component of all foreground")
     classes = [names.get(str(c), f"class {c}") for c in post.get("largest_component_classes") or []]
-    classes += [(region_names or {}).get(tuple(r), f"region {r}")
+    classes += [(region_names or {}).get(summary_key(r), f"region {summary_key(r)}")
                 for r in post.get("largest_component_regions") or []]
     if classes:
         parts.append("largest component of " + ", ".join(classes))

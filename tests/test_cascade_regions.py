@@ -129,6 +129,11 @@ def test_region_cascade_trains_evaluates_and_predicts(small_demo, tmp_path, monk
         want = planted(np.zeros((2, *written.shape)), [0, 1, 2], [1, 2])
         want[-3:, -3:, -2:] = 0
         assert np.array_equal(written, want), path.name
+    # the console's Results view names the regions as dataset.json does
+    from console.results import ResultsReader
+    rv = ResultsReader(lay, list(STAGES)).read()
+    assert rv.postprocessing == "largest component of organ incl. lesion, lesion"
+    assert set(rv.configurations[0].per_class) == {"organ incl. lesion", "lesion"}
 
 
 def test_cascade_previews_feed_the_previous_stage_and_paint_regions(tmp_path):
