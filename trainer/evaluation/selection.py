@@ -96,7 +96,7 @@ def _how_to(exp: Experiment, best: dict, post, plan: Plan) -> str:
                      + ", ".join(map(str, post.largest_component_classes)))
     if post.largest_component_regions:
         names = {tuple(v): k for k, v in plan.regions.items()}
-        steps.append("then, in this order, the largest component of region(s) " + ", ".join(
+        steps.append("keep the largest component of region(s), in this order, " + ", ".join(
             f"{names.get(r, 'region')} {list(r)}" for r in post.largest_component_regions))
     return (f"Best: {what} ({'ensemble' if best['ensemble'] else 'single configuration'}), "
             f"cross-validation foreground mean Dice {best['foreground_mean_dice']:.4f}, "
