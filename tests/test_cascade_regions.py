@@ -93,6 +93,11 @@ def test_region_cascade_trains_evaluates_and_predicts(small_demo, tmp_path, monk
     post = read_json(lay.postprocessing)
     assert set(post["dice_per_class_before"]) == REGION_KEYS
     assert post["cases"] == 8
+    from contracts.jsonio import iter_jsonl
+    from contracts.layout import FIND_BEST, METRICS_FILE
+    passes = {e["stage"] for e in iter_jsonl(lay.stage_dir(FIND_BEST) / METRICS_FILE)
+              if e["event"] == "progress" and e["stage"].startswith("postprocessing")}
+    assert passes == {"postprocessing", "postprocessing (pass 2)", "postprocessing (pass 3)"}
 
     # prediction: the lowres folds first, their region outputs painted by regions_class_order
     calls = []

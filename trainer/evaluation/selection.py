@@ -44,6 +44,22 @@ def score_ensemble(exp: Experiment, members: tuple[str, ...], folds_of, values, 
     return summary
 
 
+def _passes(exp: Experiment, members: tuple[str, ...], folds_of, values, plan: Plan, log):
+    """A fresh iterator of (prediction, reference) per call: regions are decided in several
+    passes over the cases (1 + one per region); each pass shows as progress."""
+    count = [0]
+
+    def one_pass():
+        count[0] += 1
+        name = "postprocessing" + (f" (pass {count[0]})" if count[0] > 1 else "")
+        for i, (_, p, r) in enumerate(iter_validation_pairs(exp, members, folds_of, values,
+                                                            plan.regions_class_order)):
+            if log:
+                log.progress(name, i + 1, len(folds_of))
+            yield p, r
+    return one_pass
+
+
 def _key(name: tuple[str, ...], dice) -> tuple:
     # Higher Dice first; on a tie a single configuration beats an ensemble, then by name.
     d = dice if dice is not None else float("-inf")
@@ -65,11 +81,7 @@ def find_best(exp: Experiment, log=None) -> dict:
                                       plan)["foreground_mean"]["Dice"]
     best = min(scores, key=lambda n: _key(n, scores[n]))
     if exp.pipeline.postprocess:
-        # regions are decided in several passes over the cases: a fresh iterator per pass
-        post, report = decide(lambda: ((p, r) for _, p, r in
-                                       iter_validation_pairs(exp, best, folds_of, values,
-                                                             plan.regions_class_order)),
-                              plan.eval_keys)
+        post, report = decide(_passes(exp, best, folds_of, values, plan, log), plan.eval_keys)
     else:
         post, report = Postprocessing(), {"disabled": "pipeline.postprocess is false"}
     result = {
