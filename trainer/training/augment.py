@@ -120,49 +120,55 @@ def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          align_corners=True)[0]
 
 
-def _indicators(seg: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
-    """(len(labels), *seg.shape) float32: 1 where seg equals each label."""
-    want = torch.from_numpy(labels.astype(np.int64)).view(-1, *([1] * seg.ndim))
-    return (seg[None] == want).to(torch.float32)
+def _warp_labels(seg: np.ndarray, grid: torch.Tensor, shape) -> np.ndarray:
+    """One label map through the grid as nnU-Net does: each label's indicator linearly, then
+    the argmax (lowest label wins ties); LABEL_CHUNK indicators per grid_sample."""
+    labels = np.unique(seg)
+    if len(labels) == 1:
+        return np.full(shape, labels[0], dtype=seg.dtype)
+    s = torch.from_numpy(np.ascontiguousarray(seg))
+    buf = torch.empty((min(LABEL_CHUNK, len(labels)), *seg.shape), dtype=torch.float32)
+    best = win = None
+    for start in range(0, len(labels), LABEL_CHUNK):
+        chunk = labels[start:start + LABEL_CHUNK]
+        for i, value in enumerate(chunk):
+            torch.eq(s, int(value), out=buf[i])          # 0. / 1. straight into the buffer
+        score, idx = _resample(buf[:len(chunk)], grid).max(dim=0)   # first maximum: lowest
+        if best is None:
+            best, win = score, idx
+            continue
+        better = score > best
+        win = torch.where(better, idx + start, win)
+        best = torch.maximum(best, score)
+    return labels[win.numpy()].astype(seg.dtype, copy=False)
 
 
-def warp(img: np.ndarray, seg: np.ndarray, matrix: np.ndarray, patch_size
-         ) -> tuple[np.ndarray, np.ndarray]:
+def warp(img: np.ndarray, seg: np.ndarray, matrix: np.ndarray, patch_size,
+         extra: np.ndarray | None = None):
     """The patch sampled from a region (C, *region) through `matrix`, about the centres.
 
-    Images linearly; labels as nnU-Net does: each label's indicator linearly, then the
-    argmax (lowest label wins ties). One torch grid_sample over the image channels and the
-    label indicators together (in chunks for wide label sets) rather than one scipy
-    affine_transform per channel and label: less CPU per sample, which on a CPU-only machine
-    is taken from the training step itself.
+    Images linearly; each label map (`seg`, and `extra`, e.g. the cascade's previous stage)
+    on its own, as nnU-Net's SpatialTransform treats every segmentation channel. torch's
+    grid_sample with one sampling grid rather than one scipy affine_transform per channel
+    and label: less CPU per sample, which on a CPU-only machine comes out of the training
+    step. Returns (image, labels) or (image, labels, extra).
     """
     shape = tuple(int(p) for p in patch_size)
     centre_in = (np.asarray(seg.shape, float) - 1) / 2
     centre_out = (np.asarray(shape, float) - 1) / 2
     offset = centre_in - matrix @ centre_out
     grid = _sampling_grid(matrix, offset, seg.shape, shape)
-    labels = np.unique(seg)
-    s = torch.from_numpy(np.ascontiguousarray(seg)).to(torch.int64)
-    channels = len(img)
-    first = torch.cat([torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)),
-                       _indicators(s, labels[:LABEL_CHUNK])])
-    warped = _resample(first, grid)
-    out = warped[:channels].numpy()
-    if len(labels) == 1:
-        return out, np.full(shape, labels[0], dtype=seg.dtype)
-    best, win = warped[channels:].max(dim=0)            # the first maximum: the lowest label
-    for start in range(LABEL_CHUNK, len(labels), LABEL_CHUNK):
-        score, idx = _resample(_indicators(s, labels[start:start + LABEL_CHUNK]), grid).max(dim=0)
-        better = score > best
-        win = torch.where(better, idx + start, win)
-        best = torch.maximum(best, score)
-    return out, labels[win.numpy()].astype(seg.dtype, copy=False)
+    out = _resample(torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), grid).numpy()
+    if extra is None:
+        return out, _warp_labels(seg, grid, shape)
+    return out, _warp_labels(seg, grid, shape), _warp_labels(extra, grid, shape)
 
 
-def center_crop(img: np.ndarray, seg: np.ndarray, patch_size) -> tuple[np.ndarray, np.ndarray]:
-    start = [(r - p) // 2 for r, p in zip(seg.shape, patch_size)]
+def center_crop(img: np.ndarray, *maps: np.ndarray, patch_size) -> tuple:
+    """The patch in the middle of the region: the image and each label map."""
+    start = [(r - p) // 2 for r, p in zip(maps[0].shape, patch_size)]
     sl = tuple(slice(s, s + int(p)) for s, p in zip(start, patch_size))
-    return img[(slice(None),) + sl], seg[sl]
+    return (img[(slice(None),) + sl], *(m[sl] for m in maps))
 
 
 def _gamma(ch: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
@@ -220,17 +226,21 @@ def intensity(img: np.ndarray, rng: np.random.Generator, aug: AugmentPlan) -> np
 
 
 def augment(img: np.ndarray, seg: np.ndarray, rng: np.random.Generator, aug: AugmentPlan,
-            matrix: np.ndarray | None, patch_size) -> tuple[np.ndarray, np.ndarray]:
+            matrix: np.ndarray | None, patch_size, extra: np.ndarray | None = None) -> tuple:
     """A (C, *region) region and its labels -> the augmented (C, *patch) patch and labels.
 
     `matrix` comes from spatial_matrix (drawn before the region was cut, to size it).
+    `extra` (the cascade's previous stage) takes the spatial transforms and mirroring of the
+    labels and is returned third.
     """
+    maps = (seg,) if extra is None else (seg, extra)
     if matrix is not None:
-        img, seg = warp(img, seg, matrix, patch_size)
+        img, *maps = warp(img, seg, matrix, patch_size, extra)
     else:
-        img, seg = center_crop(img, seg, patch_size)
+        img, *maps = center_crop(img, *maps, patch_size=patch_size)
     img = intensity(img, rng, aug)
     for axis in range(seg.ndim):
         if rng.random() < 0.5:
-            img, seg = np.flip(img, axis + 1), np.flip(seg, axis)
-    return np.ascontiguousarray(img), np.ascontiguousarray(seg)
+            img = np.flip(img, axis + 1)
+            maps = [np.flip(m, axis) for m in maps]
+    return (np.ascontiguousarray(img), *(np.ascontiguousarray(m) for m in maps))
