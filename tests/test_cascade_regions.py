@@ -10,7 +10,8 @@ import numpy as np
 from cascade_fixture import IDENTITY
 from contracts.experiment import load_experiment
 from contracts.jsonio import read_json
-from data_helpers import region_dataset, small_demo, trainer_in_process, write_experiment  # noqa: F401
+from data_helpers import small_demo  # noqa: F401  (fixture)
+from data_helpers import region_dataset, trainer_in_process, write_experiment
 from train_fixture import train_in_process
 from trainer.data.labelmaps import to_label_map
 from trainer.inference import cascade

@@ -59,7 +59,8 @@ CASES = {
 # fixes "enhancing", so enhancing, decided on top of core, gains nothing and is not chosen
 # (decided on its own it would be): the order of nnU-Net's region steps shows.
 TUMOUR = _case((1, (2, 12, 2, 12, 2, 12)), (1, (14, 18, 14, 18, 14, 18)), (2, (4, 9, 4, 9, 4, 9)),
-               (3, (5, 7, 5, 7, 5, 7)), islands=[(2, (14, 17, 2, 5, 2, 5)), (3, (15, 16, 3, 4, 3, 4))])
+               (3, (5, 7, 5, 7, 5, 7)),
+               islands=[(2, (14, 17, 2, 5, 2, 5)), (3, (15, 16, 3, 4, 3, 4))])
 
 SCENARIOS = {   # name: (labels, regions_class_order, cases, foldwatch's expected decision)
     "lesion island after two-part organ": (REGIONS, [1, 2], ["two_parts", "islands", "two_lesions"],

@@ -11,7 +11,8 @@ import torch
 from contracts.errors import ConfigError
 from contracts.experiment import load_experiment
 from contracts.jsonio import read_json
-from data_helpers import region_dataset, small_demo, trainer_in_process, write_experiment  # noqa: F401
+from data_helpers import small_demo  # noqa: F401  (fixture)
+from data_helpers import region_dataset, trainer_in_process, write_experiment
 from train_fixture import train_in_process
 from trainer.data.datasets import load_dataset
 from trainer.data.labelmaps import to_label_map
