@@ -64,6 +64,7 @@ def test_region_cascade_trains_evaluates_and_predicts(small_demo, tmp_path, monk
             assert train_in_process(exp, c, k) == 0, (c, k)
     assert "previews of epoch" not in capfd.readouterr().err   # cascade previews get 3 channels
     lay = load_experiment(exp).layout
+    assert list((lay.fold_dir("3d_cascade_fullres", 0) / "previews").glob("epoch_*.png"))
 
     # training: each case's previous stage is its lowres fold's region output as labels
     casc = lay.preprocessed("3d_cascade_fullres")
