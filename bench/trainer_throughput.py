@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--chunk", type=int, default=5,
                     help="steps per alternating pipeline/bare chunk (default 5)")
+    ap.add_argument("--workers", default=None,
+                    help="DataLoader workers (default: the configuration's num_workers, "
+                         "resolved as the trainer does)")
     ap.add_argument("--workdir", help="reuse a demo built here (default: a temp folder)")
     ap.add_argument("--experiment", type=Path,
                     help="an experiment already planned and preprocessed (the cascade also "
@@ -55,7 +58,7 @@ def main() -> None:
 
     from contracts.experiment import load_experiment
     from contracts.jsonio import read_json
-    from trainer.runtime.device import pick_device
+    from trainer.runtime.device import data_workers, pick_device
     from trainer.training.loader import epoch_loader
     from trainer.planning.plans import Plan
     from trainer.runtime.runlog import RunLog
@@ -88,7 +91,8 @@ def main() -> None:
         # measures the other users, not the pipeline.
         chunk = max(1, a.chunk)
         wait = pipeline_s = bare_s = 0.0
-        it = iter(epoch_loader(t.train_data, 1, 0, n, cfg.num_workers))
+        workers = data_workers(a.workers if a.workers is not None else cfg.num_workers, dev)
+        it = iter(epoch_loader(t.train_data, 1, 0, n, workers))
         done = 0
         while done < n:
             m = min(chunk, n - done)
@@ -108,7 +112,7 @@ def main() -> None:
     samples = n * t.batch
     sps, bare = samples / pipeline_s, samples / bare_s
     print(f"configuration {a.configuration}: patch {plan.patch_size}, batch {t.batch}, "
-          f"{cfg.num_workers} workers, {torch.get_num_threads()} threads, device {dev}")
+          f"{workers} workers (num_workers: {a.workers or cfg.num_workers}), {torch.get_num_threads()} threads, device {dev}")
     print(f"pipeline   {sps:8.2f} samples/s   data-wait fraction {wait / pipeline_s:.3f}")
     print(f"bare loop  {bare:8.2f} samples/s   (no data pipeline: upper bound)")
     print(f"ratio pipeline/bare = {sps / bare:.3f}")

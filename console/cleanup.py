@@ -1,14 +1,18 @@
-"""Stale temp files of writers killed mid-write (contracts.jsonio's `.<name>.<8 hex>.tmp`),
-removed by a controlling console at start-up: only that pattern, only older than a minute."""
+"""Tidying that loses nothing: stale temp files of writers killed mid-write
+(contracts.jsonio's `.<name>.<8 hex>.tmp`, removed by a controlling console at start-up: only
+that pattern, only older than a minute), and a run folder moved aside, never deleted, when a
+run restarts from scratch."""
 
 from __future__ import annotations
 
 import os
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from console.runstate import RunState as S
 from contracts.layout import run_files
 
 if TYPE_CHECKING:
@@ -46,3 +50,24 @@ def temp_folders(eng: "Engine") -> list[Path]:
     for run in eng.runs.values():
         out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
     return out
+
+
+def move_aside(eng: "Engine", run) -> str:
+    """Rename the run folder to `<name>.old-<stamp>` (never deleted) and queue it afresh."""
+    folder = run.job.run_dir
+    said = f"{run.key} queued from scratch"
+    if folder.exists():
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = folder.with_name(f"{folder.name}.old-{stamp}")
+        n = 1
+        while target.exists():
+            target = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
+            n += 1
+        folder.rename(target)
+        eng.decide(run, "scratch", f"moved {folder.name} aside to {target.name}; "
+                "starting from scratch")
+        said += f"; its old folder is kept as {target.name}"
+    run.reset_log()
+    run.overrides, run.restarts, run.message = {}, 0, None
+    run.wanted, run.state, run.user_stopped = True, S.QUEUED, False
+    return said

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -43,18 +42,6 @@ def _raise(e: BaseException | None) -> None:
 
 class ReadOnlyError(ConfigError):
     """An action was called on a read-only engine."""
-
-
-def check_runs(exp: Experiment, runs: list[str]) -> list[str]:
-    """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
-    folds = [j.key for j in kind_for(exp, launching=False).build_jobs() if j.kind == "fold"]
-    unknown = [r for r in runs if r not in folds]
-    if unknown or not runs:
-        what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
-        raise ConfigError(f"--runs {','.join(runs)}: {what}; the experiment's folds are "
-                          f"{', '.join(folds)} (stages are claimed by whichever console "
-                          "first sees their inputs complete)")
-    return list(dict.fromkeys(runs))
 
 
 class Engine:
@@ -91,7 +78,7 @@ class Engine:
             try:
                 self.layout.console_dir.mkdir(parents=True, exist_ok=True)
                 if runs is not None:
-                    self.claims = Claims(self.layout, check_runs(experiment, runs))
+                    self.claims = Claims(self.layout, team.check_runs(experiment, runs))
                     self.claims.acquire()     # ConsoleBusy naming the holders of taken runs
                     own = self.layout.team_console_dir(self.claims.id)
                     own.mkdir(parents=True, exist_ok=True)
@@ -273,29 +260,7 @@ class Engine:
         """Queue the chosen runs that are not done or on their way; says which it queued."""
         self._check_writable()
         said = self.select_gpus(gpus) + "; " if gpus is not None else ""
-        added = []
-        for run in self.runs.values():
-            job = run.job
-            if job.kind == "fold" and not (job.configuration in configurations
-                                           and job.fold in folds):
-                continue
-            if job.kind == "stage" and job.configuration not in (None, *configurations):
-                continue
-            if team.foreign(self, job.key):
-                continue
-            if run.state == S.COMPLETED or run.handle is not None:
-                run.wanted = True
-                continue
-            if not run.wanted or run.state in (S.FAILED, S.STOPPED):
-                run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
-                run.user_stopped = False
-                added.append(run.key)
-                if job.kind == "fold":
-                    self.decide(run, "queue", "launched by the user")
-        if not added:
-            return said + "nothing new to launch: every chosen run is done, running or queued"
-        return said + f"queued {len(added)} runs: {', '.join(added[:8])}" + \
-            (" …" if len(added) > 8 else "")
+        return said + scheduling.queue_chosen(self, configurations, folds)
 
     def stop(self, key: str, final: bool = True) -> str:
         """Graceful stop. `final`: the user's wish, kept by later consoles (a run stopped
@@ -377,24 +342,7 @@ class Engine:
         return self.move_aside(run)
 
     def move_aside(self, run: Run) -> str:
-        """Rename the run folder to `<name>.old-<stamp>` (never deleted) and queue it afresh."""
-        folder = run.job.run_dir
-        said = f"{run.key} queued from scratch"
-        if folder.exists():
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            target = folder.with_name(f"{folder.name}.old-{stamp}")
-            n = 1
-            while target.exists():
-                target = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
-                n += 1
-            folder.rename(target)
-            self.decide(run, "scratch", f"moved {folder.name} aside to {target.name}; "
-                        "starting from scratch")
-            said += f"; its old folder is kept as {target.name}"
-        run.reset_log()
-        run.overrides, run.restarts, run.message = {}, 0, None
-        run.wanted, run.state, run.user_stopped = True, S.QUEUED, False
-        return said
+        return cleanup.move_aside(self, run)
 
     def set_watchdog(self, enabled: bool) -> str:
         self._check_writable()

@@ -27,7 +27,10 @@ def command(eng: "Engine", run: Run, device: str, reading: NvmlReading) -> Launc
     threads = cpu_threads(eng.exp.devices, scheduling.parallel(eng, reading))
     env = {**kind_env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
            "CUDA_VISIBLE_DEVICES": device[3:] if device.startswith("gpu") else "",
-           "FOLDWATCH_CPU_THREADS": str(threads)}
+           "FOLDWATCH_CPU_THREADS": str(threads),
+           # console.runner's heartbeats while a program prints but logs nothing: often
+           # enough that the stall timer never fires on a program that is alive
+           "FOLDWATCH_HEARTBEAT_S": f"{min(60.0, eng.exp.watchdog.stall_timeout_s / 3):g}"}
     return LaunchSpec(job.key, argv, job.run_dir, env)
 
 

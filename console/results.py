@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.layout import Layout
+from contracts.layout import Layout, summary_key
 
 
 @dataclass
@@ -77,11 +77,18 @@ class ResultsReader:
         labels = fp.get("labels") if isinstance(fp.get("labels"), dict) else {}
         return {str(v): str(k) for k, v in labels.items()}
 
+    def _region_names(self) -> dict[str, str]:
+        """Region-based datasets: the summaries' region key, e.g. "(1, 2)" -> its name."""
+        regions = (self._json(self.layout.fingerprint) or {}).get("regions")
+        return ({summary_key(v): str(k) for k, v in regions.items() if isinstance(v, list)}
+                if isinstance(regions, dict) else {})
+
     def _score(self, name: str, path: Path, names: dict[str, str]) -> ScoreView | None:
         s = self._json(path)
         if s is None:
             return None
         fg = (s.get("foreground_mean") or {}).get("Dice")
+        names = {**names, **self._region_names()}
         per_class = {names.get(str(lab), f"class {lab}"): (m or {}).get("Dice")
                      for lab, m in (s.get("mean") or {}).items()}
         cases = len(s["metric_per_case"]) if isinstance(s.get("metric_per_case"), list) else None
@@ -121,7 +128,7 @@ class ResultsReader:
             rv.how_to_predict = str(how) if how.exists() else None
         post = self._json(lay.postprocessing)
         if post:
-            rv.postprocessing = postprocessing_words(post, names)
+            rv.postprocessing = postprocessing_words(post, names, self._region_names())
             rv.postprocessing_dice = (post.get("foreground_mean_dice_before"),
                                       post.get("foreground_mean_dice_after"))
             rv.postprocessing_path = str(lay.postprocessing)
@@ -132,13 +139,16 @@ class ResultsReader:
         return rv
 
 
-def postprocessing_words(post: dict, names: dict[str, str]) -> str:
+def postprocessing_words(post: dict, names: dict[str, str],
+                         region_names: dict[str, str] | None = None) -> str:
     if post.get("disabled"):
         return "off (" + str(post["disabled"]) + ")"
     parts = []
     if post.get("largest_component_all_foreground"):
         parts.append("largest component of all foreground")
     classes = [names.get(str(c), f"class {c}") for c in post.get("largest_component_classes") or []]
+    classes += [(region_names or {}).get(summary_key(r), f"region {summary_key(r)}")
+                for r in post.get("largest_component_regions") or []]
     if classes:
         parts.append("largest component of " + ", ".join(classes))
     return " + ".join(parts) if parts else "none: it would not raise the Dice"

@@ -49,8 +49,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cwd", type=Path)
     p.add_argument("--no-metrics-lines", type=int, default=400)
     p.add_argument("--no-metrics-s", type=float, default=900)
-    p.add_argument("--heartbeat-s", type=float, default=60.0,
-                   help="at most this often, a `heartbeat` event while the program prints")
+    p.add_argument("--heartbeat-s", type=float,
+                   default=float(os.environ.get("FOLDWATCH_HEARTBEAT_S") or 60.0),
+                   help="at most this often, a `heartbeat` event while the program prints "
+                        "(default: $FOLDWATCH_HEARTBEAT_S, set by the console to a third of "
+                        "the stall timeout, at most 60)")
     p.add_argument("--require", action="append", default=[], metavar="PATH=MESSAGE",
                    help="fail (exit 2) with MESSAGE when PATH does not exist")
     p.add_argument("--skip", metavar="MESSAGE", help="do nothing but complete, saying why")

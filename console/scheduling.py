@@ -114,3 +114,30 @@ def missing_gpus(eng: "Engine", reading: NvmlReading) -> str | None:
             "; no selected GPU exists, so GPU runs cannot start: fix devices.gpus")
     return (f"devices.gpus names GPU {', '.join(map(str, gone))}, which NVML does not list "
             f"(GPUs here: {', '.join(map(str, have))}){tail}")
+
+
+def queue_chosen(eng: "Engine", configurations: list[str], folds: list[int]) -> str:
+    """Queue the chosen runs that are not done or on their way; says which it queued."""
+    added = []
+    for run in eng.runs.values():
+        job = run.job
+        if job.kind == "fold" and not (job.configuration in configurations
+                                       and job.fold in folds):
+            continue
+        if job.kind == "stage" and job.configuration not in (None, *configurations):
+            continue
+        if team.foreign(eng, job.key):
+            continue
+        if run.state == S.COMPLETED or run.handle is not None:
+            run.wanted = True
+            continue
+        if not run.wanted or run.state in (S.FAILED, S.STOPPED):
+            run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
+            run.user_stopped = False
+            added.append(run.key)
+            if job.kind == "fold":
+                eng.decide(run, "queue", "launched by the user")
+    if not added:
+        return "nothing new to launch: every chosen run is done, running or queued"
+    return f"queued {len(added)} runs: {', '.join(added[:8])}" + \
+        (" …" if len(added) > 8 else "")

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from console.claims import foreign_state
+from console.kinds import kind_for
 from console.runstate import RunState as S
+from contracts.errors import ConfigError
 
 if TYPE_CHECKING:
     from console.engine import Engine
+    from contracts.experiment import Experiment
 
 
 def foreign(eng: "Engine", key: str) -> bool:
@@ -41,3 +44,15 @@ def sync(eng: "Engine", now: float) -> None:
         run.restore(S.QUEUED)
         run.message = None
         eng.decide(run, "claim", "all its inputs are complete: claimed by this console")
+
+
+def check_runs(exp: "Experiment", runs: list[str]) -> list[str]:
+    """--runs keys, checked against the experiment's folds (stages are claimed on demand)."""
+    folds = [j.key for j in kind_for(exp, launching=False).build_jobs() if j.kind == "fold"]
+    unknown = [r for r in runs if r not in folds]
+    if unknown or not runs:
+        what = "no runs given" if not runs else "no such fold: " + ", ".join(unknown)
+        raise ConfigError(f"--runs {','.join(runs)}: {what}; the experiment's folds are "
+                          f"{', '.join(folds)} (stages are claimed by whichever console "
+                          "first sees their inputs complete)")
+    return list(dict.fromkeys(runs))

@@ -12,26 +12,21 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
+from .slurm_settings import Slurm
+from .strict import PositiveInt, Strict
 
 CONFIGURATION_NAMES = ("2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres")
 # nnU-Net's network presets: the plain U-Net and the residual-encoder U-Nets M/L/XL
 PRESETS = ("unet", "resenc_m", "resenc_l", "resenc_xl")
 CASCADE, LOWRES = "3d_cascade_fullres", "3d_lowres"
 
-PositiveInt = Annotated[int, Field(gt=0)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Configuration(_Strict):
+class Configuration(Strict):
     """Hyperparameters of one nnU-Net configuration (2d, 3d_fullres, ...)."""
 
     patch_size: Union[Literal["auto"], list[PositiveInt]] = "auto"
@@ -54,7 +49,7 @@ class Configuration(_Strict):
     base_features: PositiveInt = 32
     max_features: PositiveInt = 320
     oversample_foreground: Annotated[float, Field(ge=0, le=1)] = 0.33
-    num_workers: Annotated[int, Field(ge=0)] = 2
+    num_workers: Union[Literal["auto"], Annotated[int, Field(ge=0)]] = "auto"  # data workers
     seed: int = 12345
     tta_mirroring: bool = True
     sliding_window_overlap: Annotated[float, Field(ge=0, lt=1)] = 0.5
@@ -67,7 +62,7 @@ class Configuration(_Strict):
         return v
 
 
-class Devices(_Strict):
+class Devices(Strict):
     gpus: Union[Literal["all"], list[Annotated[int, Field(ge=0)]]] = "all"
     runs_per_gpu: PositiveInt = 1
     min_free_vram_gb: Annotated[float, Field(ge=0)] = 4.0
@@ -76,7 +71,7 @@ class Devices(_Strict):
     cpu_threads_per_run: Union[Literal["auto"], PositiveInt] = "auto"
 
 
-class Watchdog(_Strict):
+class Watchdog(Strict):
     enabled: bool = True
     stall_timeout_s: Annotated[float, Field(gt=0)] = 900
     max_restarts: Annotated[int, Field(ge=0)] = 5
@@ -86,14 +81,14 @@ class Watchdog(_Strict):
     auto_fit_on_oom: bool = True
 
 
-class Pipeline(_Strict):
+class Pipeline(Strict):
     evaluate: bool = True
     find_best: bool = True
     postprocess: bool = True
     predict_test: bool = True
 
 
-class Previews(_Strict):
+class Previews(Strict):
     """Prediction previews the trainer writes during training (docs/pictures.md)."""
     enabled: bool = True
     cases: Annotated[int, Field(ge=0, le=16)] = 2          # fixed validation cases shown
@@ -101,13 +96,13 @@ class Previews(_Strict):
     every_epochs: PositiveInt = 1
 
 
-class Export(_Strict):
+class Export(Strict):
     """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`)."""
     tensorboard: bool = False
     wandb: bool = False
 
 
-class Notify(_Strict):
+class Notify(Strict):
     """A user command run with each notification as JSON on stdin (an argument list, no shell)."""
     command: list[Annotated[str, Field(min_length=1)]] | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 30
@@ -120,95 +115,7 @@ class Notify(_Strict):
             raise ValueError("expected a non-empty argument list, e.g. [curl, -d, '@-', URL]")
         return v
 
-_SLURM_TIME = r"^(\d+-\d{1,2}(:\d{1,2}(:\d{1,2})?)?|\d+(:\d{1,2}(:\d{1,2})?)?)$"
-
-
-def slurm_time_seconds(text: str) -> int:
-    """Seconds in a Slurm time limit: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (man sbatch)."""
-    days, _, rest = text.rpartition("-")
-    parts = [int(p) for p in rest.split(":")]
-    if days:
-        h, m, s = (parts + [0, 0])[:3]
-    elif len(parts) == 1:
-        h, m, s = 0, parts[0], 0
-    elif len(parts) == 2:
-        h, m, s = 0, parts[0], parts[1]
-    else:
-        h, m, s = parts
-    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
-
-
-class Slurm(_Strict):
-    """The `slurm:` section: how each run becomes an sbatch job (docs/slurm.md)."""
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    time_limit: str = "1-00:00:00"                 # sbatch --time, per job (each resubmission)
-    gpus_per_run: Annotated[int, Field(ge=0)] = 1  # --gres=gpu:N for folds and predict
-    gpu_type: str | None = None                    # --gres=gpu:<type>:N
-    cpus_per_run: PositiveInt = 4                  # --cpus-per-task
-    mem_per_run: str | None = "32G"                # --mem; null = the partition's default
-    extra_sbatch: list[str] = []                   # more options, e.g. ["--constraint=a100"]
-    # --signal=B:USR2@<s>: ask the run to checkpoint this long before the time limit;
-    # null = 300 s, or a fifth of a shorter time limit.
-    checkpoint_before_s: Annotated[int, Field(ge=10, le=65535)] | None = None
-    job_name_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$")] = "fw-"
-    poll_interval_s: Annotated[float, Field(gt=0)] = 10.0
-
-    @field_validator("time_limit")
-    @classmethod
-    def _time(cls, v):
-        if v in ("infinite", "UNLIMITED") or not re.match(_SLURM_TIME, v):
-            raise ValueError("expected a Slurm time limit: minutes, H:MM:SS or D-HH:MM:SS "
-                             "(e.g. '90', '4:00:00', '2-00:00:00')")
-        if slurm_time_seconds(v) < 60:
-            raise ValueError("Slurm's smallest time limit is 1 minute")
-        return v
-
-    @field_validator("mem_per_run")
-    @classmethod
-    def _mem(cls, v):
-        if v is not None and not re.match(r"^\d+[KMGT]?$", v):
-            raise ValueError("expected a size like 32G, 16000M or 16000 (MB), as sbatch --mem")
-        return v
-
-    @field_validator("extra_sbatch")
-    @classmethod
-    def _extra(cls, v):
-        for opt in v:
-            if not opt.startswith("-") or "\n" in opt or "\r" in opt:
-                raise ValueError(f"each extra sbatch option is one option starting with '-', "
-                                 f"e.g. '--constraint=a100'; got {opt!r}")
-            if opt.split("=")[0] in _OWNED_SBATCH:
-                raise ValueError(f"{opt.split('=')[0]} is set by foldwatch (job name, logs, "
-                                 "signal); use the slurm: keys instead")
-        return v
-
-    @property
-    def signal_lead_s(self) -> int:
-        """Seconds before the time limit at which the job gets SIGUSR2."""
-        if self.checkpoint_before_s is not None:
-            return self.checkpoint_before_s
-        return max(10, min(300, slurm_time_seconds(self.time_limit) // 5))
-
-    @model_validator(mode="after")
-    def _lead_fits(self):
-        limit = slurm_time_seconds(self.time_limit)
-        if self.checkpoint_before_s is not None and self.checkpoint_before_s >= limit:
-            raise ValueError(f"checkpoint_before_s ({self.checkpoint_before_s}) must be shorter "
-                             f"than time_limit ({self.time_limit} = {limit}s), or the job would "
-                             "be asked to checkpoint before it starts")
-        return self
-
-
-# Options the backend writes itself: a user's copy would break finding or resuming the job.
-_OWNED_SBATCH = ("--job-name", "-J", "--output", "-o", "--error", "-e", "--open-mode",
-                 "--signal", "--comment", "--parsable", "--requeue", "--no-requeue",
-                 "--array", "-a", "--wrap")
-
-
-class Experiment(_Strict):
+class Experiment(Strict):
     experiment: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     trainer: Literal["foldwatch", "nnunetv2", "command"] = "foldwatch"   # docs/trainers.md
     dataset: Path | None = None         # required by trainer: foldwatch
@@ -431,7 +338,6 @@ def dump_experiment(exp: Experiment) -> str:
     """YAML text of an experiment (for generated files such as the demo's)."""
     data = exp.model_dump(mode="json", exclude_defaults=False)
     return yaml.safe_dump(data, sort_keys=False)
-
 
 
 def run_name(configuration: str, fold: int) -> str:

@@ -12,7 +12,9 @@ import string
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from .strict import PositiveInt, Strict
 
 TRAINER_KINDS = ("foldwatch", "nnunetv2", "command")
 
@@ -24,12 +26,6 @@ PATTERN_FIELDS = {"epoch": "epoch", "epochs": "epochs", "iter": "iter", "loss": 
                   "train_loss": "train_loss", "val_loss": "val_loss", "dice": "val_dice",
                   "val_dice": "val_dice", "ema_dice": "ema_dice", "lr": "lr",
                   "epoch_s": "epoch_s"}
-
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def placeholders_in(text: str) -> list[str]:
@@ -56,7 +52,7 @@ def _check_placeholders(values: list[str], where: str) -> None:
                                  f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
 
 
-class NnunetSettings(_Strict):
+class NnunetSettings(Strict):
     """`nnunet:` — which nnU-Net dataset, plans and trainer, and where nnU-Net's folders are."""
 
     dataset: Union[PositiveInt, Annotated[str, Field(pattern=r"^Dataset\d{3}_\S+$")]]
@@ -89,7 +85,7 @@ class NnunetSettings(_Strict):
         return str(self.dataset)
 
 
-class CommandSettings(_Strict):
+class CommandSettings(Strict):
     """`command:` — any training program, never through a shell."""
 
     argv: Annotated[list[str], Field(min_length=1)]

@@ -21,6 +21,14 @@ FIND_BEST = "find-best"
 PREDICT = "predict"
 
 
+def summary_key(label) -> str:
+    """A label's or region's key in summary.json and postprocessing.json: "1", or "(1, 2)" and
+    "(2,)" for regions (tuples of label values), as nnU-Net's label_or_region_to_key."""
+    if isinstance(label, (tuple, list)):
+        return str(tuple(int(v) for v in label))
+    return str(int(label))
+
+
 def preprocess_stage(configuration: str) -> str:
     return f"preprocess-{configuration}"
 

@@ -33,6 +33,28 @@ def small_demo(tmp_path_factory) -> Path:
     return out
 
 
+def trainer_in_process(*args) -> int:
+    """A light `python -m trainer` command (plan, preprocess, ...) in this process: no
+    interpreter start; training runs for real (train_fixture.train_in_process for `train`)."""
+    from trainer.cli import main
+    return main([str(a) for a in args])
+
+
+REGIONS = {"background": 0, "organ incl. lesion": [1, 2], "lesion": [2]}
+
+
+def region_dataset(src: Path, dst: Path, labels=REGIONS, order=(1, 2)) -> Path:
+    """A copy of `src` whose dataset.json declares region-based labels (nnU-Net style)."""
+    import json
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "dataset.json").read_text())
+    meta["labels"] = labels
+    if order is not None:
+        meta["regions_class_order"] = list(order)
+    (dst / "dataset.json").write_text(json.dumps(meta))
+    return dst
+
+
 def copy_dataset(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

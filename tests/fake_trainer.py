@@ -75,7 +75,7 @@ def main() -> int:
         f.write(json.dumps({"argv": argv, "pid": os.getpid(), "create_time": _ct(),
                             "t": time.time(), "env": {
             k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "SLURM_JOB_ID",
-                                           "FOLDWATCH_CPU_THREADS")}}) + "\n")
+                                           "FOLDWATCH_CPU_THREADS", "FOLDWATCH_HEARTBEAT_S")}}) + "\n")
     script = {}
     if os.environ.get("FAKE_TRAINER_SCRIPT"):
         script = json.loads(Path(os.environ["FAKE_TRAINER_SCRIPT"]).read_text())

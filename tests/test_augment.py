@@ -81,3 +81,79 @@ def test_warp_moves_labels_with_the_image_and_is_deterministic():
     a = A.augment(img, region, np.random.default_rng(9), aug, m, [16, 16, 16])
     b = A.augment(img, region, np.random.default_rng(9), aug, m, [16, 16, 16])
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def _scipy_warp(img, seg, matrix, shape):
+    """The reference: scipy's affine_transform per channel and per label indicator + argmax."""
+    from scipy.ndimage import affine_transform
+    offset = (np.asarray(seg.shape, float) - 1) / 2 - matrix @ ((np.asarray(shape, float) - 1) / 2)
+    ref = np.stack([affine_transform(ch, matrix, offset, output_shape=shape, order=1,
+                                     mode="nearest") for ch in img])
+    labels = np.unique(seg)
+    scores = np.stack([affine_transform((seg == v).astype(np.float32), matrix, offset,
+                                        output_shape=shape, order=1, mode="nearest")
+                       for v in labels])
+    return ref, labels[scores.argmax(0)]
+
+
+@pytest.mark.parametrize("region,patch,labels", [((30, 70, 70), (16, 48, 48), 4),
+                                                 ((25, 41, 50), (20, 30, 40), 40),
+                                                 ((96, 96), (64, 64), 3)])
+def test_warp_matches_scipy_affine_transform(monkeypatch, region, patch, labels):
+    from scipy.ndimage import gaussian_filter
+    monkeypatch.setattr(A, "LABEL_CHUNK", 7)      # several chunks for the wide label set
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(2, *region)).astype(np.float32)
+    seg = (gaussian_filter(img[0], 2) * labels * 3).clip(0, labels - 1).astype(np.uint8)
+    if len(patch) == 3:
+        m = A._rotation(0, 0.3) @ A._rotation(1, -0.2) @ A._rotation(2, 0.5) * 1.1
+    else:
+        c, s = np.cos(0.5), np.sin(0.5)
+        m = np.array([[c, -s], [s, c]]) * 0.8
+    out, lab = A.warp(img, seg, m, patch)
+    ref, ref_lab = _scipy_warp(img, seg, m, patch)
+    assert np.abs(out - ref).max() < 1e-4
+    assert lab.dtype == seg.dtype and len(np.unique(seg)) > 2
+    assert (lab == ref_lab).mean() > 0.999            # float ties may break either way
+
+
+def test_the_previous_stage_takes_the_labels_spatial_transform_and_mirroring():
+    rng = np.random.default_rng(6)
+    aug = A.AugmentPlan.for_patch([12, 20, 20])
+    region = np.zeros((20, 30, 30), np.uint8)
+    region[4:15, 8:24, 5:20] = 1
+    region[8:11, 12:16, 9:13] = 2
+    img = rng.normal(size=(1, *region.shape)).astype(np.float32)
+    m = A._rotation(1, 0.35) @ A._rotation(2, -0.6) * 0.9
+    for seed in range(6):                               # both mirroring outcomes of each axis
+        _, lab, prev = A.augment(img, region, np.random.default_rng(seed), aug, m,
+                                 [12, 20, 20], extra=region.copy())
+        assert np.array_equal(lab, prev)                # warped and flipped exactly alike
+        _, lab2 = A.augment(img, region, np.random.default_rng(seed), aug, m, [12, 20, 20])
+        assert np.array_equal(lab, lab2)                # the extra map draws nothing
+    _, lab, prev = A.augment(img, region, rng, aug, None, [12, 20, 20], extra=region.copy())
+    assert lab.shape == prev.shape == (12, 20, 20) and np.array_equal(lab, prev)
+
+
+def test_cascade_morphology_by_distance_transform_equals_the_ball_operators():
+    from scipy import ndimage
+
+    from trainer.training import cascade_augment as C
+    dil = ndimage.binary_dilation
+    ero = lambda x, s: ndimage.binary_erosion(x, s, border_value=1)   # noqa: E731
+    reference = {C._dilate: dil, C._erode: ero, C._open: lambda x, s: dil(ero(x, s), s),
+                 C._close: lambda x, s: ero(dil(x, s), s)}
+    rng = np.random.default_rng(0)
+    for t in range(24):
+        shape = (10, 24, 24) if t % 2 else (32, 32)
+        x = ndimage.gaussian_filter(rng.normal(size=shape), 1.5) > rng.uniform(0, 0.2)
+        if t == 4:
+            x[:] = False
+        if t == 7:
+            x[:] = True
+        radius = float(rng.uniform(*C.STREL_RADIUS))
+        r = int(np.floor(radius))                      # nnU-Net's ball: |g|^2 <= radius^2
+        grid = np.ogrid[tuple(slice(-r, r + 1) for _ in shape)]
+        ball = sum(g.astype(float) ** 2 for g in grid) <= radius ** 2
+        for ours, ref in reference.items():
+            assert np.array_equal(ours(x, radius), ref(x, ball)), (ours.__name__, shape, radius)

@@ -71,6 +71,8 @@ def test_whole_pipeline_completes_within_cpu_slots(make_engine, tmp_path):
     assert c[0]["env"]["CUDA_VISIBLE_DEVICES"] == ""
     assert c[0]["env"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert int(c[0]["env"]["FOLDWATCH_CPU_THREADS"]) >= 1
+    stall = eng.exp.watchdog.stall_timeout_s
+    assert float(c[0]["env"]["FOLDWATCH_HEARTBEAT_S"]) == min(60.0, stall / 3)
     assert calls(lay.stage_dir("preprocess-2d"))[0]["argv"][:4] == [
         "preprocess", "--experiment", str(eng.exp.source), "--configuration"]
     view = next(r for r in snap.runs if r.key == "2d/0")

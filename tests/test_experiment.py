@@ -64,3 +64,13 @@ def test_yaml_syntax_error_has_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_experiment(tmp_path / "nope.yaml")
+
+
+def test_num_workers_is_auto_by_default_or_a_count(tmp_path):
+    f = tmp_path / "e.yaml"
+    f.write_text("experiment: x\ndataset: d\nconfigurations: {2d: {}, 3d_fullres: {num_workers: 3}}\n")
+    exp = load_experiment(f)
+    assert exp.configurations["2d"].num_workers == "auto"
+    assert exp.configurations["3d_fullres"].num_workers == 3
+    msg = _error(tmp_path, "experiment: x\ndataset: d\nconfigurations: {2d: {num_workers: many}}\n")
+    assert "configurations.2d.num_workers" in msg and "'many'" in msg

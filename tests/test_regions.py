@@ -2,7 +2,6 @@
 exported by regions_class_order and scored per region."""
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -12,34 +11,24 @@ import torch
 from contracts.errors import ConfigError
 from contracts.experiment import load_experiment
 from contracts.jsonio import read_json
-from data_helpers import small_demo, write_experiment  # noqa: F401  (fixture)
+from data_helpers import small_demo  # noqa: F401  (fixture)
+from data_helpers import region_dataset, trainer_in_process, write_experiment
 from train_fixture import train_in_process
 from trainer.data.datasets import load_dataset
 from trainer.data.labelmaps import to_label_map
 from trainer.training.loss import region_dice_bce, region_targets
 
-REGIONS = {"background": 0, "organ incl. lesion": [1, 2], "lesion": [2]}
-
-
-def _region_dataset(src, dst, labels=REGIONS, order=(1, 2)):
-    shutil.copytree(src, dst)
-    meta = json.loads((dst / "dataset.json").read_text())
-    meta["labels"] = labels
-    if order is not None:
-        meta["regions_class_order"] = list(order)
-    (dst / "dataset.json").write_text(json.dumps(meta))
-    return dst
 
 
 def test_region_labels_are_read_and_checked(small_demo, tmp_path):
-    info = load_dataset(_region_dataset(small_demo, tmp_path / "ok"))
+    info = load_dataset(region_dataset(small_demo, tmp_path / "ok"))
     assert info.regions == {"organ incl. lesion": [1, 2], "lesion": [2]}
     assert info.regions_class_order == [1, 2]
     assert sorted(info.labels.values()) == [0, 1, 2]
     with pytest.raises(ConfigError, match="regions_class_order"):
-        load_dataset(_region_dataset(small_demo, tmp_path / "no_order", order=None))
+        load_dataset(region_dataset(small_demo, tmp_path / "no_order", order=None))
     with pytest.raises(ConfigError, match="positive label values"):
-        load_dataset(_region_dataset(small_demo, tmp_path / "bad",
+        load_dataset(region_dataset(small_demo, tmp_path / "bad",
                                      {"background": 0, "a": [1, "x"]}, (1,)))
 
 
@@ -55,22 +44,16 @@ def test_region_loss_targets_and_export_order():
     assert to_label_map(probs, [0, 1, 2], [1, 2]).tolist() == [1, 2, 2]
 
 
-def _cli(*args):
-    """plan/preprocess in this process (saves an interpreter start); training runs for real."""
-    from trainer.cli import main
-    return main([str(a) for a in args])
-
-
 def test_region_based_fold_trains_validates_and_scores_regions(small_demo, tmp_path, monkeypatch):
     monkeypatch.setenv("FOLDWATCH_CPU_THREADS", "1")
-    data = _region_dataset(small_demo, tmp_path / "Dataset901_Regions")
+    data = region_dataset(small_demo, tmp_path / "Dataset901_Regions")
     cfg = {"2d": {"patch_size": [48, 48], "batch_size": 2, "epochs": 1,
                   "iterations_per_epoch": 3, "val_iterations": 1, "base_features": 4,
                   "max_features": 16, "num_workers": 0, "tta_mirroring": False}}
     exp = write_experiment(tmp_path / "e.yaml", data, cfg)
     for args in (("plan", "--experiment", exp, "--skip-check"),
                  ("preprocess", "--experiment", exp, "--configuration", "2d")):
-        assert _cli(*args) == 0
+        assert trainer_in_process(*args) == 0
     layout = load_experiment(exp).layout
     plan = read_json(layout.plan("2d"))
     assert plan["regions"] == {"organ incl. lesion": [1, 2], "lesion": [2]}

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from contracts import exitcodes
 from contracts.jsonio import iter_jsonl
 from contracts.runlock import RunLock
@@ -94,10 +96,13 @@ def test_require_and_skip(tmp_path):
     assert p.returncode == 0 and end["status"] == "completed" and end["message"] == "not chosen"
 
 
-def test_a_progress_bar_without_newlines_keeps_the_run_alive(tmp_path):
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_progress_bar_without_newlines_keeps_the_run_alive(tmp_path, how):
     bar = ("import sys, time\nfor i in range(30):\n    sys.stderr.write(f'\\rplanning {i}/30')\n"
            "    sys.stderr.flush(); time.sleep(0.1)\nprint()\n")
-    p = runner(tmp_path, "--stage", "plan", "--heartbeat-s", "0.5", "--", sys.executable, "-c", bar)
+    flag = ["--heartbeat-s", "0.5"] if how == "flag" else []
+    p = runner(tmp_path, "--stage", "plan", *flag, "--", sys.executable, "-c", bar,
+               env={"FOLDWATCH_HEARTBEAT_S": "0.5" if how == "env" else "600"})
     p.communicate(timeout=60)
     beats = [e for e in log(tmp_path) if e["event"] == "heartbeat"]
     assert p.returncode == 0 and len(beats) >= 2

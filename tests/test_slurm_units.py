@@ -13,7 +13,8 @@ from console.slurm import queries as q
 from console.slurm.sbatch import batch_script, job_name, sbatch_options
 from console.watchdog import cluster_stop
 from contracts.errors import ConfigError
-from contracts.experiment import Slurm, parse_experiment, slurm_time_seconds
+from contracts.experiment import parse_experiment
+from contracts.slurm_settings import Slurm, slurm_time_seconds
 
 BASE = {"experiment": "x", "dataset": "d", "configurations": {"2d": {}}}
 

@@ -131,3 +131,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
         net(x).square().mean().backward()
         grads.append([p.grad.clone() for p in net.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_data_workers_auto_is_inline_on_the_cpu_and_a_number_is_kept(monkeypatch):
+    from trainer.runtime.device import data_workers
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    assert data_workers("auto", torch.device("cpu")) == 0
+    assert data_workers("auto", torch.device("cuda")) == 8
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert data_workers("auto", torch.device("cuda")) == 1
+    assert data_workers(3, torch.device("cpu")) == 3

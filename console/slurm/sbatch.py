@@ -8,7 +8,7 @@ import secrets
 import shlex
 from pathlib import Path
 
-from contracts.experiment import Slurm
+from contracts.slurm_settings import Slurm
 from contracts.layout import run_files
 
 # Set by the engine for local runs; on Slurm the gres allocation decides the GPUs.

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                  batch_size=batch_size, grad_accumulation=accum,
                  effective_batch=batch_size * accum, overrides=overrides,
                  experiment=str(exp.source), hyperparameters=cfg.model_dump(mode="json"),
-                 cpu_threads=torch.get_num_threads(), num_workers=cfg.num_workers)
+                 cpu_threads=torch.get_num_threads(),
+                 num_workers=devices.data_workers(cfg.num_workers, dev))
     with log, StopRequest() as stop:
         events = list(iter_jsonl(metrics)) if metrics.exists() else []
         log.start_fields["attempt"] = 1 + sum(1 for e in events if e.get("event") == "start")

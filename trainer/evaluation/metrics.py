@@ -17,7 +17,8 @@ METRICS = ("Dice", "IoU", "FP", "TP", "FN", "TN", "n_pred", "n_ref")
 
 def key_of(label) -> str:
     """"1" for a label, "(1, 2)" for a region (nnU-Net's label_or_region_to_key)."""
-    return str(tuple(int(v) for v in label)) if isinstance(label, (tuple, list)) else str(int(label))
+    from contracts.layout import summary_key
+    return summary_key(label)
 
 
 def mask_of(seg: np.ndarray, label) -> np.ndarray:

@@ -44,6 +44,22 @@ def score_ensemble(exp: Experiment, members: tuple[str, ...], folds_of, values, 
     return summary
 
 
+def _passes(exp: Experiment, members: tuple[str, ...], folds_of, values, plan: Plan, log):
+    """A fresh iterator of (prediction, reference) per call: regions are decided in several
+    passes over the cases (1 + one per region); each pass shows as progress."""
+    count = [0]
+
+    def one_pass():
+        count[0] += 1
+        name = "postprocessing" + (f" (pass {count[0]})" if count[0] > 1 else "")
+        for i, (_, p, r) in enumerate(iter_validation_pairs(exp, members, folds_of, values,
+                                                            plan.regions_class_order)):
+            if log:
+                log.progress(name, i + 1, len(folds_of))
+            yield p, r
+    return one_pass
+
+
 def _key(name: tuple[str, ...], dice) -> tuple:
     # Higher Dice first; on a tie a single configuration beats an ensemble, then by name.
     d = dice if dice is not None else float("-inf")
@@ -65,9 +81,7 @@ def find_best(exp: Experiment, log=None) -> dict:
                                       plan)["foreground_mean"]["Dice"]
     best = min(scores, key=lambda n: _key(n, scores[n]))
     if exp.pipeline.postprocess:
-        post, report = decide(((p, r) for _, p, r in
-                               iter_validation_pairs(exp, best, folds_of, values,
-                                                     plan.regions_class_order)), fg)
+        post, report = decide(_passes(exp, best, folds_of, values, plan, log), plan.eval_keys)
     else:
         post, report = Postprocessing(), {"disabled": "pipeline.postprocess is false"}
     result = {
@@ -79,11 +93,12 @@ def find_best(exp: Experiment, log=None) -> dict:
     }
     atomic_write_json(layout.best_configuration, result)
     atomic_write_json(layout.postprocessing, {**post.to_dict(), "decided_on": list(best), **report})
-    atomic_write_bytes(layout.root / "how_to_predict.txt", _how_to(exp, result, post).encode())
+    atomic_write_bytes(layout.root / "how_to_predict.txt",
+                       _how_to(exp, result, post, plan).encode())
     return {"best": result, "postprocessing": post.to_dict(), "report": report}
 
 
-def _how_to(exp: Experiment, best: dict, post) -> str:
+def _how_to(exp: Experiment, best: dict, post, plan: Plan) -> str:
     what = " + ".join(best["configurations"])
     steps = []
     if post.largest_component_all_foreground:
@@ -91,6 +106,10 @@ def _how_to(exp: Experiment, best: dict, post) -> str:
     if post.largest_component_classes:
         steps.append("keep the largest component of class(es) "
                      + ", ".join(map(str, post.largest_component_classes)))
+    if post.largest_component_regions:
+        names = {tuple(v): k for k, v in plan.regions.items()}
+        steps.append("keep the largest component of region(s), in this order, " + ", ".join(
+            f"{names.get(r, 'region')} {list(r)}" for r in post.largest_component_regions))
     return (f"Best: {what} ({'ensemble' if best['ensemble'] else 'single configuration'}), "
             f"cross-validation foreground mean Dice {best['foreground_mean_dice']:.4f}, "
             f"folds {best['folds']} averaged.\n"

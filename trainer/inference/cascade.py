@@ -8,7 +8,9 @@ the 3d_lowres ensemble predicts first.
 
 Here the lowres validation probabilities (`validation/<case>.npz`, original geometry) are
 brought onto the cascade's preprocessed grid with the case's own crop box and linear
-interpolation, then turned into labels (argmax), and cached as
+interpolation, then turned into labels (argmax; for region-based datasets each region's
+sigmoid > 0.5 painted in regions_class_order, as nnU-Net's convert_logits_to_segmentation),
+and cached as
 `preprocessed/3d_cascade_fullres/previous_stage/<case>_prev.npy` with a stamp of the source
 file, so a retrained lowres fold is picked up and an unchanged one is not redone.
 """
@@ -25,7 +27,7 @@ from contracts.errors import DatasetError
 from contracts.experiment import LOWRES, Experiment
 from contracts.jsonio import atomic_write_file, atomic_write_json
 
-from trainer.data.labelmaps import read_probabilities
+from trainer.data.labelmaps import read_probabilities, to_label_map
 from trainer.planning.plans import Plan
 
 SUBDIR = "previous_stage"
@@ -35,14 +37,18 @@ def previous_stage_dir(cascade_folder: Path) -> Path:
     return Path(cascade_folder) / SUBDIR
 
 
-def to_cascade_grid(probs_original: np.ndarray, props: dict, label_values: list[int]) -> np.ndarray:
-    """(K, I, J, K') probabilities on the original grid -> (Z, Y, X) labels on the case's grid."""
+def to_cascade_grid(probs_original: np.ndarray, props: dict, label_values: list[int],
+                    regions_class_order: list[int] | None = None) -> np.ndarray:
+    """(K, I, J, K') probabilities on the original grid -> (Z, Y, X) labels on the case's grid.
+
+    K: one softmax channel per label, or one sigmoid per region when regions_class_order is given.
+    """
     from trainer.data.geometry import crop, resize, to_canonical
     canon = to_canonical(np.asarray(probs_original, np.float32),
                          np.asarray(props["original"]["orientation_transform"]))
     cropped = crop(canon, props["crop_box"])
     probs = resize(np.ascontiguousarray(cropped), props["shape"], order=1)
-    return np.asarray(sorted(label_values), np.int16)[np.argmax(probs, 0)]
+    return to_label_map(probs, label_values, regions_class_order)
 
 
 def one_hot(prev: np.ndarray, foreground: list[int]) -> np.ndarray:
@@ -85,13 +91,16 @@ def prepare_previous_stage(exp: Experiment, plan: Plan, folder: Path, cases: lis
     for i, case in enumerate(cases):
         target, meta = out / f"{case}_prev.npy", out / f"{case}_prev.json"
         stamp = {"source": str(sources[case]), "stat": _stamp(sources[case])}
+        if plan.regions_class_order:   # region caches made by argmax before it was fixed are redone
+            stamp["regions_class_order"] = list(plan.regions_class_order)
         try:
             if target.exists() and json.loads(meta.read_text()) == stamp:
                 continue
         except (OSError, ValueError):
             pass
         _, _, props = load_case(folder, case, mmap=True)
-        prev = to_cascade_grid(read_probabilities(sources[case]), props, values)
+        prev = to_cascade_grid(read_probabilities(sources[case]), props, values,
+                               plan.regions_class_order)
         if list(prev.shape) != list(props["shape"]):
             raise DatasetError(f"{case}: lowres prediction maps to {list(prev.shape)}, the "
                                f"cascade's data is {props['shape']}; re-run preprocessing")

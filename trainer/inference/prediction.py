@@ -102,7 +102,8 @@ def predict_folder(exp: Experiment, input_dir: Path | None, output_dir: Path | N
             data, p = preprocess_image(case.images, plans[c])
             if plans[c].previous_stage:
                 from trainer.inference.cascade import to_cascade_grid, with_previous
-                prev = to_cascade_grid(per_stage[plans[c].previous_stage], p, values)
+                prev = to_cascade_grid(per_stage[plans[c].previous_stage], p, values,
+                                       plans[c].regions_class_order)
                 data = with_previous(data, prev, plans[c])
             per_stage[c] = to_original(predict_probabilities(nets[c], data, plans[c],
                                                              mirror=cfgs[c].tta_mirroring,

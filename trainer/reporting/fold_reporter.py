@@ -53,7 +53,7 @@ class FoldReporter:
             from trainer.reporting.preview_sample import pick, score_cases
             try:
                 scored = score_cases(trainer.net, trainer.plan, self.folder, self.cases,
-                                     trainer.device, trainer.amp)
+                                     trainer.device, trainer.amp, trainer.val_data.previous)
             except Exception as e:   # a picture must never end a run (e.g. a case file gone)
                 print(f"foldwatch: previews of epoch {epoch} skipped: {type(e).__name__}: {e}",
                       file=sys.stderr, flush=True)

@@ -15,8 +15,26 @@ def cpu_threads() -> int:
             return max(1, int(value))
         except ValueError:
             pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // 2))
+    return max(1, min(8, usable_cores() // 2))
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def data_workers(setting: int | str, device: torch.device) -> int:
+    """DataLoader worker processes for `num_workers` ("auto" or a number).
+
+    auto: none on the CPU, where the training step already uses every thread the run was
+    given and a worker would take its CPU from the step (measured in
+    bench/trainer_throughput.py: inline batches are faster on a CPU-only machine); on a GPU,
+    where the step leaves the CPU free, half the usable cores, at most 8.
+    """
+    if setting != "auto":
+        return int(setting)
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, usable_cores() // 2))
 
 
 def pick_device() -> torch.device:

@@ -24,7 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import affine_transform, gaussian_filter
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
 
 ANISO_THRESHOLD = 3.0
 
@@ -93,40 +95,80 @@ def region_extent(matrix: np.ndarray | None, patch_size) -> list[int]:
     return [int(max(p, np.ceil(r) + 3)) for r, p in zip(reach, patch)]
 
 
-def _warp_labels(seg: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape) -> np.ndarray:
-    """Labels through the transform: each label's indicator linearly, then argmax (lowest wins ties)."""
+LABEL_CHUNK = 16    # label indicators warped together: bounds memory for wide label sets
+
+
+def _sampling_grid(matrix: np.ndarray, offset: np.ndarray, region, shape) -> torch.Tensor:
+    """grid_sample's grid (1, *shape, dim) for input voxel coordinates matrix @ out + offset.
+
+    With align_corners=True a voxel coordinate c on an axis of n voxels is u = 2 c / (n - 1) - 1
+    in grid units, so the voxel map becomes the affine map u_in = A u_out + b that affine_grid
+    expands; grid_sample's axes are the array axes reversed (x, y, z).
+    """
+    half_in = np.array([max(n - 1, 1) for n in region], float) / 2
+    half_out = np.array([max(n - 1, 1) for n in shape], float) / 2
+    a = matrix * half_out[None, :] / half_in[:, None]
+    b = (matrix @ half_out + offset) / half_in - 1
+    theta = np.concatenate([a[::-1, ::-1], b[::-1, None]], axis=1)
+    return F.affine_grid(torch.from_numpy(theta[None].astype(np.float32)),
+                         [1, 1, *shape], align_corners=True)
+
+
+def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, *region) float32 -> (C, *shape): linear, edge values beyond the border."""
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=True)[0]
+
+
+def _warp_labels(seg: np.ndarray, grid: torch.Tensor, shape) -> np.ndarray:
+    """One label map through the grid as nnU-Net does: each label's indicator linearly, then
+    the argmax (lowest label wins ties); LABEL_CHUNK indicators per grid_sample."""
     labels = np.unique(seg)
     if len(labels) == 1:
         return np.full(shape, labels[0], dtype=seg.dtype)
+    s = torch.from_numpy(np.ascontiguousarray(seg))
+    buf = torch.empty((min(LABEL_CHUNK, len(labels)), *seg.shape), dtype=torch.float32)
     best = win = None
-    for i, label in enumerate(labels):
-        score = affine_transform((seg == label).astype(np.float32), matrix, offset,
-                                 output_shape=shape, order=1, mode="nearest")
+    for start in range(0, len(labels), LABEL_CHUNK):
+        chunk = labels[start:start + LABEL_CHUNK]
+        for i, value in enumerate(chunk):
+            torch.eq(s, int(value), out=buf[i])          # 0. / 1. straight into the buffer
+        score, idx = _resample(buf[:len(chunk)], grid).max(dim=0)   # first maximum: lowest
         if best is None:
-            best, win = score, np.zeros(shape, np.int32)
+            best, win = score, idx
             continue
         better = score > best
-        win[better] = i
-        np.maximum(best, score, out=best)
-    return labels[win].astype(seg.dtype, copy=False)
+        win = torch.where(better, idx + start, win)
+        best = torch.maximum(best, score)
+    return labels[win.numpy()].astype(seg.dtype, copy=False)
 
 
-def warp(img: np.ndarray, seg: np.ndarray, matrix: np.ndarray, patch_size
-         ) -> tuple[np.ndarray, np.ndarray]:
-    """The patch sampled from a region (C, *region) through `matrix`, about the centres."""
+def warp(img: np.ndarray, seg: np.ndarray, matrix: np.ndarray, patch_size,
+         extra: np.ndarray | None = None):
+    """The patch sampled from a region (C, *region) through `matrix`, about the centres.
+
+    Images linearly; each label map (`seg`, and `extra`, e.g. the cascade's previous stage)
+    on its own, as nnU-Net's SpatialTransform treats every segmentation channel. torch's
+    grid_sample with one sampling grid rather than one scipy affine_transform per channel
+    and label: less CPU per sample, which on a CPU-only machine comes out of the training
+    step. Returns (image, labels) or (image, labels, extra).
+    """
     shape = tuple(int(p) for p in patch_size)
     centre_in = (np.asarray(seg.shape, float) - 1) / 2
     centre_out = (np.asarray(shape, float) - 1) / 2
     offset = centre_in - matrix @ centre_out
-    out = np.stack([affine_transform(ch, matrix, offset, output_shape=shape, order=1,
-                                     mode="nearest") for ch in img]).astype(np.float32, copy=False)
-    return out, _warp_labels(seg, matrix, offset, shape)
+    grid = _sampling_grid(matrix, offset, seg.shape, shape)
+    out = _resample(torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), grid).numpy()
+    if extra is None:
+        return out, _warp_labels(seg, grid, shape)
+    return out, _warp_labels(seg, grid, shape), _warp_labels(extra, grid, shape)
 
 
-def center_crop(img: np.ndarray, seg: np.ndarray, patch_size) -> tuple[np.ndarray, np.ndarray]:
-    start = [(r - p) // 2 for r, p in zip(seg.shape, patch_size)]
+def center_crop(img: np.ndarray, *maps: np.ndarray, patch_size) -> tuple:
+    """The patch in the middle of the region: the image and each label map."""
+    start = [(r - p) // 2 for r, p in zip(maps[0].shape, patch_size)]
     sl = tuple(slice(s, s + int(p)) for s, p in zip(start, patch_size))
-    return img[(slice(None),) + sl], seg[sl]
+    return (img[(slice(None),) + sl], *(m[sl] for m in maps))
 
 
 def _gamma(ch: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
@@ -142,8 +184,6 @@ def _gamma(ch: np.ndarray, gamma: float, invert: bool) -> np.ndarray:
 
 def _low_resolution(ch: np.ndarray, zoom: float, keep_z: bool) -> np.ndarray:
     """Nearest-exact down to `zoom` of the size, linear back up (torch's interpolate, as nnU-Net)."""
-    import torch
-    import torch.nn.functional as F
     shape = ch.shape
     small = [max(1, round(n * zoom)) for n in shape]
     if keep_z and len(shape) == 3:
@@ -186,17 +226,21 @@ def intensity(img: np.ndarray, rng: np.random.Generator, aug: AugmentPlan) -> np
 
 
 def augment(img: np.ndarray, seg: np.ndarray, rng: np.random.Generator, aug: AugmentPlan,
-            matrix: np.ndarray | None, patch_size) -> tuple[np.ndarray, np.ndarray]:
+            matrix: np.ndarray | None, patch_size, extra: np.ndarray | None = None) -> tuple:
     """A (C, *region) region and its labels -> the augmented (C, *patch) patch and labels.
 
     `matrix` comes from spatial_matrix (drawn before the region was cut, to size it).
+    `extra` (the cascade's previous stage) takes the spatial transforms and mirroring of the
+    labels and is returned third.
     """
+    maps = (seg,) if extra is None else (seg, extra)
     if matrix is not None:
-        img, seg = warp(img, seg, matrix, patch_size)
+        img, *maps = warp(img, seg, matrix, patch_size, extra)
     else:
-        img, seg = center_crop(img, seg, patch_size)
+        img, *maps = center_crop(img, *maps, patch_size=patch_size)
     img = intensity(img, rng, aug)
     for axis in range(seg.ndim):
         if rng.random() < 0.5:
-            img, seg = np.flip(img, axis + 1), np.flip(seg, axis)
-    return np.ascontiguousarray(img), np.ascontiguousarray(seg)
+            img = np.flip(img, axis + 1)
+            maps = [np.flip(m, axis) for m in maps]
+    return (np.ascontiguousarray(img), *(np.ascontiguousarray(m) for m in maps))

@@ -20,27 +20,34 @@ BINARY_OP_P, BINARY_OP_P_PER_LABEL, STREL_RADIUS = 0.4, 0.5, (1.0, 8.0)
 REMOVE_CC_P, REMOVE_CC_P_PER_LABEL, REMOVE_CC_MAX_FRACTION = 0.2, 0.5, 0.15
 
 
-def _ball(radius: float, dim: int) -> np.ndarray:
-    r = int(np.floor(radius))
-    grid = np.ogrid[tuple(slice(-r, r + 1) for _ in range(dim))]
-    return sum(g.astype(float) ** 2 for g in grid) <= radius ** 2
+def _within(x: np.ndarray, radius: float) -> np.ndarray:
+    """Voxels at most `radius` from a True voxel of x (Euclidean, in voxels).
+
+    One exact Euclidean distance transform instead of a morphology with a ball of up to 17^3
+    voxels: the same sets (|y - x|^2 <= radius^2 on integer offsets; the squared distance is
+    rounded back to its integer before comparing) at a small fraction of the CPU.
+    """
+    if not x.any():
+        return np.zeros_like(x)
+    d = ndimage.distance_transform_edt(~x)
+    return np.rint(d * d) <= radius * radius
 
 
-def _dilate(x, s):
-    return ndimage.binary_dilation(x, s)
+def _dilate(x, radius):
+    return _within(x, radius)
 
 
-def _erode(x, s):
+def _erode(x, radius):
     # nnU-Net erodes as the complement of a dilation: outside the patch counts as foreground
-    return ndimage.binary_erosion(x, s, border_value=1)
+    return ~_within(~x, radius)
 
 
-def _open(x, s):
-    return _dilate(_erode(x, s), s)
+def _open(x, radius):
+    return _dilate(_erode(x, radius), radius)
 
 
-def _close(x, s):
-    return _erode(_dilate(x, s), s)
+def _close(x, radius):
+    return _erode(_dilate(x, radius), radius)
 
 
 OPERATORS = (_dilate, _erode, _close, _open)
@@ -54,7 +61,7 @@ def random_binary_operator(onehot: np.ndarray, rng: np.random.Generator) -> np.n
         op = OPERATORS[int(rng.integers(len(OPERATORS)))]
         radius = float(rng.uniform(*STREL_RADIUS))
         before = onehot[c] > 0
-        after = op(before, _ball(radius, onehot.ndim - 1))
+        after = op(before, radius)
         added = after & ~before
         for other in range(len(onehot)):
             if other != c:

@@ -77,13 +77,10 @@ class PatchBatches(Dataset):
         extent = region_extent(matrix, self.patch_size)
         img, lab, prv = sample_patch(data, seg, props, self.patch_size, self.labels, force, rng,
                                      extent, extra=prev)
-        # The previous stage goes through the same spatial transform as the label map: both
-        # ride in one integer code (label * base + previous), warped as one label map and
-        # split afterwards, so they stay aligned voxel for voxel.
-        base = max(self.labels, default=0) + 1
-        code = lab.astype(np.int64) * base + prv.astype(np.int64)
-        img, code = augment(img, code, rng, self.aug, matrix, self.patch_size)
-        lab, prv = code // base, code % base
+        # The previous stage takes the label map's spatial transform and mirroring, warped as
+        # a label map of its own (nnU-Net's SpatialTransform treats each segmentation channel
+        # on its own).
+        img, lab, prv = augment(img, lab, rng, self.aug, matrix, self.patch_size, extra=prv)
         onehot = augment_previous_stage(one_hot(prv, self.labels), rng)
         return np.concatenate([img, onehot]), lab
 

@@ -21,6 +21,7 @@ from trainer.training.loader import VALIDATION_STREAM, PatchBatches, epoch_loade
 from trainer.training.loss import DeepSupervisionLoss, make_loss
 from trainer.training.network import build_network, deep_supervision_weights, split_outputs
 from trainer.planning.plans import Plan
+from trainer.runtime.device import data_workers
 from trainer.runtime.faults import fault_point
 from trainer.runtime.runlog import RunLog
 from trainer.runtime.signals import StopRequest
@@ -87,6 +88,7 @@ class FoldTrainer:
         self.val_data = PatchBatches(folder, val_cases, plan.patch_size, labels, self.batch,
                                      cfg.oversample_foreground, cfg.seed + VALIDATION_STREAM,
                                      augment_data=False, previous=previous)
+        self.workers = data_workers(cfg.num_workers, device)
         self.state = Progress()
         self.reporter = None   # trainer.reporting.FoldReporter: pictures after each epoch
 
@@ -208,7 +210,7 @@ class FoldTrainer:
                 torch.cuda.reset_peak_memory_stats(self.device)
             t_epoch = time.monotonic() - p["elapsed_s"]
             last_log = 0.0
-            loader = epoch_loader(self.train_data, epoch, s.iter, ipe, cfg.num_workers)
+            loader = epoch_loader(self.train_data, epoch, s.iter, ipe, self.workers)
             batches = iter(loader)
             try:
                 while s.iter < ipe:
