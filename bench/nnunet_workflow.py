@@ -39,7 +39,9 @@ BIN = Path(sys.executable).parent
 
 
 def env_for(tmp: Path, results: str) -> dict:
+    # nnUNet_def_n_proc: both sides' nnU-Net pools at 1 (foldwatch sets it from `processes`)
     return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", nnUNet_n_proc_DA="0",
+                nnUNet_def_n_proc="1",
                 nnUNet_raw=str(tmp / "raw"), nnUNet_preprocessed=str(tmp / "pre"),
                 nnUNet_results=str(tmp / results), CUDA_VISIBLE_DEVICES="")
 
