@@ -120,10 +120,17 @@ def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          align_corners=True)[0]
 
 
+def _present(seg: np.ndarray) -> np.ndarray:
+    """The sorted label values in a label map (a count per value: cheaper than np.unique)."""
+    if seg.dtype.kind in "ui" and seg.size and seg.min() >= 0:
+        return np.flatnonzero(np.bincount(seg.ravel())).astype(seg.dtype)
+    return np.unique(seg)
+
+
 def _warp_labels(seg: np.ndarray, grid: torch.Tensor, shape) -> np.ndarray:
     """One label map through the grid as nnU-Net does: each label's indicator linearly, then
     the argmax (lowest label wins ties); LABEL_CHUNK indicators per grid_sample."""
-    labels = np.unique(seg)
+    labels = _present(seg)
     if len(labels) == 1:
         return np.full(shape, labels[0], dtype=seg.dtype)
     s = torch.from_numpy(np.ascontiguousarray(seg))
