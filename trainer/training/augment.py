@@ -129,24 +129,31 @@ def _present(seg: np.ndarray) -> np.ndarray:
 
 def _warp_labels(seg: np.ndarray, grid: torch.Tensor, shape) -> np.ndarray:
     """One label map through the grid as nnU-Net does: each label's indicator linearly, then
-    the argmax (lowest label wins ties); LABEL_CHUNK indicators per grid_sample."""
+    the argmax (lowest label wins ties); LABEL_CHUNK indicators per grid_sample.
+
+    The lowest label is not sampled: linear interpolation keeps the indicators summing to
+    one, so its score is 1 minus the others' (one grid_sample channel fewer per label map).
+    """
     labels = _present(seg)
     if len(labels) == 1:
         return np.full(shape, labels[0], dtype=seg.dtype)
     s = torch.from_numpy(np.ascontiguousarray(seg))
-    buf = torch.empty((min(LABEL_CHUNK, len(labels)), *seg.shape), dtype=torch.float32)
-    best = win = None
-    for start in range(0, len(labels), LABEL_CHUNK):
+    buf = torch.empty((min(LABEL_CHUNK, len(labels) - 1), *seg.shape), dtype=torch.float32)
+    best = win = total = None
+    for start in range(1, len(labels), LABEL_CHUNK):
         chunk = labels[start:start + LABEL_CHUNK]
         for i, value in enumerate(chunk):
             torch.eq(s, int(value), out=buf[i])          # 0. / 1. straight into the buffer
-        score, idx = _resample(buf[:len(chunk)], grid).max(dim=0)   # first maximum: lowest
+        scores = _resample(buf[:len(chunk)], grid)
+        score, idx = scores.max(dim=0)                   # first maximum: the lowest label
         if best is None:
-            best, win = score, idx
+            best, win, total = score, idx + start, scores.sum(dim=0)
             continue
+        total += scores.sum(dim=0)
         better = score > best
         win = torch.where(better, idx + start, win)
         best = torch.maximum(best, score)
+    win = torch.where(1 - total >= best, 0, win)         # the lowest label wins its ties
     return labels[win.numpy()].astype(seg.dtype, copy=False)
 
 
