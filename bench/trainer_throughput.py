@@ -85,6 +85,10 @@ def main() -> None:
         n = a.iterations
         batch0 = t.train_data[0]
         t.step(batch0)  # warm-up: allocator, kernels
+        # Every training case opened once (its metadata read, its arrays mapped), as after the
+        # first iterations of a run: the steady state an epoch of 250 iterations sees.
+        for case in t.train_data.cases:
+            t.train_data._case(case)
         # Alternate chunks of pipeline steps (workers make batches while the main process
         # trains) and bare steps (the same network on one batch already in memory), so that
         # both see the same machine load: on a shared machine a sequential comparison

@@ -20,26 +20,42 @@ BINARY_OP_P, BINARY_OP_P_PER_LABEL, STREL_RADIUS = 0.4, 0.5, (1.0, 8.0)
 REMOVE_CC_P, REMOVE_CC_P_PER_LABEL, REMOVE_CC_MAX_FRACTION = 0.2, 0.5, 0.15
 
 
-def _within(x: np.ndarray, radius: float) -> np.ndarray:
-    """Voxels at most `radius` from a True voxel of x (Euclidean, in voxels).
-
-    One exact Euclidean distance transform instead of a morphology with a ball of up to 17^3
-    voxels: the same sets (|y - x|^2 <= radius^2 on integer offsets; the squared distance is
-    rounded back to its integer before comparing) at a small fraction of the CPU.
-    """
-    if not x.any():
-        return np.zeros_like(x)
-    d = ndimage.distance_transform_edt(~x)
-    return np.rint(d * d) <= radius * radius
+def _window(x: np.ndarray, radius: float) -> tuple[slice, ...]:
+    """The bounding box of x's True voxels grown by the radius, within the patch."""
+    grow = int(np.ceil(radius))
+    box = []
+    for axis in range(x.ndim):
+        hit = np.flatnonzero(x.any(axis=tuple(a for a in range(x.ndim) if a != axis)))
+        box.append(slice(max(0, hit[0] - grow), min(x.shape[axis], hit[-1] + grow + 1)))
+    return tuple(box)
 
 
+def _squared_distance(mask: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of every voxel to the nearest False voxel, as integers."""
+    d = ndimage.distance_transform_edt(mask)
+    return np.rint(d * d)
+
+
+# Ball morphology by one exact Euclidean distance transform instead of a structuring element
+# of up to 17^3 voxels, computed only in the bounding box that can change: the same sets as
+# scipy's binary_dilation / binary_erosion(border_value=1) with the ball |g|^2 <= radius^2
+# (tests/test_augment.py checks it), at a small fraction of the CPU.
 def _dilate(x, radius):
-    return _within(x, radius)
+    out = np.zeros_like(x)
+    if x.any():
+        box = _window(x, radius)
+        out[box] = _squared_distance(~x[box]) <= radius * radius
+    return out
 
 
 def _erode(x, radius):
     # nnU-Net erodes as the complement of a dilation: outside the patch counts as foreground
-    return ~_within(~x, radius)
+    out = np.zeros_like(x)
+    if x.any():
+        box = _window(x, radius)
+        inner = x[box]
+        out[box] = inner if inner.all() else _squared_distance(inner) > radius * radius
+    return out
 
 
 def _open(x, radius):
