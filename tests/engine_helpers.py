@@ -4,6 +4,8 @@ a scripted pynvml built from the real library's exception classes, and a poll lo
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,6 +59,24 @@ def poll_until(engine, predicate, timeout: float = 60.0, every: float = 0.05):
             raise AssertionError(f"timed out; runs: {states}")
         time.sleep(every)
         snap = engine.poll()
+    return snap
+
+
+def sigkill_mid_training(engine, run, first: int, last: int | None = None,
+                         timeout: float = 240.0, every: float = 0.1) -> int:
+    """Wait until `run` has a process and an epoch in [first, last), SIGKILL its process
+    group (the trainer and its workers), return that epoch."""
+    poll_until(engine, lambda s: (run.metrics.epoch or 0) >= first and run.handle is not None
+               and (last is None or run.metrics.epoch < last), timeout=timeout, every=every)
+    done = run.metrics.epoch
+    os.killpg(run.handle.pid, signal.SIGKILL)
+    return done
+
+
+def run_to_success(engine, timeout: float, every: float = 0.2):
+    """Poll until every run is finished; the snapshot, asserting that all succeeded."""
+    snap = poll_until(engine, lambda s: s.finished, timeout=timeout, every=every)
+    assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
     return snap
 
 

@@ -25,17 +25,22 @@ async def _footer(pilot, text):
             return
 
 
-async def _detail(pilot):
+async def _open_detail(pilot, key: str):
+    """The detail screen of the run or stage `key`, once its data and footer are shown."""
     await _first_snapshot(pilot)
     app = pilot.app
     table = app.query_one(RunsTable)
-    table.move_cursor(row=[str(k.value) for k in table.rows].index("2d/0"))
+    table.move_cursor(row=[str(k.value) for k in table.rows].index(key))
     await pilot.press("enter")
     for _ in range(200):
         if getattr(app.screen, "data", None) is not None:
             break
         await pilot.pause(0.05)
     await _footer(pilot, "esc Back")
+
+
+async def _detail(pilot):
+    await _open_detail(pilot, "2d/0")
 
 
 def _app(**kw):
@@ -113,16 +118,7 @@ def test_late_values_scrolled_right_keep_config_and_fold_80x24(snap_compare):
 
 
 async def _stage_detail(pilot):
-    await _first_snapshot(pilot)
-    app = pilot.app
-    table = app.query_one(RunsTable)
-    table.move_cursor(row=[str(k.value) for k in table.rows].index("find-best"))
-    await pilot.press("enter")
-    for _ in range(200):
-        if getattr(app.screen, "data", None) is not None:
-            break
-        await pilot.pause(0.05)
-    await _footer(pilot, "esc Back")
+    await _open_detail(pilot, "find-best")
 
 
 def test_stage_detail_shows_results_and_log_100x30(snap_compare):

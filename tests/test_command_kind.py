@@ -4,8 +4,6 @@ example writing its own events, and the clear failures of bad settings."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import yaml
 
 from console.engine import Engine
 from contracts.jsonio import iter_jsonl
-from engine_helpers import REPO, cpu_sampler, poll_until
+from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
 
 SCRIPTS = REPO / "configs" / "examples" / "scripts"
 PATTERN = (r"Epoch (?P<epoch>\d+)/(?P<epochs>\d+) train_loss=(?P<loss>[\d.]+) "
@@ -65,12 +63,8 @@ def test_stdout_pattern_run_killed_and_resumed_from_its_checkpoint_glob(tmp_path
     eng = Engine(path, sampler=cpu_sampler())
     try:
         run = eng.runs["unet2d/0"]
-        poll_until(eng, lambda s: (run.metrics.epoch or 0) >= 3 and run.handle is not None
-                   and run.metrics.epoch < epochs - 1, timeout=240, every=0.05)
-        done = run.metrics.epoch
-        os.killpg(run.handle.pid, signal.SIGKILL)
-        snap = poll_until(eng, lambda s: s.finished, timeout=240, every=0.1)
-        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+        done = sigkill_mid_training(eng, run, 3, epochs - 1, timeout=240, every=0.05)
+        run_to_success(eng, timeout=240, every=0.1)
     finally:
         eng.close()
     argvs = [d["argv"] for d in launches(eng, "unet2d/0")]

@@ -4,8 +4,6 @@ killed with SIGKILL mid-training and resumed by the watchdog to completion."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
 
@@ -14,7 +12,8 @@ import yaml
 
 from console.engine import Engine
 from contracts.jsonio import iter_jsonl
-from engine_helpers import REPO, actions, cpu_sampler, poll_until, stop_and_close
+from engine_helpers import (REPO, actions, cpu_sampler, run_to_success, sigkill_mid_training,
+                            stop_and_close)
 
 TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_per_epoch": 3,
                "val_iterations": 1, "base_features": 4, "max_features": 16, "num_workers": 0,
@@ -41,12 +40,8 @@ def test_real_trainer_killed_mid_training_is_resumed_to_completion(tmp_path, mon
     path.write_text(yaml.safe_dump(exp))
     eng = Engine(path, sampler=cpu_sampler())
     try:
-        poll_until(eng, lambda s: (eng.runs["2d/0"].metrics.epoch or 0) >= 1
-                   and eng.runs["2d/0"].handle is not None, timeout=900, every=0.2)
-        run = eng.runs["2d/0"]
-        os.killpg(run.handle.pid, signal.SIGKILL)          # kill -9 mid-training
-        snap = poll_until(eng, lambda s: s.finished, timeout=900, every=0.2)
-        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+        sigkill_mid_training(eng, eng.runs["2d/0"], 1, timeout=900, every=0.2)
+        run_to_success(eng, timeout=900)
         acts = actions(eng, "2d/0")
         assert acts.count("launch") == 2 and "restart" in acts
         launches = [d for d in eng.decisions.recent if d.action == "launch" and d.run_key == "2d/0"]

@@ -6,9 +6,7 @@ postprocessing. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import yaml
 from console.engine import Engine
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
-from engine_helpers import REPO, cpu_sampler, poll_until
+from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
 from nnunet_fixture import make_tiny_dataset
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None,
@@ -60,12 +58,8 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
         poll_until(eng, lambda s: stopped.state == "stopped", timeout=120, every=0.1)
         eng.resume("2d/0")
         # ... and a SIGKILL of fold 1 (the runner, nnU-Net and its workers)
-        poll_until(eng, lambda s: (victim.metrics.epoch or 0) >= 2 and victim.handle is not None
-                   and victim.metrics.epoch < EPOCHS - 1, timeout=400, every=0.1)
-        done_at_kill = victim.metrics.epoch
-        os.killpg(victim.handle.pid, signal.SIGKILL)
-        snap = poll_until(eng, lambda s: s.finished, timeout=600, every=0.2)
-        assert snap.succeeded, [(r.key, r.state, r.message) for r in snap.runs]
+        done_at_kill = sigkill_mid_training(eng, victim, 2, EPOCHS - 1, timeout=400)
+        run_to_success(eng, timeout=600)
     finally:
         eng.close()
 
