@@ -19,17 +19,23 @@ TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 1, "iterations_p
                "tta_mirroring": False}}
 
 
-@pytest.mark.slurm
-def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_cluster,
-                                                  no_leftover_jobs):
+def _small_demo(tmp_path, monkeypatch):
+    """A smaller demo dataset (the time goes into starting trainer processes, not data) and
+    configs/demo.yaml as a dict; the real trainer, one thread."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
     data = tmp_path / "data" / "Dataset900_Demo"
-    # A smaller demo dataset: the time goes into starting six trainer processes, not data.
     subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data), "--train",
                     "10", "--test", "2"], cwd=REPO, check=True, capture_output=True, timeout=600)
     exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    return data, exp
+
+
+@pytest.mark.slurm
+def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_cluster,
+                                                  no_leftover_jobs):
+    data, exp = _small_demo(tmp_path, monkeypatch)
     exp.update(experiment="sdemo", dataset=str(data), results=str(tmp_path / "results"),
                folds=[0, 1], configurations=TINY, backend="slurm",
                pipeline={"evaluate": True, "find_best": True, "postprocess": False,
@@ -68,14 +74,10 @@ def test_real_trainer_walltime_checkpoints_and_resumes_until_done(tmp_path, monk
                                                                   no_leftover_jobs):
     """The real trainer under a 2-minute limit: SIGUSR2 ahead of the limit, latest.pt saved
     inside the epoch, resubmitted with --resume (no restart counted) until the fold is done."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
-    data = tmp_path / "data" / "Dataset900_Demo"
-    subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data), "--train",
-                    "10", "--test", "2"], cwd=REPO, check=True, capture_output=True, timeout=600)
-    exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
-    long = {"2d": {**TINY["2d"], "epochs": 2, "iterations_per_epoch": 400}}
+    data, exp = _small_demo(tmp_path, monkeypatch)
+    # Enough training to outlast the first job even on a fast idle machine (the fold ran
+    # 800 iterations inside one 50 s window once the augmentation got cheaper).
+    long = {"2d": {**TINY["2d"], "epochs": 2, "iterations_per_epoch": 1500}}
     exp.update(experiment="swall", dataset=str(data), results=str(tmp_path / "results"),
                folds=[0], configurations=long, backend="slurm",
                pipeline={"evaluate": False, "find_best": False, "postprocess": False,
