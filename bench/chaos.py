@@ -66,7 +66,7 @@ def _checkpoint_ok(path: Path) -> bool:
 
 
 def trainer_kills(tmp: Path, folds: int, every_s: float) -> None:
-    from console.engine import Engine
+    from console.engine.core import Engine
     from engine_helpers import cpu_sampler, write_experiment
     os.environ.update(_env(tmp, {"*": {"rate": 0.4, "iters": 4}, "plan": {"rate": 0.02},
                                  "preprocess-2d": {"rate": 0.02}}))
@@ -132,7 +132,7 @@ def console_kills(tmp: Path, kills: int) -> None:
     rng = random.Random(3)
     t0 = time.monotonic()
     done = killed = 0
-    cmd = [sys.executable, "-m", "console.cli", "up", str(exp), "--headless"]
+    cmd = [sys.executable, "-m", "console.clients.cli", "up", str(exp), "--headless"]
     try:
         for i in range(kills + 50):
             p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -160,7 +160,7 @@ def console_kills(tmp: Path, kills: int) -> None:
 
 
 def stall_detection(tmp: Path, stall_s: float) -> None:
-    from console.engine import Engine
+    from console.engine.core import Engine
     from engine_helpers import cpu_sampler, write_experiment
     os.environ.update(_env(tmp, {"2d/0": [{"then": "hang", "at": 1, "ignore_term": True}, {}],
                                  "*": {"rate": 0.05}}))

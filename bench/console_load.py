@@ -53,8 +53,8 @@ def write_log(path: Path, lines: int) -> None:
 INGEST = r"""
 import resource, sys, time
 sys.path.insert(0, {repo!r})
-from console.tailer import Tailer
-from console.runmetrics import RunMetrics
+from console.store.tailer import Tailer
+from console.engine.runmetrics import RunMetrics
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 m = RunMetrics(); t = Tailer({path!r}, collapse_iter={collapse})
 t0 = time.perf_counter(); t.read_each(m.feed); dt = time.perf_counter() - t0
@@ -87,7 +87,7 @@ def rss_mib() -> float:
 def steady_load(tmp: Path, seconds: float, tick: float) -> dict:
     """8 stand-in runs writing ~50 lines/s each under one engine polled every `tick` s."""
     import psutil
-    from console.engine import Engine
+    from console.engine.core import Engine
     from engine_helpers import cpu_sampler, write_experiment
     os.environ["FOLDWATCH_TRAINER"] = f"{sys.executable} {REPO / 'tests' / 'fake_trainer.py'}"
     script = tmp / "script.json"

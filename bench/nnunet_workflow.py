@@ -106,8 +106,8 @@ def shell(tmp: Path, a) -> dict:
 
 
 def foldwatch(tmp: Path, a) -> dict:
-    from console.engine import Engine
-    from console.nvml import NvmlSampler
+    from console.engine.core import Engine
+    from console.gpu.nvml import NvmlSampler
     from contracts.jsonio import iter_jsonl
     env = env_for(tmp, "fw_results")
     os.environ.update({k: env[k] for k in ("PYTHONPATH", "OMP_NUM_THREADS")})

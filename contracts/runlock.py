@@ -64,6 +64,13 @@ class RunLock:
         self.record = record
         self._fd: int | None = None
 
+    @classmethod
+    def at(cls, path: str | Path, **record: object) -> "RunLock":
+        """The same lock on another file (a supervisor's, a team member's claim)."""
+        lock = cls(Path(path).parent, **record)
+        lock.path = Path(path)
+        return lock
+
     def acquire(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # the record first (psutil's import is slow): a console probing the lock between the

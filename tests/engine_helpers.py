@@ -213,7 +213,7 @@ def gpu(name="Fake GPU", util=10, mem=(1000, 24000), procs=(), **kw) -> dict:
 
 def cpu_sampler():
     """The real sampler over a pynvml without a driver: CPU mode."""
-    from console.nvml import NvmlSampler
+    from console.gpu.nvml import NvmlSampler
     return NvmlSampler(FakeNvml(init_error=pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)),
                        interval=0.05)
 
@@ -229,7 +229,7 @@ class ScriptedBackend:
         self.adoptable: dict[str, dict] = {}        # key -> record adopt() accepts
 
     def submit(self, spec):
-        from console.backend import Handle
+        from console.backends.base import Handle
         self.next_pid += 1
         self.exits[self.next_pid] = None
         self.submitted.append(spec)
@@ -247,7 +247,7 @@ class ScriptedBackend:
         self.exits[handle.pid] = -9 if force else -15
 
     def adopt(self, key, record):
-        from console.backend import Handle
+        from console.backends.base import Handle
         if key in self.adoptable and record.get("pid") == self.adoptable[key].get("pid"):
             return Handle.from_record(key, record)
         return None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from console.app import FoldwatchApp, describe_changes
-from console.model import RunView, Snapshot
-from console.screens.confirm import ConfirmScreen
-from console.screens.detail import DetailScreen
-from console.screens.help import HelpScreen
-from console.screens.launch import LaunchScreen
-from console.screentext import screen_text
-from console.widgets.runs_table import RunsTable
+from console.clients.tui.app import FoldwatchApp, describe_changes
+from console.protocol.model import RunView, Snapshot
+from console.clients.tui.screens.confirm import ConfirmScreen
+from console.clients.tui.screens.detail import DetailScreen
+from console.clients.tui.screens.help import HelpScreen
+from console.clients.tui.screens.launch import LaunchScreen
+from console.clients.tui.screentext import screen_text
+from console.clients.tui.widgets.runs_table import RunsTable
 from ui_engine import ScriptedEngine
 
 async def wait_for(pilot, cond, timeout=10.0, what="condition"):
@@ -159,7 +159,7 @@ async def test_read_only_hides_every_changing_action():
 
 @pytest.mark.asyncio
 async def test_palette_offers_only_allowed_actions():
-    from console.app import FoldwatchCommands
+    from console.clients.tui.app import FoldwatchCommands
     for read_only, expect_stop in ((False, True), (True, False)):
         app = FoldwatchApp(ScriptedEngine(read_only=read_only))
         async with app.run_test(size=(100, 30)) as pilot:
@@ -319,7 +319,7 @@ async def test_kill_on_a_run_that_is_not_running_does_nothing():
 
 
 def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
-    import console.app as app_mod
+    import console.clients.tui.app as app_mod
     seen = {}
 
     def fake_run(self, **kw):             # no terminal here: record how the app was started
@@ -337,7 +337,7 @@ def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
 
 
 def test_quitting_at_the_end_prints_where_the_results_are(monkeypatch, capsys):
-    import console.app as app_mod
+    import console.clients.tui.app as app_mod
 
     def fake_run(self, **kw):
         self.snapshot = ScriptedEngine(finished=True).poll()

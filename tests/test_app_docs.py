@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from console.app import FoldwatchApp
-from console.keys import key_table
-from console.results import results_lines
-from console.vocabulary import COLUMNS
-from console.screentext import screen_text
+from console.clients.tui.app import FoldwatchApp
+from console.clients.tui.keys import key_table
+from console.engine.results import results_lines
+from console.protocol.vocabulary import COLUMNS
+from console.clients.tui.screentext import screen_text
 from ui_engine import ScriptedEngine, results_view
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "console.md"

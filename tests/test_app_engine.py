@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from console.app import FoldwatchApp
-from console.engine import Engine
-from console.screentext import screen_text
-from console.widgets.runs_table import RunsTable
+from console.clients.tui.app import FoldwatchApp
+from console.engine.core import Engine
+from console.clients.tui.screentext import screen_text
+from console.clients.tui.widgets.runs_table import RunsTable
 from engine_helpers import calls, cpu_sampler, use_fake_trainer, write_experiment
 
 

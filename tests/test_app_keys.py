@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from console.app import FoldwatchApp
-from console.model import Decision
-from console.screens.confirm import ConfirmScreen
-from console.screens.detail import DetailScreen
-from console.screens.gpus import GpuScreen
-from console.screens.help import HelpScreen
-from console.screens.notices import NoticesScreen
-from console.screens.results import ResultsScreen
-from console.screentext import screen_text
+from console.clients.tui.app import FoldwatchApp
+from console.protocol.model import Decision
+from console.clients.tui.screens.confirm import ConfirmScreen
+from console.clients.tui.screens.detail import DetailScreen
+from console.clients.tui.screens.gpus import GpuScreen
+from console.clients.tui.screens.help import HelpScreen
+from console.clients.tui.screens.notices import NoticesScreen
+from console.clients.tui.screens.results import ResultsScreen
+from console.clients.tui.screentext import screen_text
 from test_app import select, wait_for
 from ui_engine import T0, ScriptedEngine
 

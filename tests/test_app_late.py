@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from console.app import FoldwatchApp
-from console.screentext import screen_text
-from console.widgets.runs_table import RunsTable
+from console.clients.tui.app import FoldwatchApp
+from console.clients.tui.screentext import screen_text
+from console.clients.tui.widgets.runs_table import RunsTable
 from test_app import select, wait_for
 from ui_engine import ScriptedEngine, feed_more
 

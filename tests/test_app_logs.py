@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Log
 
-from console.app import FoldwatchApp
-from console.logtail import TextTail
-from console.screens.logs import LogScreen
+from console.clients.tui.app import FoldwatchApp
+from console.store.logtail import TextTail
+from console.clients.tui.screens.logs import LogScreen
 from test_app import select, wait_for
 from ui_engine import ScriptedEngine
 

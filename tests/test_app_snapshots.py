@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from console.app import FoldwatchApp
-from console.screentext import screen_text
-from console.widgets.runs_table import RunsTable
+from console.clients.tui.app import FoldwatchApp
+from console.clients.tui.screentext import screen_text
+from console.clients.tui.widgets.runs_table import RunsTable
 from ui_engine import ScriptedEngine
 
 

@@ -24,7 +24,7 @@ if sys.platform == "win32":      # pragma: no cover
 def _open_console(exp, env) -> tuple[subprocess.Popen, int]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "up", str(exp)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "console.clients.cli", "up", str(exp)], cwd=REPO,
                             stdin=slave, stdout=slave, stderr=slave, env=env,
                             start_new_session=True)
     os.close(slave)
@@ -81,5 +81,5 @@ def test_up_in_a_terminal_quits_leaving_runs_running(tmp_path, monkeypatch):
         os.close(master)
         if proc.poll() is None:
             proc.kill()
-        subprocess.run([sys.executable, "-m", "console.cli", "stop", str(exp)], cwd=REPO,
+        subprocess.run([sys.executable, "-m", "console.clients.cli", "stop", str(exp)], cwd=REPO,
                        env=env, capture_output=True, timeout=60)

@@ -16,8 +16,8 @@ import time
 import psutil
 import pytest
 
-from console.engine import Engine
-from console.persistence import StateFile, load_state
+from console.engine.core import Engine
+from console.store.statefile import StateFile, load_state
 from contracts.experiment import load_experiment
 from contracts.jsonio import EventWriter
 from contracts.runlock import holder
@@ -158,7 +158,7 @@ def test_status_on_damaged_state_prints_a_message_not_a_traceback(world):
     lay.state.with_name("state.json.prev").unlink(missing_ok=True)
     before = lay.state.read_bytes()
     env = dict(os.environ, FOLDWATCH_NO_NVML="1")
-    out = subprocess.run([sys.executable, "-m", "console.cli", "status", str(exp.source)],
+    out = subprocess.run([sys.executable, "-m", "console.clients.cli", "status", str(exp.source)],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Traceback" not in out.stderr + out.stdout
     text = " ".join((out.stdout + out.stderr).split())

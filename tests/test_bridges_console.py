@@ -28,7 +28,7 @@ def test_headless_console_exports_and_notifies_once(tmp_path, monkeypatch):
     env = dict(os.environ, FOLDWATCH_NO_NVML="1")
 
     def up():
-        return subprocess.run([sys.executable, "-m", "console.cli", "up", str(path),
+        return subprocess.run([sys.executable, "-m", "console.clients.cli", "up", str(path),
                                "--headless"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=120)
 

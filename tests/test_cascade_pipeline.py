@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from console.engine import Engine
-from console.jobs import build_jobs
+from console.engine.core import Engine
+from console.kinds.jobs import build_jobs
 from contracts.experiment import load_experiment
 from data_helpers import small_demo  # noqa: F401  (fixture)
 from engine_helpers import REPO, cpu_sampler, poll_until, stop_and_close

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.experiment import load_experiment
 from engine_helpers import (REPO, actions, calls, cpu_sampler, poll_until, use_fake_trainer,
                             write_experiment)
@@ -29,12 +29,12 @@ def env(tmp_path, monkeypatch):
 
 
 def foldwatch(*args, env, timeout=60, **kw):
-    return subprocess.run([sys.executable, "-m", "console.cli", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "console.clients.cli", *map(str, args)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def spawn(*args, env):
-    return subprocess.Popen([sys.executable, "-m", "console.cli", *map(str, args)], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "console.clients.cli", *map(str, args)], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -153,9 +153,9 @@ def test_headless_stop_on_exit_stops_runs(tmp_path, env):
 
 
 def test_help_imports_nothing_heavy():
-    probe = ("import sys\nfrom console.cli import main\ntry:\n    main(['--help'])\n"
+    probe = ("import sys\nfrom console.clients.cli.main import main\ntry:\n    main(['--help'])\n"
              "except SystemExit:\n    pass\n"
              "print(sorted(m for m in ('pydantic', 'yaml', 'rich', 'psutil', 'pynvml', 'textual',"
-             " 'console.engine') if m in sys.modules))")
+             " 'console.engine.core') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
 from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from console.faults import CRASH_EXIT
+from console.store.faults import CRASH_EXIT
 from contracts.experiment import load_experiment
 from contracts.jsonio import EventWriter, iter_jsonl
 from engine_helpers import FAKE, REPO, write_experiment
@@ -43,7 +43,7 @@ def _env(tmp: Path, crash: str | None) -> dict:
 
 
 def _console(exp: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", "up", str(exp), "--headless"],
+    return subprocess.Popen([sys.executable, "-m", "console.clients.cli", "up", str(exp), "--headless"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -1,11 +1,11 @@
-"""console.demo.prepare_demo: data generated once through the trainer command, demo.yaml kept."""
+"""console.clients.cli.demo.prepare_demo: data generated once through the trainer command, demo.yaml kept."""
 
 import json
 import sys
 
 import pytest
 
-from console.demo import prepare_demo
+from console.clients.cli.demo import prepare_demo
 from contracts.errors import DatasetError
 from contracts.experiment import load_experiment
 
@@ -65,7 +65,7 @@ def test_demo_yaml_is_package_data_equal_to_the_documented_copy(tmp_path):
     import zipfile
     from pathlib import Path
 
-    from console.demo import bundled_demo_yaml
+    from console.clients.cli.demo import bundled_demo_yaml
     root = Path(__file__).resolve().parents[1]
     documented = (root / "configs" / "demo.yaml").read_text(encoding="utf-8")
     assert bundled_demo_yaml() == documented

@@ -16,8 +16,8 @@ import subprocess
 import pytest
 import yaml
 
-from console import faults
-from console.engine import Engine
+from console.store import faults
+from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
 from engine_helpers import actions, calls, cpu_sampler, poll_until, use_fake_trainer, write_experiment
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path):
     env = dict(os.environ, FOLDWATCH_NO_NVML="1")
-    r = subprocess.run([sys.executable, "-m", "console.cli", "demo", str(tmp_path / "demo"),
+    r = subprocess.run([sys.executable, "-m", "console.clients.cli", "demo", str(tmp_path / "demo"),
                         "--headless"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=3600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from console.engine import Engine
-from console.jobs import build_jobs
-from console.lock import ConsoleBusy
+from console.engine.core import Engine
+from console.kinds.jobs import build_jobs
+from console.store.locks import ConsoleBusy
 from contracts.experiment import load_experiment
 from engine_helpers import (actions, calls, cpu_sampler, poll_until, run_state, use_fake_trainer,
                             write_experiment)

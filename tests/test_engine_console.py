@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from console.engine import Engine
-from console.nvml import NvmlSampler
-from console.widgets.gpu_panel import panel_text
-from console.screens.gpus import gpus_text
+from console.engine.core import Engine
+from console.gpu.nvml import NvmlSampler
+from console.clients.tui.widgets.gpu_panel import panel_text
+from console.clients.tui.screens.gpus import gpus_text
 from contracts.jsonio import EventWriter
 from contracts.layout import run_files
 from engine_helpers import Clock, FakeNvml, ScriptedBackend, cpu_sampler, gpu, write_experiment

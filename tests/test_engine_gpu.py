@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from console.engine import Engine
-from console.nvml import NvmlSampler
+from console.engine.core import Engine
+from console.gpu.nvml import NvmlSampler
 from engine_helpers import (FakeNvml, actions, calls, cpu_sampler, gpu, poll_until, run_state,
                             use_fake_trainer, write_experiment)
 

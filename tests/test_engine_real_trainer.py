@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
 from engine_helpers import (REPO, actions, cpu_sampler, run_to_success, sigkill_mid_training,
                             stop_and_close)

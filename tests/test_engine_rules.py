@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.jsonio import EventWriter
 from contracts.layout import run_files
 from engine_helpers import (Clock, FakeNvml, ScriptedBackend, actions, cpu_sampler, gpu,
@@ -162,7 +162,7 @@ def test_every_failure_says_why(world):
 
 def test_gpus_that_do_not_exist_are_named(world):
     nvml = FakeNvml([gpu("A"), gpu("B")])
-    from console.nvml import NvmlSampler
+    from console.gpu.nvml import NvmlSampler
     eng, clock, backend = world(sampler=NvmlSampler(nvml, interval=0.05),
                                 devices={"gpus": [3, 5]})
     import time
@@ -190,7 +190,7 @@ def test_gpus_asked_for_in_cpu_mode_are_said(world):
 
 
 def test_stderr_fallback_takes_the_last_tracebacks_exception():
-    from console.watchdog import explain
+    from console.engine.rules import explain
     stderr = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\n"
               "    old()\nOldError: from an earlier attempt\n"
               "Traceback (most recent call last):\n  File \"b.py\", line 84, in run\n"
@@ -204,7 +204,7 @@ def test_stderr_fallback_takes_the_last_tracebacks_exception():
 
 
 def test_exit_130_is_a_stop_not_a_crash():
-    from console.watchdog import judge_exit
+    from console.engine.rules import judge_exit
     from contracts.experiment import Watchdog
     v = judge_exit(130, {"status": "stopped", "reason": "interrupted", "exit_code": 130},
                    stop_requested=False, stalled=False, restarts=0, cfg=Watchdog(), enabled=True)
@@ -245,7 +245,7 @@ def test_walltime_stops_resubmit_without_restarts_until_they_stop_making_progres
     """A stop the console did not ask for with stop_cause timeout is resubmitted with
     --resume and counts no restart; 5 such stops in a row without a new latest.pt fail the
     run with a reason instead of resubmitting forever."""
-    from console.supervision import MAX_FRUITLESS_CLUSTER_STOPS
+    from console.engine.supervision import MAX_FRUITLESS_CLUSTER_STOPS
     eng, clock, backend = world()
     through_stages(eng, backend)
     latest = run_files(eng.runs["2d/0"].job.run_dir)["latest"]

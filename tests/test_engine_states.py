@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from console.backend import Handle
-from console.changes import diff
-from console.jobs import Job
-from console.model import Decision, RunView, Snapshot
-from console.runstate import TRANSITIONS, IllegalTransition, Run, RunState
+from console.backends.base import Handle
+from console.clients.changes import diff
+from console.kinds.jobs import Job
+from console.protocol.model import Decision, RunView, Snapshot
+from console.engine.runstate import TRANSITIONS, IllegalTransition, Run, RunState
 
 
 def _run() -> Run:

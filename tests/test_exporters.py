@@ -55,14 +55,14 @@ def _attempt(exp, log, attempt, epochs):
 def _export(exp, subprocess_=True):
     """A fresh exporter each time (state only in its cursors); the CLI one as a user runs it."""
     if not subprocess_:
-        from console.exporters.runner import Exporter
+        from console.bridges.exporters.runner import Exporter
         ex = Exporter(exp)
         try:
             ex.pump()
         finally:
             ex.close()
         return
-    r = subprocess.run([sys.executable, "-m", "console.cli", "export", str(exp.source)],
+    r = subprocess.run([sys.executable, "-m", "console.clients.cli", "export", str(exp.source)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -130,8 +130,8 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
 def test_exporter_started_by_the_console_survives_a_crash_and_stops_cleanly(tmp_path):
     import time
 
-    from console.exporters.feed import load_cursor
-    from console.exporters.process import ExporterProcess
+    from console.bridges.exporters.feed import load_cursor
+    from console.bridges.exporters.process import ExporterProcess
     exp = _exp(tmp_path, wandb=False)
     cursor = exp.layout.exports_dir / "3d_fullres_fold_0.tensorboard.json"
 
@@ -191,7 +191,7 @@ def test_a_fold_started_from_scratch_is_a_new_curve_not_skipped_steps(tmp_path):
 
 
 def test_one_broken_sink_or_picture_does_not_stop_the_others(tmp_path, capsys):
-    from console.exporters.runner import MAX_FAILURES, Exporter
+    from console.bridges.exporters.runner import MAX_FAILURES, Exporter
     exp = _exp(tmp_path)
     fold = exp.layout.fold_dir("3d_fullres", 0)
     with EventWriter(fold / "metrics.jsonl") as log:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from console.gpu_owners import OurRun, attribute, in_container
+from console.gpu.owners import OurRun, attribute, in_container
 
 
 def test_pids_match_directly_on_the_host():

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from console.kinds import kind_for
-from console.kinds.failures import recognise
-from console.kinds.nnunet_log import NnunetLogParser, parse_dice_list
+from console.runner.failures import recognise
+from console.runner.nnunet_log import NnunetLogParser, parse_dice_list
 from contracts.errors import ConfigError
 from contracts.experiment import load_experiment, parse_experiment
 
@@ -174,7 +174,7 @@ def test_example_files_are_valid():
 
 
 def test_later_folds_wait_for_the_first_to_train_an_epoch(tmp_path, monkeypatch):
-    from console.engine import Engine
+    from console.engine.core import Engine
     from engine_helpers import cpu_sampler
     data = _nn(tmp_path)
     data["configurations"] = {"2d": {}}
@@ -183,7 +183,7 @@ def test_later_folds_wait_for_the_first_to_train_an_epoch(tmp_path, monkeypatch)
     try:
         first, second = eng.runs["2d/0"], eng.runs["2d/1"]
         first.wanted = second.wanted = True
-        from console.scheduling import blocker
+        from console.engine.scheduling import blocker
         assert blocker(eng, second) == "2d/0"
         first.metrics.feed({"t": 1.0, "event": "epoch", "epoch": 0})
         assert blocker(eng, second) is None

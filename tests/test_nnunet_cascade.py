@@ -13,7 +13,7 @@ import json
 import pytest
 import yaml
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
 from engine_helpers import REPO, cpu_sampler, poll_until, stop_and_close
 

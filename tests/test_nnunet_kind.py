@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from console.engine import Engine
+from console.engine.core import Engine
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
 from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training

@@ -233,8 +233,8 @@ def test_planner_and_process_options(tmp_path):
 
 
 def test_the_table_names_each_stage_with_its_configuration_and_fold(tmp_path):
-    from console.model import RunView
-    from console.vocabulary import cells
+    from console.protocol.model import RunView
+    from console.protocol.vocabulary import cells
     _, jobs = _kind(tmp_path, [LOW, CAS])
     shown = {k: cells(RunView(k, "stage", k, "queued", configuration=j.configuration,
                               fold=j.fold)) for k, j in jobs.items() if j.kind == "stage"}

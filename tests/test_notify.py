@@ -8,9 +8,9 @@ import time
 
 import yaml
 
-from console.decisions import DecisionLog
-from console.notify import Notifier
-from console.persistence import VERSION
+from console.engine.decisions import DecisionLog
+from console.bridges.notify import Notifier
+from console.store.statefile import VERSION
 from contracts.experiment import load_experiment
 from contracts.jsonio import atomic_write_json, iter_jsonl
 

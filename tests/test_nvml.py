@@ -5,8 +5,8 @@ from __future__ import annotations
 import pynvml
 import pytest
 
-from console.allocation import DeviceUse, gpu_slots
-from console.nvml import RETRY_INIT_S, NvmlSampler
+from console.gpu.allocation import DeviceUse, gpu_slots
+from console.gpu.nvml import RETRY_INIT_S, NvmlSampler
 from contracts.experiment import Devices
 from engine_helpers import FakeNvml, gpu
 

@@ -56,7 +56,7 @@ def test_foldwatch_plot_draws_every_fold_and_the_overlay_from_the_logs(tmp_path)
                 log.write("epoch", epoch=e, train_loss=1 - 0.1 * e, val_loss=1.1 - 0.1 * e,
                           val_dice=0.2 * e, val_dice_per_class=[0.2 * e, None],
                           ema_dice=0.1 * e, lr=0.01, epoch_s=3.0, data_wait_frac=0.2)
-    out = subprocess.run([sys.executable, "-m", "console.cli", "plot", str(path)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "console.clients.cli", "plot", str(path)], cwd=ROOT,
                          env=trainer_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for k in (0, 1):
@@ -85,7 +85,7 @@ def test_epoch_records_keep_one_point_per_epoch_and_read_incrementally(tmp_path)
 
 
 def test_console_help_and_plot_help_import_no_drawing_or_bridge_library():
-    probe = ("import sys; from console.cli import main\n"
+    probe = ("import sys; from console.clients.cli.main import main\n"
              "for argv in (['--help'], ['plot', '--help'], ['export', '--help']):\n"
              "    try: main(argv)\n"
              "    except SystemExit: pass\n"
@@ -120,7 +120,7 @@ def test_drawing_thread_never_makes_the_caller_wait_and_skips_stale_redraws():
 def test_console_draws_progress_png_for_a_command_trainer(tmp_path):
     """A `trainer: command` run writes only metrics.jsonl; the console's plotter draws it."""
     import yaml
-    from console.plotter import KindPlotter
+    from console.bridges.plotter import KindPlotter
     from contracts.experiment import load_experiment
     from contracts.jsonio import EventWriter
     path = tmp_path / "c.yaml"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from console.app import FoldwatchApp
-from console.preview_files import load_previews, read_ppm
-from console.widgets.preview import UPPER_HALF, PreviewPane, halfblock
+from console.clients.tui.app import FoldwatchApp
+from console.clients.tui.preview_files import load_previews, read_ppm
+from console.clients.tui.widgets.preview import UPPER_HALF, PreviewPane, halfblock
 from contracts.layout import Layout
 from test_app_snapshots import _detail
 from trainer.reporting.previews import GT_RGB, PRED_RGB, Preview, write_ppm, write_previews

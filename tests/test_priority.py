@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from console.priority import boosted, in_priority
+from console.engine.priority import boosted, in_priority
 
 
 @dataclass

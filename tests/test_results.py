@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from console.results import ResultsReader, results_lines, stage_outcome
+from console.engine.results import ResultsReader, results_lines, stage_outcome
 from contracts.experiment import load_experiment
 from pipeline_fixture import reference, write_experiment, write_fold_outputs
 from trainer.commands import crossval, find_best
@@ -62,7 +62,7 @@ def test_results_from_real_crossval_and_find_best(tmp_path):
 
 
 def test_status_prints_the_results_and_json_carries_them(tmp_path, capsys, monkeypatch):
-    from console import cli
+    from console.clients.cli import main as cli
     monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
     exp_path, ids = write_experiment(tmp_path, configurations=("2d",))
     root = load_experiment(exp_path).layout.root

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from console.engine import Engine
+from console.engine.core import Engine
 from engine_helpers import actions, calls, poll_until, run_state, use_fake_trainer
 from slurm_helpers import (no_leftover_jobs, slurm_cluster, slurm_experiment,  # noqa: F401
                            squeue_names)
@@ -87,7 +87,7 @@ def test_killed_console_readopts_jobs_and_never_submits_twice(tmp_path, monkeypa
     exp = slurm_experiment(tmp_path, folds=(0, 1), epochs=12, pipeline={
         "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False},
         slurm={"job_name_prefix": "fwd-"})
-    console = subprocess.Popen([sys.executable, "-m", "console.cli", "up", "--headless",
+    console = subprocess.Popen([sys.executable, "-m", "console.clients.cli", "up", "--headless",
                                 str(exp)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = tmp_path / "results" / "t" / "console" / "state.json"
     try:
@@ -127,10 +127,10 @@ def test_killed_console_readopts_jobs_and_never_submits_twice(tmp_path, monkeypa
 
 def test_console_killed_between_sbatch_and_saving_finds_the_job_by_name(tmp_path, monkeypatch):
     """The job id never reached slurm-job.json (nor state.json): the unique job name finds it."""
-    from console.backend import LaunchSpec
-    from console.jobs import build_jobs
-    from console.slurm import queries
-    from console.slurm.backend import SlurmBackend
+    from console.backends.base import LaunchSpec
+    from console.kinds.jobs import build_jobs
+    from console.backends.slurm import queries
+    from console.backends.slurm.backend import SlurmBackend
     from contracts.experiment import load_experiment
     use_fake_trainer(monkeypatch, tmp_path, {"*": {"then": "hang"}})
     exp = load_experiment(slurm_experiment(tmp_path, folds=(0,),
@@ -164,7 +164,7 @@ def test_console_killed_between_sbatch_and_saving_finds_the_job_by_name(tmp_path
 def test_foldwatch_status_and_stop_without_a_console(tmp_path, monkeypatch, capsys):
     """`foldwatch status` shows the job; `foldwatch stop` adopts it by id and stops it
     gracefully (scancel --signal=TERM): checkpointed, stopped, not resubmitted."""
-    from console.cli import main
+    from console.clients.cli.main import main
     use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.5, "epochs": 60}})
     exp = slurm_experiment(tmp_path, folds=(0,), epochs=60, pipeline={
         "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False},
@@ -196,7 +196,7 @@ def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
     both consoles end succeeded, `foldwatch status` shows it all."""
     use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.1}})
     exp = slurm_experiment(tmp_path, folds=(0, 1), epochs=3, slurm={"job_name_prefix": "fwg-"})
-    cmd = [sys.executable, "-m", "console.cli", "up", "--headless", str(exp), "--runs"]
+    cmd = [sys.executable, "-m", "console.clients.cli", "up", "--headless", str(exp), "--runs"]
     consoles = [subprocess.Popen(cmd + [runs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True) for runs in ("2d/0", "2d/1")]
     try:
@@ -217,7 +217,7 @@ def test_two_consoles_share_one_experiment_on_slurm(tmp_path, monkeypatch):
         assert call["env"]["SLURM_JOB_ID"] == rec["job_id"]
         assert call["env"]["CUDA_VISIBLE_DEVICES"] in (None, "")
         assert f"foldwatch: job {rec['job_id']} on" in (run_dir / "stderr.log").read_text()
-    status = subprocess.run([sys.executable, "-m", "console.cli", "status", str(exp), "--json"],
+    status = subprocess.run([sys.executable, "-m", "console.clients.cli", "status", str(exp), "--json"],
                             capture_output=True, text=True, check=True)
     snap = json.loads(status.stdout)
     assert {r["state"] for r in snap["runs"]} == {"completed"} and snap["cluster"]["cpus_total"]

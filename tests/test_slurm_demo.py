@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from console.engine import Engine
+from console.engine.core import Engine
 from engine_helpers import REPO, poll_until
 from slurm_helpers import no_leftover_jobs, slurm_cluster  # noqa: F401
 
@@ -62,8 +62,8 @@ def test_demo_experiment_completes_through_sbatch(tmp_path, monkeypatch, slurm_c
     finally:
         engine.close()
     # The console side stayed torch-free: a fresh interpreter importing the Slurm backend.
-    probe = subprocess.run([sys.executable, "-c", "import sys, console.engine, "
-                            "console.slurm.backend; print('torch' in sys.modules)"],
+    probe = subprocess.run([sys.executable, "-c", "import sys, console.engine.core, "
+                            "console.backends.slurm.backend; print('torch' in sys.modules)"],
                            capture_output=True, text=True, cwd=REPO, check=True)
     assert probe.stdout.strip() == "False"
 

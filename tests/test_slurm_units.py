@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from console.cluster import job_note
-from console.slurm import queries as q
-from console.slurm.sbatch import batch_script, job_name, sbatch_options
-from console.watchdog import cluster_stop
+from console.backends.select import job_note
+from console.backends.slurm import queries as q
+from console.backends.slurm.sbatch import batch_script, job_name, sbatch_options
+from console.engine.rules import cluster_stop
 from contracts.errors import ConfigError
 from contracts.experiment import parse_experiment
 from contracts.slurm_settings import Slurm, slurm_time_seconds
@@ -151,8 +151,8 @@ def test_a_local_devices_section_says_nothing_on_slurm(tmp_path, monkeypatch):
     since the cluster's gres picks the GPUs (the engine is built without submitting)."""
     import shutil
     import yaml
-    from console.engine import Engine
-    from console.views import notices
+    from console.engine.core import Engine
+    from console.engine.views import notices
     from engine_helpers import cpu_sampler, write_experiment
     if not shutil.which("sbatch"):
         pytest.skip("sbatch is not installed (tests/slurm_cluster.sh installs it as root)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from console.runmetrics import MAX_POINTS, RunMetrics
-from console.tailer import Tailer
+from console.engine.runmetrics import MAX_POINTS, RunMetrics
+from console.store.tailer import Tailer
 
 
 def line(**kw) -> bytes:
@@ -73,7 +73,7 @@ def test_run_metrics_history_is_bounded():
 
 
 def test_lines_across_chunk_boundaries(tmp_path, monkeypatch):
-    import console.tailer as tailer_mod
+    import console.store.tailer as tailer_mod
     monkeypatch.setattr(tailer_mod, "CHUNK", 7)            # every line spans several reads
     p = tmp_path / "m.jsonl"
     p.write_bytes(b"".join(line(event="x", i=i) for i in range(50)))

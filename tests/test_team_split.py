@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from console.engine import Engine
-from console.lock import ConsoleBusy
+from console.engine.core import Engine
+from console.store.locks import ConsoleBusy
 from contracts.errors import ConfigError
 from engine_helpers import calls, cpu_sampler, use_fake_trainer, write_experiment
 

@@ -1,11 +1,11 @@
-"""A scripted in-memory engine (console.model.EngineControl) with deterministic snapshots."""
+"""A scripted in-memory engine (console.protocol.model.EngineControl) with deterministic snapshots."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from console.model import Decision, EpochPoint, GpuProcessView, GpuView, RunView, Snapshot
+from console.protocol.model import Decision, EpochPoint, GpuProcessView, GpuView, RunView, Snapshot
 
 T0 = 1_800_000_000.0     # a fixed clock: no wall time reaches the screen
 
@@ -65,7 +65,7 @@ def feed_more(runs: list[RunView]) -> None:
 
 
 def results_view():
-    from console.results import ResultsView, ScoreView
+    from console.engine.results import ResultsView, ScoreView
     cls = {"organ": 0.967, "lesion": 0.911}
     return ResultsView(
         root="/exp/results/demo",
@@ -84,8 +84,8 @@ def results_view():
 
 
 def finish(runs: list[RunView]) -> None:
-    """Everything completed, stages with their outcomes (as console.results words them)."""
-    from console.results import stage_outcome
+    """Everything completed, stages with their outcomes (as console.engine.results words them)."""
+    from console.engine.results import stage_outcome
     rv = results_view()
     for r in runs:
         r.state, r.device, r.pid, r.message, r.eta_s = "completed", None, None, None, None

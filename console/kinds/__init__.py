@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Protocol
 
-from console.jobs import Job
+from console.kinds.jobs import Job
 from contracts.experiment import Experiment
 
 

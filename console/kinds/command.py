@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from console.jobs import Job
+from console.kinds.jobs import Job
 from console.kinds import Launch
-from console.kinds.sources import newest_match
+from console.runner.sources import newest_match
 from contracts.experiment import Experiment, run_name
 
 

@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 
-from console.jobs import Job, build_jobs
+from console.kinds.jobs import Job, build_jobs
 from console.kinds import Launch
 from contracts.experiment import Experiment
 from contracts.layout import run_files

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from console.jobs import Job
+from console.kinds.jobs import Job
 from console.kinds import Launch
 from console.kinds.nnunet_predict import NnunetPrediction, tool
 from contracts.errors import ConfigError

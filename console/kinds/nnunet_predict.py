@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from console.jobs import Job
+from console.kinds.jobs import Job
 from contracts.experiment import CASCADE, LOWRES
 
 PREV_ENSEMBLE = f"ensemble-{LOWRES}"   # the cascade's first stage, ensembled over its folds

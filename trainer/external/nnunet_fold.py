@@ -29,7 +29,7 @@ from pathlib import Path
 
 from contracts import exitcodes
 
-MARKER = "foldwatch checkpoint"      # console.kinds.nnunet_log parses these lines
+MARKER = "foldwatch checkpoint"      # console.runner.nnunet_log parses these lines
 STOPPED_MARKER = "foldwatch stopped"
 
 

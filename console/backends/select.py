@@ -1,0 +1,104 @@
+"""What the engine needs to know about where runs execute: the backend an experiment asks
+for, and the cluster view (job ids, pending reasons, nodes, free GPUs) that replaces the
+NVML gauges when the runs are Slurm jobs."""
+
+from __future__ import annotations
+
+from contracts.experiment import Experiment
+
+
+def make_backend(exp: Experiment, *, read_only: bool = False):
+    """The backend named by the experiment's `backend:` key (imports only what it needs)."""
+    if exp.backend == "slurm":
+        import shutil
+        from console.backends.slurm.backend import SlurmBackend
+        missing = [c for c in ("sbatch", "squeue", "scancel", "scontrol") if not shutil.which(c)]
+        if missing and not read_only:
+            from contracts.errors import ConfigError
+            raise ConfigError(
+                f"{exp.source or 'the experiment'}: backend: slurm, but {', '.join(missing)} "
+                "not found on PATH. Run foldwatch on the cluster's login node (where sbatch "
+                "works), or set backend: local to train on this machine.")
+        return SlurmBackend(exp)
+    from console.backends.local import LocalBackend
+    return LocalBackend()
+
+
+def queues_runs(backend) -> bool:
+    """True when the backend queues runs itself (Slurm): submit every ready run."""
+    return bool(getattr(backend, "queues_runs", False))
+
+
+def is_pending(backend, handle) -> bool:
+    """Waiting in the cluster's queue: not started, so not stalled either."""
+    describe = getattr(backend, "describe", None)
+    return bool(queues_runs(backend) and describe is not None
+                and describe(handle).get("state") in (None, "PENDING", "CONFIGURING"))
+
+
+def ended_by_cluster(backend, handle) -> str | None:
+    fn = getattr(backend, "ended_by_cluster", None)
+    return fn(handle) if fn is not None and handle is not None else None
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def job_note(info: dict) -> str | None:
+    """`job 12 PENDING (Resources), 3m10s in queue` / `job 12 RUNNING on node7`."""
+    if not info or not info.get("job_id"):
+        return None
+    state = info.get("state") or "submitted"
+    text = f"job {info['job_id']} {state}"
+    if info.get("reason"):
+        text += f" ({info['reason']})"
+    if info.get("node"):
+        text += f" on {info['node']}"
+    if state == "PENDING" and info.get("queue_s") is not None:
+        text += f", {_dur(info['queue_s'])} in queue"
+    elif info.get("queue_s") is not None:
+        text += f" (queued {_dur(info['queue_s'])})"
+    return text
+
+
+def job_device(info: dict) -> str | None:
+    """The runs table's device column for a job: its node, or `queue` while pending."""
+    if not info or not info.get("job_id"):
+        return None
+    return info.get("node") or "queue"
+
+
+def partition_view(backend) -> dict | None:
+    """{partition, cpus_idle, cpus_total, gpus_free, gpus_total, error} or None (local)."""
+    part = getattr(backend, "partition", None)
+    if not queues_runs(backend) or part is None:
+        return None
+    info = part()
+    view = {"partition": getattr(getattr(backend, "cfg", None), "partition", None) or "default",
+            "cpus_idle": None, "cpus_total": None, "gpus_free": None, "gpus_total": None,
+            "nodes_up": None, "nodes": None, "error": getattr(backend, "error", None)}
+    if info is not None:
+        view.update(cpus_idle=info.cpus_idle, cpus_total=info.cpus_total,
+                    gpus_free=info.gpus_free, gpus_total=info.gpus_total,
+                    nodes_up=info.nodes_up, nodes=info.nodes)
+    return view
+
+
+def cluster_lines(cluster: dict) -> list[str]:
+    """The cluster header: partition, free GPUs and CPUs, and the last Slurm error."""
+    def n(v):
+        return "?" if v is None else str(v)
+    line = (f"Slurm partition {cluster.get('partition')}: GPUs {n(cluster.get('gpus_free'))}/"
+            f"{n(cluster.get('gpus_total'))} free, CPUs {n(cluster.get('cpus_idle'))}/"
+            f"{n(cluster.get('cpus_total'))} idle, nodes {n(cluster.get('nodes_up'))}/"
+            f"{n(cluster.get('nodes'))} up")
+    out = [line]
+    if cluster.get("error"):
+        out.append(f"Slurm: {cluster['error']}")
+    return out

@@ -1,0 +1,29 @@
+"""What happens after the console closes: stop everything (Q), say where the results are (q)."""
+
+from __future__ import annotations
+
+import time
+
+from console.protocol.model import ACTIVE_STATES, EngineControl, Snapshot
+from console.engine.results import results_lines
+
+
+def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0) -> int:
+    """Stop every run and keep polling (the engine escalates to SIGKILL) until none is active."""
+    engine.stop_all()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        active = [r for r in engine.poll().runs if r.state in ACTIVE_STATES]
+        if not active or time.monotonic() > deadline:
+            return len(active)
+        time.sleep(0.2)
+
+
+def print_results(snap: Snapshot | None) -> None:
+    """On quit: where the results are (all of them once the pipeline has finished)."""
+    if snap is None or snap.results is None:
+        return
+    if snap.finished and not snap.results.empty:
+        print("\n".join(results_lines(snap.results)))
+    else:
+        print(f"foldwatch: results are written to {snap.results.root}")

@@ -1,0 +1,34 @@
+"""Results (v): cross-validation per configuration and class, ensembles, the chosen model and
+postprocessing, the test set, and the paths of the files; the same text `foldwatch status` prints."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from console.engine.results import results_lines
+
+
+class ResultsScreen(Screen):
+    BINDINGS = [Binding("escape,q,v", "app.pop_screen", "Back", id="back")]
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="≡")
+        with VerticalScroll(id="results-box"):
+            yield Static(id="results-text", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "results"
+        self.refresh_data()
+
+    def refresh_data(self) -> None:
+        snap = self.app.snapshot
+        if snap is None or snap.results is None:
+            text = "no results: the engine has not read any yet"
+        else:
+            text = "\n".join(results_lines(snap.results))
+        self.query_one("#results-text", Static).update(text)
