@@ -81,6 +81,11 @@ class Watchdog(Strict):
     auto_fit_on_oom: bool = True
 
 
+class Supervision(Strict):
+    """The experiment's supervisor process (docs/console-engine.md, "The supervisor")."""
+    linger_s: Annotated[float, Field(ge=0)] = 600   # finished and idle this long: it exits
+
+
 class Pipeline(Strict):
     evaluate: bool = True
     find_best: bool = True
@@ -129,6 +134,7 @@ class Experiment(Strict):
     configurations: dict[str, Configuration]
     devices: Devices = Devices()
     watchdog: Watchdog = Watchdog()
+    supervisor: Supervision = Supervision()
     pipeline: Pipeline = Pipeline()
     previews: Previews = Previews()
     export: Export = Export()

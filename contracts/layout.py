@@ -69,7 +69,7 @@ class Layout:
         return self.fold_dir(configuration, fold) / "validation"
 
     def previews(self, configuration: str, fold: int) -> Path:
-        return self.fold_dir(configuration, fold) / "previews"
+        return run_files(self.fold_dir(configuration, fold))["previews"]
 
     def progress_png(self, configuration: str, fold: int) -> Path:
         return self.fold_dir(configuration, fold) / "progress.png"
@@ -145,8 +145,61 @@ class Layout:
         return self.console_dir / "claims" / f"{key}.lock"
 
     def team_console_dir(self, console_id: str) -> Path:
-        """Team split: one console's own state.json and events.jsonl (host + its runs)."""
+        """Team split: one supervisor's own folder (host + its runs): state.json, events..."""
         return self.console_dir / "consoles" / console_id
+
+    def supervisor_home(self, console_id: str | None = None) -> "SupervisorHome":
+        """The folder of the experiment's supervisor (of one team member's, with an id)."""
+        return SupervisorHome(self.team_console_dir(console_id) if console_id
+                              else self.console_dir)
+
+
+@dataclass(frozen=True)
+class SupervisorHome:
+    """What one supervisor keeps, and what its clients read and write (docs/console-engine.md,
+    "Client protocol"): results/<exp>/console/, or console/consoles/<id>/ in a team split."""
+    dir: Path
+
+    @property
+    def lock(self) -> Path:
+        """flock held by the supervisor for its whole life; content: its holder record."""
+        return self.dir / "supervisor.lock"
+
+    @property
+    def snapshot(self) -> Path:
+        """What every client shows, rewritten (atomically) on every tick, with a heartbeat."""
+        return self.dir / "snapshot.json"
+
+    @property
+    def requests(self) -> Path:
+        """Clients' requests, one file each; the supervisor answers in `replies`."""
+        return self.dir / "requests"
+
+    @property
+    def replies(self) -> Path:
+        return self.dir / "replies"
+
+    @property
+    def intent(self) -> Path:
+        """Whether supervision is wanted (`up`) or not (`down`, finished), by whom, when."""
+        return self.dir / "supervision.json"
+
+    @property
+    def environment(self) -> Path:
+        """The environment `foldwatch up` started the supervisor with (a restart reuses it)."""
+        return self.dir / "supervisor-env.json"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "supervisor.log"
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def events(self) -> Path:
+        return self.dir / "events.jsonl"
 
 
 def run_files(run_dir: Path) -> dict[str, Path]:
@@ -157,6 +210,7 @@ def run_files(run_dir: Path) -> dict[str, Path]:
         "stderr": run_dir / STDERR_FILE,
         "checkpoints": run_dir / CHECKPOINTS_DIR,
         "latest": run_dir / CHECKPOINTS_DIR / LATEST_CHECKPOINT,
+        "previews": run_dir / "previews",     # a fold's epoch previews (docs/pictures.md)
         # Slurm backend: the submission record (intent, then job id) and the batch script.
         "slurm_job": run_dir / "slurm-job.json",
         "slurm_script": run_dir / "slurm-job.sh",

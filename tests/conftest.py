@@ -23,3 +23,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_state_home(tmp_path_factory):
+    """Supervisors note themselves for `foldwatch ls` under $XDG_STATE_HOME: never the real
+    home's during tests (set for this process and every process it starts)."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))

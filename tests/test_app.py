@@ -331,7 +331,8 @@ def test_run_app_passes_mouse_and_says_runs_keep_running(monkeypatch, capsys):
     assert app_mod.run_app(ScriptedEngine(), title="t") == 0
     assert seen == {"mouse": False}
     out = capsys.readouterr().out
-    assert "3 runs left running (2d/0, 2d/1, 3d_fullres/0)" in out
+    assert ("supervision continues (pid 4242); `foldwatch up` to reopen, `foldwatch down` to "
+            "stop supervising") in out
     app_mod.run_app(ScriptedEngine(), title="t", mouse=True)
     assert seen == {"mouse": True}
 

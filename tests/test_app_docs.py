@@ -12,7 +12,7 @@ import pytest
 
 from console.clients.tui.app import FoldwatchApp
 from console.clients.tui.keys import key_table
-from console.engine.results import results_lines
+from console.clients.text import results_lines
 from console.protocol.vocabulary import COLUMNS
 from console.clients.tui.screentext import screen_text
 from ui_engine import ScriptedEngine, results_view

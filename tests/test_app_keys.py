@@ -22,24 +22,22 @@ def said(app, text):
 
 
 @pytest.mark.asyncio
-async def test_read_only_refuses_keys_out_loud_and_offers_control_when_free():
+async def test_read_only_refuses_keys_out_loud_and_says_when_supervision_stops():
     eng = ScriptedEngine(read_only=True)
     app = FoldwatchApp(eng, poll_interval=0.1)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None)
         await select(pilot, app, "2d/0")
         await pilot.press("s")
-        await wait_for(pilot, said(app, "read-only: this console only watches (pid 4242 on "
-                                        "node7 controls it)"), what="read-only toast")
-        await pilot.press("c")
-        await wait_for(pilot, said(app, "pid 4242 on node7 controls the experiment"))
-        assert "READ-ONLY ·" in app.sub_title
-        eng.controller = None                      # the controlling console went away
-        await wait_for(pilot, said(app, "no console controls this experiment now: press c"),
+        await wait_for(pilot, said(app, "read-only: this view only watches (opened with "
+                                        "--read-only)"), what="read-only toast")
+        assert "READ-ONLY ·" in app.sub_title and "NOT SUPERVISED" not in app.sub_title
+        eng.supervisor = ScriptedEngine(supervised=False).supervisor   # the supervisor died
+        await wait_for(pilot, said(app, "not supervised since 14:03: runs are not watched"),
                        what="noticed")
-        assert "no console in control" in app.sub_title
+        assert app.sub_title.startswith("NOT SUPERVISED · READ-ONLY")
         await pilot.press("K")
-        await wait_for(pilot, said(app, "press c to take control"))
+        await wait_for(pilot, said(app, "read-only: this view only watches"))
         assert eng.calls == []
 
 

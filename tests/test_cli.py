@@ -110,9 +110,12 @@ def test_lock_read_only_status_and_stop(tmp_path, env):
     try:
         wait_for(lambda: all((state_of(exp).get(k) or {}).get("state") == "running"
                              for k in ("2d/0", "2d/1")))
-        second = foldwatch("up", exp, "--headless", env=e)
-        assert second.returncode == 2 and "--read-only" in second.stderr
-        assert "Traceback" not in second.stderr
+        second = spawn("up", exp, "--headless", env=e)     # one supervises: it follows
+        first_line = second.stdout.readline()      # it follows (its signal handlers are set)
+        second.send_signal(signal.SIGTERM)
+        out2, _ = second.communicate(timeout=30)
+        assert second.returncode == 1 and "supervision continues" in out2, (first_line, out2)
+        assert "Traceback" not in out2
         st = foldwatch("status", exp, "--json", env=e)
         assert st.returncode == 0, st.stderr
         data = json.loads(st.stdout)
@@ -129,11 +132,11 @@ def test_lock_read_only_status_and_stop(tmp_path, env):
     finally:
         first.send_signal(signal.SIGTERM)           # headless quits, runs keep running
         out, _ = first.communicate(timeout=30)
-    assert first.returncode == 1 and "leaving 1 run(s) running" in out
+    assert first.returncode == 1 and "1 run(s) keep going: 2d/1" in out
     pid = state_of(exp)["2d/1"]["pid"]
     import psutil
     assert psutil.pid_exists(pid)
-    out = foldwatch("stop", exp, env=e)             # no console now: stop takes control
+    out = foldwatch("stop", exp, env=e)      # no supervisor: a temporary one adopts and stops
     assert out.returncode == 0, out.stderr
     assert state_of(exp)["2d/1"]["state"] == "stopped"
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")

@@ -6,7 +6,6 @@ import pytest
 
 from console.engine.core import Engine
 from console.kinds.jobs import build_jobs
-from console.store.locks import ConsoleBusy
 from contracts.experiment import load_experiment
 from engine_helpers import (actions, calls, cpu_sampler, poll_until, run_state, use_fake_trainer,
                             write_experiment)
@@ -160,15 +159,12 @@ def test_stop_is_graceful_and_final(make_engine):
     assert run_state(eng.poll(), "2d/0") in ("queued", "starting")
 
 
-def test_second_console_is_refused_and_read_only_joins(make_engine, tmp_path):
+def test_offline_view_shows_the_saved_state_writes_nothing_and_refuses_actions(make_engine):
     eng = make_engine({"*": {"rate": 0.05}}, folds=(0,))
-    poll_until(eng, lambda s: run_state(s, "plan") in ("running", "completed"))
-    with pytest.raises(ConsoleBusy) as err:
-        Engine(eng.exp, sampler=cpu_sampler())
-    assert "--read-only" in str(err.value)
-    ro = Engine(eng.exp, read_only=True, sampler=cpu_sampler())
-    try:
-        poll_until(eng, lambda s: s.finished)
+    poll_until(eng, lambda s: s.finished)
+    before = {p: p.stat().st_mtime_ns for p in eng.layout.console_dir.iterdir()}
+    ro = Engine(eng.exp, read_only=True, sampler=cpu_sampler())   # `foldwatch status`, no
+    try:                                                          # supervisor ever ran
         snap = ro.poll()
         assert snap.read_only and snap.finished and snap.succeeded
         assert "launch" in [d.action for d in snap.decisions]
@@ -176,6 +172,7 @@ def test_second_console_is_refused_and_read_only_joins(make_engine, tmp_path):
             ro.stop("2d/0")
     finally:
         ro.close()
+    assert {p: p.stat().st_mtime_ns for p in eng.layout.console_dir.iterdir()} == before
 
 
 def test_restart_from_scratch_moves_outputs_aside(make_engine):

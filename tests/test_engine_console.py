@@ -105,27 +105,6 @@ def test_actions_say_what_really_happened(one_slot):
     assert eng.set_watchdog(False).startswith("watchdog off")
 
 
-def test_a_read_only_console_takes_control_when_the_lock_is_free(tmp_path):
-    path = write_experiment(tmp_path, pipeline=STAGES)
-    first = Engine(path, clock=Clock(), backend=ScriptedBackend(), sampler=cpu_sampler())
-    viewer = Engine(path, read_only=True, clock=Clock(), backend=ScriptedBackend(),
-                    sampler=cpu_sampler())
-    try:
-        snap = viewer.poll()
-        assert snap.controller == f"the console with pid {os.getpid()}"
-        assert "controls the experiment; quit that console first" in viewer.take_control()
-        first.close()
-        snap = viewer.poll()
-        assert snap.read_only and snap.controller is None
-        assert viewer.take_control() == "this console now controls the experiment " \
-                                        "(0 live runs adopted)"
-        snap = viewer.poll()
-        assert not snap.read_only and snap.controller is None
-        assert viewer.backend.submitted[0].key == "plan"     # it carries on
-    finally:
-        viewer.close()
-
-
 def test_run_views_carry_the_detail_fields_and_stage_outcomes(one_slot):
     _, eng, backend = one_slot
     eng.poll()

@@ -55,7 +55,9 @@ def _fake_previews(folder):
 class PreviewEngine(ScriptedEngine):
     def __init__(self, root, **kw):
         super().__init__(**kw)
-        self.layout = Layout(root)
+        for r in self.runs:    # the runs' folders, relative to `root` (the test's cwd)
+            if r.kind == "fold":
+                r.run_dir = f"exp/{r.configuration}/fold_{r.fold}"
 
 
 def test_latest_previews_load_for_a_fold(tmp_path):
@@ -66,8 +68,9 @@ def test_latest_previews_load_for_a_fold(tmp_path):
     assert items[1].role == "worst" and items[1].thumb.width == 48
 
 
-def test_detail_shows_preview_and_pages_cases(snap_compare, tmp_path):
-    _fake_previews(Layout(tmp_path).previews("2d", 0))
+def test_detail_shows_preview_and_pages_cases(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)              # the folder shown stays the same in every run
+    _fake_previews(Layout(tmp_path / "exp").previews("2d", 0))
     app = FoldwatchApp(PreviewEngine(tmp_path), title="foldwatch - demo", poll_interval=60)
 
     async def open_and_page(pilot):

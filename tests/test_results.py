@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 
-from console.engine.results import ResultsReader, results_lines, stage_outcome
+from console.clients.text import results_lines
+from console.engine.results import ResultsReader, stage_outcome
 from contracts.experiment import load_experiment
 from pipeline_fixture import reference, write_experiment, write_fold_outputs
 from trainer.commands import crossval, find_best

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from console.engine.core import Engine
-from console.store.locks import ConsoleBusy
+from console.store.claims import ClaimBusy
 from contracts.errors import ConfigError
 from engine_helpers import calls, cpu_sampler, use_fake_trainer, write_experiment
 
@@ -21,7 +21,7 @@ def test_two_consoles_split_the_folds_and_run_each_stage_once(tmp_path, monkeypa
     a = Engine(exp, runs=["2d/0", "2d/2"], sampler=cpu_sampler())
     b = Engine(exp, runs=["2d/1"], sampler=cpu_sampler())
     try:
-        with pytest.raises(ConsoleBusy, match=r"2d/1 \(console pid \d+ on "):
+        with pytest.raises(ClaimBusy, match=r"2d/1 \(console pid \d+ on "):
             Engine(exp, runs=["2d/1"], sampler=cpu_sampler())
         seen_running_elsewhere = False
         deadline = time.monotonic() + 90

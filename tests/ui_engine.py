@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from console.protocol.model import Decision, EpochPoint, GpuProcessView, GpuView, RunView, Snapshot
+from console.protocol.model import (Decision, EpochPoint, GpuProcessView, GpuView, RunView, Snapshot,
+                                    SupervisorView)
 
 T0 = 1_800_000_000.0     # a fixed clock: no wall time reaches the screen
 
@@ -65,7 +66,7 @@ def feed_more(runs: list[RunView]) -> None:
 
 
 def results_view():
-    from console.engine.results import ResultsView, ScoreView
+    from console.protocol.model import ResultsView, ScoreView
     cls = {"organ": 0.967, "lesion": 0.911}
     return ResultsView(
         root="/exp/results/demo",
@@ -113,7 +114,7 @@ class ScriptedEngine:
     """Deterministic snapshots; actions change the runs like the engine would, and are logged."""
 
     def __init__(self, *, read_only=False, cpu_mode=False, poll_delay=0.0, fail_polls=0,
-                 finished=False, controller="pid 4242 on node7"):
+                 finished=False, supervised=True):
         self.read_only = read_only
         self.cpu_mode = cpu_mode
         self.poll_delay = poll_delay
@@ -122,7 +123,12 @@ class ScriptedEngine:
         self.gpus = [] if cpu_mode else demo_gpus()
         self.finished = finished
         self.results = results_view() if finished else None
-        self.controller = controller if read_only else None
+        self.supervisor = SupervisorView(
+            "alive", pid=4242, host="node7", started=T0 - 3600, heartbeat=T0,
+            text="supervised by pid 4242 on node7") if supervised else SupervisorView(
+            "down", pid=4242, host="node7", since=T0 - 600, reason="signal SIGKILL",
+            text="not supervised since 14:03: runs are not watched, queued runs will not "
+                 "start; `foldwatch up` resumes")
         if finished:
             finish(self.runs)
         self.watchdog = True
@@ -152,7 +158,7 @@ class ScriptedEngine:
                             watchdog_enabled=self.watchdog, read_only=self.read_only,
                             finished=self.finished, succeeded=self.finished,
                             decisions=list(self.decisions), results=self.results,
-                            controller=self.controller, class_names=["organ", "lesion"])
+                            supervisor=self.supervisor, class_names=["organ", "lesion"])
         finally:
             self.in_poll.clear()
 
@@ -208,8 +214,9 @@ class ScriptedEngine:
         self._check()
         self.calls.append(("stage", stage))
 
-    def stop_all(self):
+    def stop_all(self, final=True):
         self.calls.append(("stop_all",))
+        return "stopping every run"
 
     def close(self):
         self.calls.append(("close",))

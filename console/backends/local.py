@@ -12,18 +12,8 @@ from pathlib import Path
 import psutil
 
 from console.backends.base import Handle, LaunchSpec
+from contracts.processes import same_process
 from contracts.layout import run_files
-
-
-def same_process(pid: int, create_time: float) -> bool:
-    """The process `pid` exists, is not a zombie and started at `create_time`."""
-    try:
-        p = psutil.Process(pid)
-        if abs(p.create_time() - create_time) > 0.01:
-            return False
-        return p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
 
 
 class LocalBackend:

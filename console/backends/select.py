@@ -4,6 +4,7 @@ NVML gauges when the runs are Slurm jobs."""
 
 from __future__ import annotations
 
+from console.protocol.fmt import duration
 from contracts.experiment import Experiment
 
 
@@ -41,15 +42,6 @@ def ended_by_cluster(backend, handle) -> str | None:
     return fn(handle) if fn is not None and handle is not None else None
 
 
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def job_note(info: dict) -> str | None:
     """`job 12 PENDING (Resources), 3m10s in queue` / `job 12 RUNNING on node7`."""
     if not info or not info.get("job_id"):
@@ -61,9 +53,9 @@ def job_note(info: dict) -> str | None:
     if info.get("node"):
         text += f" on {info['node']}"
     if state == "PENDING" and info.get("queue_s") is not None:
-        text += f", {_dur(info['queue_s'])} in queue"
+        text += f", {duration(info['queue_s'])} in queue"
     elif info.get("queue_s") is not None:
-        text += f" (queued {_dur(info['queue_s'])})"
+        text += f" (queued {duration(info['queue_s'])})"
     return text
 
 

@@ -7,12 +7,9 @@ import time
 
 from rich.markup import escape
 
-from console.protocol.model import Snapshot
-from console.protocol.vocabulary import COLUMNS, cells
+from console.protocol.model import ResultsView, ScoreView, Snapshot
+from console.protocol.vocabulary import COLUMNS, STATE_STYLE, cells
 
-STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "yellow",
-               "backoff": "yellow", "waiting": "yellow", "completed": "bold green", "failed": "bold red",
-               "stopped": "magenta"}
 
 
 def _f(v, fmt="{:.3f}") -> str:
@@ -68,3 +65,84 @@ def snapshot_json(snap: Snapshot) -> dict:
     # the run fields' meaning, in the console's words (val_dice, ema_dice, best_dice = best EMA)
     data["columns"] = {k: {"header": h, "definition": d} for k, h, d in COLUMNS}
     return data
+
+
+def results_lines(rv: ResultsView) -> list[str]:
+    """The Results view as text (the console's Results screen and `foldwatch status`)."""
+    out = [f"Results in {rv.root}"]
+    if rv.empty:
+        return out + ["  no results yet (cross-validation, find-best and predict write them)"]
+    classes: list[str] = []
+    for sv in [*rv.configurations, *rv.ensembles, *([rv.test] if rv.test else [])]:
+        classes += [c for c in sv.per_class if c not in classes]
+    width = max([len(s.name) for s in [*rv.configurations, *rv.ensembles]] + [10])
+    head = f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes)
+
+    def row(sv: ScoreView, mark: str = "") -> str:
+        return (f"  {sv.name:{width}}  {_f(sv.foreground_dice):>7}"
+                + "".join(f"  {_f(sv.per_class.get(c)):>10}" for c in classes)
+                + (f"  {mark}" if mark else ""))
+    chosen = "+".join(rv.chosen) if rv.chosen else None
+    if rv.configurations:
+        out += ["Cross-validation (every fold's validation cases, per configuration)", head]
+        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.configurations]
+    if rv.ensembles:
+        out += ["Ensembles"]
+        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.ensembles]
+    if rv.chosen:
+        out.append(f"Chosen model: {' + '.join(rv.chosen)} (fg Dice {_f(rv.chosen_dice)})")
+    if rv.postprocessing:
+        before, after = rv.postprocessing_dice or (None, None)
+        out.append(f"Postprocessing: {rv.postprocessing} "
+                   f"(fg Dice {_f(before)} -> {_f(after)})")
+    if rv.predicted_cases:
+        out.append(f"Test set: {rv.predicted_cases} cases predicted")
+        if rv.test:
+            out += [f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes),
+                    row(rv.test)]
+    out.append("Files")
+    for label, path in (*((f"cross-validation {s.name}", s.path) for s in rv.configurations),
+                        *((f"ensemble {s.name}", s.path) for s in rv.ensembles),
+                        ("best configuration", rv.best_path), ("postprocessing", rv.postprocessing_path),
+                        ("how to predict", rv.how_to_predict), ("predictions", rv.predictions_dir),
+                        ("test summary", rv.test.path if rv.test else None)):
+        if path:
+            out.append(f"  {label}: {path}")
+    return out
+
+
+def results_bar(snap) -> str:
+    """One line under the runs table once a stage has produced something ('' before)."""
+    rv = snap.results
+    if rv is None or rv.empty:
+        return ""
+    parts = []
+    if rv.configurations:
+        parts.append("crossval " + ", ".join(f"{s.name} {_f(s.foreground_dice)}"
+                                             for s in rv.configurations))
+    if rv.chosen:
+        parts.append(f"chosen {' + '.join(rv.chosen)} {_f(rv.chosen_dice)}")
+    if rv.postprocessing:
+        parts.append(f"postprocessing: {rv.postprocessing}")
+    if rv.predicted_cases:
+        parts.append(f"test {rv.predicted_cases} cases"
+                     + (f" {_f(rv.test.foreground_dice)}" if rv.test else ""))
+    return "Results: " + " · ".join(parts) + " · v: details"
+
+
+def supervisors_table(rows: list[dict]):
+    """`foldwatch ls`: one row per experiment supervised on this host."""
+    from rich.table import Table
+    from console.protocol.fmt import duration
+    t = Table(title="experiments supervised on this host", pad_edge=False)
+    for header in ("experiment", "supervisor", "pid", "uptime", "running", "queued", "failed",
+                   "done", "finished", "file"):
+        t.add_column(header, no_wrap=header != "file", overflow="fold")
+    for r in rows:
+        t.add_row(escape(str(r["experiment"])), r["supervisor"], str(r["pid"] or "-"),
+                  duration(r["uptime_s"]), str(r["running"]), str(r["queued"]),
+                  str(r["failed"]), f"{r['completed']}/{r['runs']}",
+                  "yes" if r["finished"] else "no", escape(str(r["file"])))
+    if not rows:
+        t.caption = "none: `foldwatch up EXP` starts one"
+    return t

@@ -1,11 +1,13 @@
-"""The UI-free engine behind `console.protocol.model.EngineControl`: coordinates the tick and owns
-the user's actions.
+"""The UI-free engine behind `console.protocol.model.EngineControl`: coordinates the tick and
+owns the user's actions. One supervisor process runs it per experiment
+(console.supervisor); clients reach it only through that supervisor.
 
-Front ends call `poll()` on a tick (from a worker thread in the Textual app). One tick:
-supervision (read the logs, reap, escalate, stalls, lost GPUs, chaos; console.engine.supervision),
-requests from other shells (console.engine.request_channel), scheduling and launching
-(console.engine.scheduling, console.engine.launching), persistence (console.store.statefile) and the views
-(console.engine.views). Nothing here blocks for long; NVML is sampled in its own thread.
+The supervisor calls `poll()` twice a second. One tick: supervision (read the logs, reap,
+escalate, stalls, lost GPUs, chaos; console.engine.supervision), scheduling and launching
+(console.engine.scheduling, console.engine.launching), persistence (console.store.statefile)
+and the views (console.engine.views). Nothing here blocks for long; NVML is sampled in its
+own thread. `read_only`: a one-off view of an experiment no supervisor has run (`foldwatch
+status`), which writes nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from console.engine import (adoption, cleanup, control, launching, priority, scheduling,
-                            supervision, team, views)
+from console.engine import (adoption, cleanup, launching, priority, scheduling, supervision,
+                            team, views)
 from console.store import disk, statefile
 from console.backends.base import Backend
 from console.store.claims import Claims
@@ -24,10 +26,8 @@ from console.backends.select import make_backend, queues_runs
 from console.engine.decisions import DecisionLog
 from console.kinds.jobs import Job
 from console.kinds import kind_for
-from console.store.locks import ConsoleLock
 from console.protocol.model import EpochPoint, Snapshot
 from console.gpu.nvml import NvmlSampler
-from console.engine.request_channel import RequestChannel
 from console.engine.results import ResultsReader
 from console.engine.runstate import RunState as S
 from console.engine.runstate import Run
@@ -71,7 +71,6 @@ class Engine:
         self.watchdog_enabled = experiment.watchdog.enabled
         g = experiment.devices.gpus
         self.selected_gpus: set[int] | None = None if g == "all" else set(g)
-        self._lock: ConsoleLock | None = None
         # Team split (--runs): claims on those runs, and this console's own state files.
         self.claims: Claims | None = None
         self.state_path, events_path = self.layout.state, self.layout.console_events
@@ -80,24 +79,20 @@ class Engine:
                 self.layout.console_dir.mkdir(parents=True, exist_ok=True)
                 if runs is not None:
                     self.claims = Claims(self.layout, team.check_runs(experiment, runs))
-                    self.claims.acquire()     # ConsoleBusy naming the holders of taken runs
+                    self.claims.acquire()     # ClaimBusy naming the holders of taken runs
                     own = self.layout.team_console_dir(self.claims.id)
                     own.mkdir(parents=True, exist_ok=True)
                     self.state_path, events_path = own / "state.json", own / "events.jsonl"
-                else:
-                    self._lock = ConsoleLock(self.layout.lock)
-                    self._lock.acquire()      # ConsoleBusy (exit 2) when another console has it
             except OSError as e:
                 raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
                                   f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
                                   ". Check that the results folder is writable and has "
                                   "space.") from None
         self.decisions = DecisionLog(events_path, write=not read_only)
-        self._events_tail = Tailer(events_path)
-        for ev in self._events_tail.read():     # earlier sessions' decisions, for the views
+        for ev in Tailer(events_path).read():     # earlier sessions' decisions, for the views
             self.decisions.ingest(ev)
         self._state_file = statefile.StateFile(self.state_path)
-        self._requests = RequestChannel(self.layout)
+        self.requester: str | None = None        # who asked for the action in progress
         # foldwatch, nnunetv2 or command (console/kinds/)
         self.kind = kind_for(experiment, launching=not read_only)
         self.jobs: list[Job] = self.kind.build_jobs()
@@ -151,19 +146,11 @@ class Engine:
     def poll(self) -> Snapshot:
         now = self.clock()
         reading = self.sampler.latest()
-        for ev in self._events_tail.read():
-            if self.read_only:
-                self.decisions.ingest(ev)
         for run in self.runs.values():
             supervision.tail(self, run, now)
-        if self.read_only:
-            loaded = statefile.load_state(self.layout.state)
-            self.state_notice = loaded.notice
-            adoption.apply_saved(self, loaded.data)
-        else:
+        if not self.read_only:
             if self.claims is not None:
                 team.sync(self, now)
-            self._requests.handle(self)
             supervision.reap(self, now)
             supervision.escalate(self, now)
             supervision.lost_gpus(self, reading)
@@ -204,7 +191,10 @@ class Engine:
                 self.decide(run, "bug", run.bugs.pop(0))
 
     def decide(self, run: Run | None, action: str, reason: str, **extra) -> None:
-        """Record a decision (console/events.jsonl and the views)."""
+        """Record a decision (console/events.jsonl and the views); an action a client asked
+        for names it (`by`)."""
+        if self.requester is not None:
+            extra.setdefault("by", self.requester)
         self.decisions.record(self.clock(), run.key if run else None, action, reason, **extra)
 
     def save_state(self) -> bool:
@@ -368,18 +358,18 @@ class Engine:
             return self._foreign(stage)
         return priority.run_now(self, stage)
 
-    def take_control(self) -> str:
-        """A read-only console takes over when no console controls the experiment."""
-        return control.take_control(self)
-
-    def stop_all(self, final: bool = True) -> None:
+    def stop_all(self, final: bool = True) -> str:
         self._check_writable()
-        for key, run in self.runs.items():
-            if run.handle is not None or run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
-                self.stop(key, final=final)
+        stopped = [key for key, run in self.runs.items()
+                   if (run.handle is not None or run.state in (S.QUEUED, S.BACKOFF, S.WAITING))
+                   and not team.foreign(self, key)]
+        for key in stopped:
+            self.stop(key, final=final)
+        return (f"stopping {len(stopped)} run(s): {', '.join(stopped[:6])}"
+                f"{' …' if len(stopped) > 6 else ''}" if stopped else "nothing to stop")
 
     def close(self) -> None:
-        """Leave the runs running; let go of the lock, the sampler and the files. Once."""
+        """Leave the runs running; let go of the claims, the sampler and the files. Once."""
         if getattr(self, "_closed", False):
             return
         self._closed = True
@@ -390,8 +380,5 @@ class Engine:
             self.decisions.close()
         except OSError:
             pass                      # disk still full: what could not be written is lost
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
         if self.claims is not None:
             self.claims.release()

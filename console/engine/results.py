@@ -9,44 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from console.protocol.fmt import num
+from console.protocol.model import ResultsView, ScoreView
 from contracts.layout import Layout, summary_key
-
-
-@dataclass
-class ScoreView:
-    name: str                                  # "2d", "2d+3d_fullres", "test set"
-    foreground_dice: float | None
-    per_class: dict[str, float | None] = field(default_factory=dict)   # class name -> Dice
-    cases: int | None = None
-    path: str = ""
-
-
-@dataclass
-class ResultsView:
-    root: str
-    configurations: list[ScoreView] = field(default_factory=list)    # cross-validation
-    ensembles: list[ScoreView] = field(default_factory=list)
-    chosen: list[str] | None = None            # find-best's winner (one or several configs)
-    chosen_dice: float | None = None
-    best_path: str | None = None
-    postprocessing: str | None = None          # the decision in words
-    postprocessing_dice: tuple[float | None, float | None] | None = None   # before, after
-    postprocessing_path: str | None = None
-    predicted_cases: int | None = None
-    predictions_dir: str | None = None
-    test: ScoreView | None = None
-    how_to_predict: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.configurations or self.chosen or self.predicted_cases)
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
 
 
 class ResultsReader:
@@ -162,59 +129,15 @@ def stage_outcome(key: str, rv: ResultsView | None) -> str | None:
         sv = next((s for s in rv.configurations if s.name == key[len("crossval-"):]), None)
         if sv is None:
             return None
-        classes = ", ".join(f"{k} {_fmt(v)}" for k, v in sv.per_class.items())
-        return f"fg Dice {_fmt(sv.foreground_dice)}" + (f" ({classes})" if classes else "")
+        classes = ", ".join(f"{k} {num(v)}" for k, v in sv.per_class.items())
+        return f"fg Dice {num(sv.foreground_dice)}" + (f" ({classes})" if classes else "")
     if key == "find-best" and rv.chosen:
-        return (f"chosen {' + '.join(rv.chosen)} (fg Dice {_fmt(rv.chosen_dice)}); "
+        return (f"chosen {' + '.join(rv.chosen)} (fg Dice {num(rv.chosen_dice)}); "
                 f"postprocessing: {rv.postprocessing or '-'}")
     if key == "predict" and rv.predicted_cases:
-        test = f"; test fg Dice {_fmt(rv.test.foreground_dice)}" if rv.test else ""
+        test = f"; test fg Dice {num(rv.test.foreground_dice)}" if rv.test else ""
         return f"{rv.predicted_cases} cases predicted{test}"
     return None
-
-
-def results_lines(rv: ResultsView) -> list[str]:
-    """The Results view as text (the console's Results screen and `foldwatch status`)."""
-    out = [f"Results in {rv.root}"]
-    if rv.empty:
-        return out + ["  no results yet (cross-validation, find-best and predict write them)"]
-    classes: list[str] = []
-    for sv in [*rv.configurations, *rv.ensembles, *([rv.test] if rv.test else [])]:
-        classes += [c for c in sv.per_class if c not in classes]
-    width = max([len(s.name) for s in [*rv.configurations, *rv.ensembles]] + [10])
-    head = f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes)
-
-    def row(sv: ScoreView, mark: str = "") -> str:
-        return (f"  {sv.name:{width}}  {_fmt(sv.foreground_dice):>7}"
-                + "".join(f"  {_fmt(sv.per_class.get(c)):>10}" for c in classes)
-                + (f"  {mark}" if mark else ""))
-    chosen = "+".join(rv.chosen) if rv.chosen else None
-    if rv.configurations:
-        out += ["Cross-validation (every fold's validation cases, per configuration)", head]
-        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.configurations]
-    if rv.ensembles:
-        out += ["Ensembles"]
-        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.ensembles]
-    if rv.chosen:
-        out.append(f"Chosen model: {' + '.join(rv.chosen)} (fg Dice {_fmt(rv.chosen_dice)})")
-    if rv.postprocessing:
-        before, after = rv.postprocessing_dice or (None, None)
-        out.append(f"Postprocessing: {rv.postprocessing} "
-                   f"(fg Dice {_fmt(before)} -> {_fmt(after)})")
-    if rv.predicted_cases:
-        out.append(f"Test set: {rv.predicted_cases} cases predicted")
-        if rv.test:
-            out += [f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes),
-                    row(rv.test)]
-    out.append("Files")
-    for label, path in (*((f"cross-validation {s.name}", s.path) for s in rv.configurations),
-                        *((f"ensemble {s.name}", s.path) for s in rv.ensembles),
-                        ("best configuration", rv.best_path), ("postprocessing", rv.postprocessing_path),
-                        ("how to predict", rv.how_to_predict), ("predictions", rv.predictions_dir),
-                        ("test summary", rv.test.path if rv.test else None)):
-        if path:
-            out.append(f"  {label}: {path}")
-    return out
 
 
 def enrich(snap, reader: ResultsReader | None) -> None:
@@ -227,22 +150,3 @@ def enrich(snap, reader: ResultsReader | None) -> None:
     for r in snap.runs:
         if r.kind == "stage" and r.state == "completed":
             r.outcome = stage_outcome(r.key, snap.results)
-
-
-def results_bar(snap) -> str:
-    """One line under the runs table once a stage has produced something ('' before)."""
-    rv = snap.results
-    if rv is None or rv.empty:
-        return ""
-    parts = []
-    if rv.configurations:
-        parts.append("crossval " + ", ".join(f"{s.name} {_fmt(s.foreground_dice)}"
-                                             for s in rv.configurations))
-    if rv.chosen:
-        parts.append(f"chosen {' + '.join(rv.chosen)} {_fmt(rv.chosen_dice)}")
-    if rv.postprocessing:
-        parts.append(f"postprocessing: {rv.postprocessing}")
-    if rv.predicted_cases:
-        parts.append(f"test {rv.predicted_cases} cases"
-                     + (f" {_fmt(rv.test.foreground_dice)}" if rv.test else ""))
-    return "Results: " + " · ".join(parts) + " · v: details"

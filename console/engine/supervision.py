@@ -91,7 +91,7 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
                       stderr_lines=stderr)
     run.stalled = run.stop_requested = False
     if unattended:
-        v.reason += " (while no console was watching)"
+        v.reason += " (while no supervisor was watching)"
     if run.scratch_pending:
         run.scratch_pending = False
         eng.move_aside(run)

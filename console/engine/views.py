@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from console.engine import scheduling, team
 from console.store import disk
 from console.backends.select import job_device, job_note, partition_view, queues_runs
-from console.engine.control import controller
 from console.gpu.owners import OurRun, attribute
 from console.protocol.model import GpuProcessView, GpuView, RunView, Snapshot
 from console.gpu.nvml import NvmlReading
@@ -69,7 +68,8 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
         message=message, depends_on=job.depends_on, epoch_s=m.epoch_time_s,
         data_wait_frac=m.data_wait_frac, peak_mem_mb=m.peak_mem_mb,
         val_dice_per_class=m.val_dice_per_class, run_dir=str(job.run_dir),
-        run_now=run.run_now)
+        run_now=run.run_now, host=run.handle.host if run.handle else None,
+        pid_started=run.handle.create_time if run.handle else None)
 
 
 class GpuHistory:
@@ -139,7 +139,6 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     finished=finished, succeeded=succeeded,
                     decisions=list(eng.decisions.recent)[-200:], notices=notices(eng, reading),
                     cluster=partition_view(eng.backend),
-                    controller=controller(eng.layout.lock) if eng.read_only else None,
                     nvml_problems=list(reading.problems))
     enrich(snap, eng.results_reader)      # stage outcomes and the Results view
     return snap

@@ -1,21 +1,23 @@
-"""What the engine shows its front ends (Textual app, headless mode, `foldwatch status`).
+"""What a supervisor shows its clients (the Textual console, headless lines, `foldwatch
+status`, the browser view, the metrics), and the actions they may ask of it.
 
-Plain data, rebuilt by `Engine.poll()` on every tick. The front ends read these and call
-the engine's actions (`EngineControl`); they never touch processes or files themselves.
+Plain data, rebuilt by `Engine.poll()` on every tick and sent to clients as JSON
+(console.protocol.snapshots, console.protocol.codec). Clients read these and call the
+actions of `EngineControl` (console.protocol.client sends them to the supervisor); they
+never touch processes themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
-
-if TYPE_CHECKING:
-    from console.engine.results import ResultsView
+from typing import Literal, Protocol
 
 RunState = Literal["queued", "starting", "running", "stalled", "backoff", "waiting",
-                   "completed", "failed", "stopped"]
+                   "completed", "failed", "stopped", "dead"]
 RUN_STATES: tuple[str, ...] = ("queued", "starting", "running", "stalled", "backoff", "waiting",
                                "completed", "failed", "stopped")
+# "dead" is no engine state: a client shows it when no supervisor is alive and a run's
+# recorded process is gone (nobody has judged the exit yet).
 ACTIVE_STATES = frozenset({"starting", "running", "stalled"})
 FINAL_STATES = frozenset({"completed", "failed", "stopped"})
 
@@ -69,6 +71,9 @@ class RunView:
     outcome: str | None = None                # a finished stage's result, one line
     run_now: bool = False                     # the user asked for it ahead of the queue
     job: dict | None = None                   # batch job (Slurm): job_id, state, reason, node
+    host: str | None = None                   # where its process runs
+    pid_started: float | None = None          # its process's start time (pid reuse check)
+    origin: str | None = None                 # imported from another machine: "HOST, DATE"
 
 
 @dataclass
@@ -108,6 +113,50 @@ class Decision:
 
 
 @dataclass
+class ScoreView:
+    name: str                                  # "2d", "2d+3d_fullres", "test set"
+    foreground_dice: float | None
+    per_class: dict[str, float | None] = field(default_factory=dict)   # class name -> Dice
+    cases: int | None = None
+    path: str = ""
+
+
+@dataclass
+class ResultsView:
+    """What the finished pipeline stages wrote (console.engine.results reads it)."""
+    root: str
+    configurations: list[ScoreView] = field(default_factory=list)    # cross-validation
+    ensembles: list[ScoreView] = field(default_factory=list)
+    chosen: list[str] | None = None            # find-best's winner (one or several configs)
+    chosen_dice: float | None = None
+    best_path: str | None = None
+    postprocessing: str | None = None          # the decision in words
+    postprocessing_dice: tuple[float | None, float | None] | None = None   # before, after
+    postprocessing_path: str | None = None
+    predicted_cases: int | None = None
+    predictions_dir: str | None = None
+    test: ScoreView | None = None
+    how_to_predict: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.configurations or self.chosen or self.predicted_cases)
+
+
+@dataclass
+class SupervisorView:
+    """The experiment's supervisor as a client sees it (console.protocol.presence)."""
+    state: str                    # alive, starting, not responding, down, never
+    pid: int | None = None
+    host: str | None = None
+    started: float | None = None
+    heartbeat: float | None = None
+    since: float | None = None    # down or silent since
+    reason: str | None = None     # why it ended (down, finished, a signal)
+    text: str = ""                # one line for people, with what to do
+
+
+@dataclass
 class Snapshot:
     time: float
     runs: list[RunView]
@@ -122,16 +171,18 @@ class Snapshot:
     decisions: list[Decision] = field(default_factory=list)   # most recent last
     # Conditions the user must see (damaged state file, disk full, a missing GPU), loudest first
     notices: list[str] = field(default_factory=list)
-    results: "ResultsView | None" = None      # what the finished stages wrote (console.engine.results)
-    controller: str | None = None             # read-only: who controls ("pid 123"), None: no one
+    results: ResultsView | None = None        # what the finished stages wrote (console.engine.results)
+    supervisor: SupervisorView | None = None  # filled by the client: who supervises, if anyone
     class_names: list[str] = field(default_factory=list)   # foreground classes, label order
     nvml_problems: list[str] = field(default_factory=list)  # NVML calls that failed, and why
     cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.backends.select)
 
 
 class EngineControl(Protocol):
-    """The actions a front end may call. All return quickly; work happens on poll().
-    Each action returns what it really did, in one sentence, for the toast."""
+    """The actions a client may call: the engine itself implements them, and
+    console.protocol.client.SupervisorClient asks a supervisor for them. All return quickly;
+    work happens on poll(). Each action returns what it really did, in one sentence, for
+    the toast."""
 
     def poll(self) -> Snapshot: ...
     def epoch_history(self, key: str) -> list[EpochPoint]: ...
@@ -147,6 +198,5 @@ class EngineControl(Protocol):
     def set_watchdog(self, enabled: bool) -> str: ...
     def select_gpus(self, gpus: list[int] | None) -> str: ...    # None = all
     def run_stage_now(self, stage: str) -> str: ...       # "crossval-2d", "find-best", "predict"
-    def take_control(self) -> str: ...                    # read-only console, lock free
-    def stop_all(self, final: bool = True) -> None: ...
+    def stop_all(self, final: bool = True) -> str: ...
     def close(self) -> None: ...                          # leaves runs running

@@ -10,7 +10,9 @@ from console.protocol.fmt import duration, num, seconds
 COLUMNS: list[tuple[str, str, str]] = [
     ("config", "Config", "configuration (2d, 3d_fullres, ...); '-' for a stage of the whole experiment"),
     ("fold", "Fold/stage", "cross-validation fold, or the pipeline stage"),
-    ("state", "State", "queued, starting, running, stalled, backoff, waiting (for disk space), completed, failed, stopped"),
+    ("state", "State", "queued, starting, running, stalled, backoff, waiting (for disk space), "
+                       "completed, failed, stopped; dead: its process is gone while no "
+                       "supervisor watched (`foldwatch up` judges it)"),
     ("device", "Device", "where it runs: gpu3, cpu1 (a CPU slot), or a Slurm node"),
     ("epoch", "Epoch", "epochs done / epochs (stages: items done / items)"),
     ("val_dice", "val Dice", "the last epoch's pseudo-Dice: mean over foreground classes of "
@@ -28,6 +30,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("note", "note", "why it waits, what went wrong, or a stage's result"),
 ]
 HEADERS = {k: h for k, h, _ in COLUMNS}
+# One colour per state for every table (rich style names).
+STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
+               "backoff": "yellow", "waiting": "yellow", "completed": "bold blue",
+               "failed": "bold red", "stopped": "magenta", "dead": "bold red"}
 STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict", "ensemble",
                "postprocess")
 

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from contracts.layout import Layout
 from contracts.runlock import RunBusy, RunLock, holder, probe
-from console.store.locks import ConsoleBusy
+from contracts.errors import ConfigError
+
+
+class ClaimBusy(ConfigError):
+    """Another team member's supervisor has claimed one of the runs asked for."""
 
 
 def console_id(runs: list[str]) -> str:
@@ -36,7 +40,7 @@ class Claims:
         self._held: dict[str, RunLock] = {}
 
     def acquire(self) -> None:
-        """Claim every --runs run, or none: ConsoleBusy names who holds which."""
+        """Claim every --runs run, or none: ClaimBusy names who holds which."""
         busy = []
         for key in self.runs:
             if not self.try_claim(key):
@@ -44,7 +48,7 @@ class Claims:
                 busy.append(f"{key} (console pid {h.get('pid', '?')} on {h.get('host', '?')})")
         if busy:
             self.release()
-            raise ConsoleBusy("already claimed by another console: " + ", ".join(busy)
+            raise ClaimBusy("already claimed by another console: " + ", ".join(busy)
                               + ". Pick other --runs, or watch with `foldwatch status`.")
 
     def try_claim(self, key: str) -> bool:

@@ -22,7 +22,7 @@ from console.protocol.model import ACTIVE_STATES, EngineControl, RunView, Snapsh
 from console.clients.tui.palette import FoldwatchCommands
 from console.clients.tui.permissions import stage_keys, why_not
 from console.clients.tui.quitting import print_results, stop_all_and_wait
-from console.engine.results import results_bar
+from console.clients.text import results_bar
 from console.clients.tui.screens.confirm import ConfirmScreen
 from console.clients.tui.screens.detail import DetailScreen
 from console.clients.tui.screens.help import HelpScreen
@@ -67,7 +67,7 @@ class FoldwatchApp(App):
         self.title = title
         self.poll_interval = poll_interval
         self.snapshot: Snapshot | None = None
-        self.read_only = bool(getattr(engine, "read_only", False))
+        self.read_only = False                  # the snapshots say (a --read-only view)
         self.filter_text = ""
         self.quit_mode = "leave"               # or "stop-all"
         self._polling = False
@@ -148,11 +148,10 @@ class FoldwatchApp(App):
             self.notify(text, severity=severity, timeout=6)
             if severity == "error" and self.bell_on:
                 self.bell()
-        if old is None or old.controller != snap.controller or old.read_only != snap.read_only:
-            self.refresh_bindings()
-            if snap.read_only and snap.controller is None and (old is None or old.controller):
-                self.notify("no console controls this experiment now: press c to take control",
-                            severity="warning", timeout=10)
+        if snap.supervisor is not None and (_supervised(old) != _supervised(snap) if old
+                                            else not _supervised(snap)):
+            self.notify(snap.supervisor.text, timeout=10,
+                        severity="information" if _supervised(snap) else "warning")
         if hasattr(self.screen, "refresh_data"):
             self.screen.refresh_data()
 
@@ -163,10 +162,11 @@ class FoldwatchApp(App):
         eta = experiment_eta_s(snap)
         if eta is not None and not snap.finished:
             parts.append(f"ETA {duration(eta)}")
+        parts.append("watchdog on" if snap.watchdog_enabled else "watchdog OFF")
         if snap.read_only:           # first: the header cuts the end off at 80 columns
-            parts.insert(0, "READ-ONLY" + ("" if snap.controller else ", no console in control"))
-        else:
-            parts.append("watchdog on" if snap.watchdog_enabled else "watchdog OFF")
+            parts.insert(0, "READ-ONLY")
+        if snap.supervisor is not None and not _supervised(snap):
+            parts.insert(0, "NOT SUPERVISED")
         if snap.finished:
             parts.append("finished" if snap.succeeded else "finished with failures")
         if snap.notices:             # a damaged state file, a full disk: before anything else
@@ -365,13 +365,6 @@ class FoldwatchApp(App):
         self.bell_on = not self.bell_on
         self.notify(f"bell on failure {'on' if self.bell_on else 'off'}", timeout=2)
 
-    def action_take_control(self) -> None:
-        take = getattr(self.engine, "take_control", None)
-        if take is None:
-            self.notify("quit and run `foldwatch up` to take control", severity="warning")
-            return
-        self.call_engine("taking control", take)
-
     def action_help(self) -> None:
         self.push_screen(HelpScreen(key_table()))
 
@@ -388,21 +381,28 @@ class FoldwatchApp(App):
                                        "resumable later.", "Stop all"), done)
 
 
-def run_app(engine: EngineControl, *, title: str, mouse: bool = False) -> int:
-    """Run the console until the user quits; returns the exit status."""
+def _supervised(snap: Snapshot | None) -> bool:
+    """A supervisor is alive (a snapshot without one came from an in-process engine)."""
+    return snap is not None and (snap.supervisor is None
+                                 or snap.supervisor.state in ("alive", "starting"))
+
+
+def run_app(engine: EngineControl, *, title: str, mouse: bool = False,
+            stop_on_exit: bool = False) -> int:
+    """Run the console until the user closes it; returns the exit status."""
     app = FoldwatchApp(engine, title=title)
     app.run(mouse=mouse)
-    if app.quit_mode == "stop-all":
+    if app.quit_mode == "stop-all" or (stop_on_exit and not app.read_only):
         print("foldwatch: stopping all runs …", flush=True)
-        left = stop_all_and_wait(engine)
+        left = stop_all_and_wait(engine, final=app.quit_mode == "stop-all")
         print("foldwatch: all runs stopped" if not left else
               f"foldwatch: {left} runs still stopping; check with `foldwatch status`")
-    else:
-        snap = app.snapshot
-        active = [r.label for r in snap.runs if r.state in ACTIVE_STATES] if snap else []
-        if active and not (snap and snap.read_only):
-            print(f"foldwatch: {len(active)} runs left running ({', '.join(active[:6])}"
-                  f"{' …' if len(active) > 6 else ''}); `foldwatch up` adopts them again, "
-                  "`foldwatch stop` stops them")
-    print_results(app.snapshot)
+    snap = app.snapshot
+    sup = snap.supervisor if snap is not None else None
+    if sup is not None and sup.state in ("alive", "starting"):
+        print(f"foldwatch: supervision continues (pid {sup.pid}); `foldwatch up` to reopen, "
+              "`foldwatch down` to stop supervising")
+    elif sup is not None:
+        print(f"foldwatch: {sup.text}")
+    print_results(snap)
     return app.return_code or 0

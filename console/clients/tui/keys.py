@@ -12,7 +12,6 @@ KEYS = [  # key, action, footer label, what it does
     ("e", "crossval", "Evaluate", "Run cross-validation as soon as its folds are complete"),
     ("b", "find_best", "Best", "Find the best configuration / ensemble as soon as possible"),
     ("p", "predict", "Predict", "Predict the test images as soon as possible"),
-    ("c", "take_control", "Control", "Take control (read-only console, when no console controls)"),
     ("enter", "detail", "Detail", "Run detail: curves, per-class Dice, checkpoints, decisions"),
     ("t", "logs", "Logs", "Log viewer of the selected run or stage (stdout, stderr)"),
     ("v", "results", "Results", "Results: cross-validation, ensembles, chosen model, test set"),
@@ -22,13 +21,13 @@ KEYS = [  # key, action, footer label, what it does
     ("n", "notices", "Notices", "Notification history"),
     ("a", "bell", "Bell", "Terminal bell on failure on/off"),
     ("f1,question_mark", "help", "Help", "This help"),
-    ("q", "quit", "Quit", "Quit; runs keep running (says where the results are)"),
+    ("q", "quit", "Quit", "Close this window; supervision and the runs go on"),
     ("Q", "quit_stop_all", "Quit+stop", "Quit and stop all runs (asks first)"),
 ]
 SHOW_IN_FOOTER = {"launch", "stop", "resume", "logs", "results", "help", "quit"}
 KEY_NAMES = {"slash": "/", "enter": "Enter", "f1,question_mark": "F1 ?", "escape": "Esc"}
 
-# Actions that change something: refused ("read-only") in a read-only console.
+# Actions that change something: refused in a read-only view (--read-only).
 CHANGING = frozenset({"launch", "stop", "kill", "resume", "scratch", "watchdog", "crossval",
                       "find_best", "predict", "quit_stop_all"})
 # Actions about the selected row.

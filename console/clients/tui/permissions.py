@@ -47,16 +47,7 @@ def dead_inputs(snap: Snapshot, key: str) -> list[str]:
 def why_not(action: str, snap: Snapshot | None, run: RunView | None, *,
             read_only: bool, changing: frozenset, on_row: frozenset) -> str | None:
     if action in changing and read_only:
-        return ("read-only: this console only watches"
-                + ("; no console controls the experiment now: press c to take control"
-                   if snap is not None and snap.controller is None else
-                   f" ({snap.controller} controls it)" if snap and snap.controller else ""))
-    if action == "take_control":
-        if not read_only:
-            return "this console already controls the experiment"
-        if snap is not None and snap.controller is not None:
-            return f"{snap.controller} controls the experiment; quit that console first"
-        return None
+        return "read-only: this view only watches (opened with --read-only)"
     if snap is None:
         return "waiting for the engine's first snapshot" if action in changing | on_row else None
     if action in on_row and run is None:

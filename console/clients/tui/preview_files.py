@@ -9,6 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from console.protocol.model import ResultsView, RunView
+from contracts.layout import run_files
+
 
 @dataclass(frozen=True)
 class Thumb:
@@ -55,15 +58,17 @@ def read_ppm(path: Path) -> Thumb:
     return Thumb(w, h, rgb)
 
 
-def previews_dir(layout, key: str) -> Path | None:
-    """Where a run's previews are: a fold's previews/, the predict stage's predictions/previews."""
-    if layout is None:
+def previews_dir(run: RunView | None, results: ResultsView | None) -> Path | None:
+    """Where a run's previews are: a fold's previews/, the predict stage's
+    predictions/previews (as the snapshot names them)."""
+    if run is None:
         return None
-    if key == "predict":
-        return layout.predictions / "previews"
-    cfg, sep, fold = key.rpartition("/")
-    if sep and fold.isdigit():
-        return layout.previews(cfg, int(fold))
+    if run.key == "predict":
+        if results is None or not results.predictions_dir:
+            return None
+        return Path(results.predictions_dir) / "previews"
+    if run.kind == "fold" and run.run_dir:
+        return run_files(Path(run.run_dir))["previews"]
     return None
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 from console.protocol.model import ACTIVE_STATES, EngineControl, Snapshot
-from console.engine.results import results_lines
+from console.clients.text import results_lines
 
 
-def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0) -> int:
-    """Stop every run and keep polling (the engine escalates to SIGKILL) until none is active."""
-    engine.stop_all()
+def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0,
+                      final: bool = True) -> int:
+    """Stop every run and keep polling (the supervisor escalates to SIGKILL) until none is
+    active; `final`: the user's wish (False: --stop-on-exit, `foldwatch up` continues them)."""
+    engine.stop_all(final=final)
     deadline = time.monotonic() + timeout_s
     while True:
         active = [r for r in engine.poll().runs if r.state in ACTIVE_STATES]

@@ -18,7 +18,7 @@ from textual.widgets import Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from console.protocol.model import Decision, EpochPoint, RunView, Snapshot
-from console.engine.results import results_lines
+from console.clients.text import results_lines
 from console.protocol.vocabulary import note
 from console.protocol.fmt import duration, gigabytes, num, seconds
 from console.clients.tui.widgets.preview import PreviewPane

@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from console.engine.results import results_lines
+from console.clients.text import results_lines
 
 
 class ResultsScreen(Screen):

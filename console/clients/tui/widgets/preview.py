@@ -91,7 +91,9 @@ class PreviewPane(Widget):
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def _load(self) -> None:
-        folder = previews_dir(getattr(self.app.engine, "layout", None), self.key)
+        snap = self.app.snapshot
+        run = next((r for r in snap.runs if r.key == self.key), None) if snap else None
+        folder = previews_dir(run, snap.results if snap else None)
         heading, items = load_previews(folder)
         self.app.call_from_thread(self._show, heading, items)
 

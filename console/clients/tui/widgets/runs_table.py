@@ -7,12 +7,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 
 from console.protocol.model import RunView
-from console.protocol.vocabulary import COLUMNS, cells, progress_fraction
+from console.protocol.vocabulary import COLUMNS, STATE_STYLE, cells, progress_fraction
 from console.protocol.fmt import bar
 
-STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled": "bold yellow",
-               "backoff": "yellow", "waiting": "yellow", "completed": "bold blue",
-               "failed": "bold red", "stopped": "magenta"}
 STATE_ORDER = {s: i for i, s in enumerate(("failed", "stalled", "backoff", "waiting", "running",
                                             "starting", "queued", "stopped", "completed"))}
 
