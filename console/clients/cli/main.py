@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     dm.add_argument("--headless", action="store_true")
     dm.add_argument("--chaos", action="store_true", help="kill a random run now and then")
     dm.add_argument("--mouse", action="store_true")
+    sv = sub.add_parser("serve", help="the console in a web browser (token in the URL; "
+                                      "127.0.0.1 unless --host)")
+    sv.add_argument("experiment", type=Path)
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: reach it with ssh -L)")
+    sv.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
+    sv.add_argument("--read-only", action="store_true",
+                    help="a view that cannot act, to share with others")
     return p
 
 
@@ -106,7 +114,18 @@ def _dispatch(args) -> int:
         return _plot(args.experiment)
     if args.command == "demo":
         return _demo(args.directory, args.headless, args.chaos, args.mouse)
+    if args.command == "serve":
+        return _serve(args)
     return 2
+
+
+def _serve(args) -> int:
+    """Validates the experiment here, so a bad file is an error now, not in every tab."""
+    from contracts.experiment import load_experiment
+    exp = load_experiment(args.experiment)
+    from console.clients.web.server import serve
+    return serve(args.experiment.resolve(), title=f"foldwatch - {exp.experiment}",
+                 host=args.host, port=args.port, read_only=args.read_only)
 
 
 def main(argv: list[str] | None = None) -> int:
