@@ -23,7 +23,7 @@ class Bridges:
         if getattr(exp, "trainer", "foldwatch") != "foldwatch":
             from console.bridges.plotter import KindPlotter       # the others draw no progress.png
             self.plotter = KindPlotter(exp)
-        if exp.notify.command:
+        if exp.notify.command or exp.notify.urls:
             from console.bridges.notify import Notifier
             self.notifier = Notifier(exp, console_dir=console_dir)
             self.notifier.start()

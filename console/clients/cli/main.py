@@ -55,6 +55,9 @@ def _up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, 
     from console.engine.core import Engine
     from contracts.errors import ConfigError
     exp = _load(exp_path)
+    if not read_only:
+        from console.bridges.notify_urls import check_urls
+        check_urls(exp)                    # a URL Apprise cannot use: refused before anything
     claimed = None
     if runs is not None:
         if read_only:
