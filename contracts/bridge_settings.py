@@ -8,19 +8,42 @@ console/bridges/notify_urls.py (Apprise is too slow to import on every load).
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_serializer, field_validator
 from pydantic_core import PydanticCustomError
 
 from .redact import mask_url
 from .strict import Strict
 
 
+class Wandb(Strict):
+    """export.wandb as a mapping; `true` means all defaults (docs/pictures.md)."""
+    mode: Literal["online", "offline"] = "offline"   # online: `wandb login` done, W&B reachable
+    project: Annotated[str, Field(min_length=1)] | None = None   # default: the experiment name
+
+
 class Export(Strict):
-    """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`)."""
+    """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`).
+    With trainer: nnunetv2, W&B is nnU-Net's own logger (docs/trainers.md)."""
     tensorboard: bool = False
-    wandb: bool = False
+    wandb: Wandb | None = None
+
+    @field_validator("wandb", mode="before")
+    @classmethod
+    def _switch(cls, v):
+        if v is True:
+            return Wandb()
+        if v is False or v is None:
+            return None
+        if not isinstance(v, (dict, Wandb)):
+            raise ValueError("expected true, false or a mapping such as {mode: offline, "
+                             "project: NAME}")
+        return v
+
+    @field_serializer("wandb")
+    def _as_written(self, v):
+        return False if v is None else v.model_dump()
 
 
 def _notify_url(v):

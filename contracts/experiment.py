@@ -200,6 +200,16 @@ class Experiment(Strict):
     def layout(self) -> Layout:
         return Layout(self.resolve(self.results) / self.experiment)
 
+    @property
+    def wandb_by_trainer(self) -> bool:
+        """export.wandb is written by the folds themselves (nnU-Net's own W&B logger, switched
+        on in each fold's environment), so foldwatch's exporter writes no second run."""
+        return self.export.wandb is not None and self.trainer == "nnunetv2"
+
+    @property
+    def wandb_project(self) -> str:
+        return (self.export.wandb and self.export.wandb.project) or self.experiment
+
 
 def kind_problems(data: dict) -> list[str]:
     """What the trainer kind asks of the rest of the file. Works on the raw mapping too, so a
