@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from .bridge_settings import Export, Notify
 from .errors import ConfigError
 from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
@@ -100,25 +101,6 @@ class Previews(Strict):
     scored_cases: Annotated[int, Field(ge=1, le=64)] = 8   # cases scored to find the worst
     every_epochs: PositiveInt = 1
 
-
-class Export(Strict):
-    """Optional bridges fed from the metric log; off by default (extras `tensorboard`, `wandb`)."""
-    tensorboard: bool = False
-    wandb: bool = False
-
-
-class Notify(Strict):
-    """A user command run with each notification as JSON on stdin (an argument list, no shell)."""
-    command: list[Annotated[str, Field(min_length=1)]] | None = None
-    timeout_s: Annotated[float, Field(gt=0)] = 30
-    disk_free_gb: Annotated[float, Field(ge=0)] = 5.0     # below this: a disk_low notification
-
-    @field_validator("command")
-    @classmethod
-    def _not_empty(cls, v):
-        if v is not None and not v:
-            raise ValueError("expected a non-empty argument list, e.g. [curl, -d, '@-', URL]")
-        return v
 
 class Experiment(Strict):
     experiment: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
@@ -224,6 +206,16 @@ class Experiment(Strict):
     def layout(self) -> Layout:
         return Layout(self.resolve(self.results) / self.experiment)
 
+    @property
+    def wandb_by_trainer(self) -> bool:
+        """export.wandb is written by the folds themselves (nnU-Net's own W&B logger, switched
+        on in each fold's environment), so foldwatch's exporter writes no second run."""
+        return self.export.wandb is not None and self.trainer == "nnunetv2"
+
+    @property
+    def wandb_project(self) -> str:
+        return (self.export.wandb and self.export.wandb.project) or self.experiment
+
 
 def kind_problems(data: dict) -> list[str]:
     """What the trainer kind asks of the rest of the file. Works on the raw mapping too, so a
@@ -257,10 +249,20 @@ def kind_problems(data: dict) -> list[str]:
     return out
 
 
+def field_path(loc) -> str:
+    """pydantic's location as written in the file's terms: notify.urls[2]."""
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
 def _describe(err: dict) -> str:
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = field_path(err["loc"]) or "(top level)"
     kind = err["type"]
     given = err.get("input")
+    if kind == "notify_url":
+        return f"{loc}: {err['msg']}"          # the message shows the URL, masked
     if kind == "extra_forbidden":
         return f"{loc}: unknown key (check the spelling; see configs/example.yaml)"
     if kind == "missing":

@@ -152,7 +152,7 @@ CASES = {
     "range-momentum": (lambda t: experiment_file(t, GOOD + "    momentum: 1.5\n"), 2,
                        ["bad.yaml", "momentum"], False),
     "range-fold": (lambda t: experiment_file(t, GOOD + "folds: [0, 7]\n"), 2,
-                   ["bad.yaml", "folds.1"], False),
+                   ["bad.yaml", "folds[1]"], False),
     "folds-twice": (lambda t: experiment_file(t, GOOD + "folds: [0, 0]\n"), 2,
                     ["bad.yaml", "folds", "twice"], False),
     "patch-dims": (lambda t: experiment_file(t, "experiment: e\ndataset: d\nconfigurations:\n"

@@ -1,4 +1,5 @@
-"""The console never imports torch/monai/nibabel/numpy, not even through a module it imports."""
+"""The console never imports torch/monai/nibabel/numpy, not even through a module it imports;
+the bridges' libraries (Apprise, wandb, tensorboardX) only where they send or write."""
 
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import console, contracts, foldwatch   # foldwatch: the helper any training scri
 for pkg in (console, contracts):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(m.name)
-heavy = sorted(n for n in ("torch", "monai", "nibabel", "numpy", "scipy") if n in sys.modules)
+heavy = sorted(n for n in ("torch", "monai", "nibabel", "numpy", "scipy", "apprise", "wandb",
+                           "tensorboardX") if n in sys.modules)
 print(",".join(heavy))
 """
 

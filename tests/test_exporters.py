@@ -68,7 +68,7 @@ def _export(exp, subprocess_=True):
 
 
 def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
-    exp = _exp(tmp_path)
+    exp = _exp(tmp_path, wandb={"mode": "offline", "project": "bridge-cv"})
     fold = exp.layout.fold_dir("3d_fullres", 0)
     with EventWriter(fold / "metrics.jsonl") as log:
         # attempts 1-3 are killed after logging their last epoch, before its checkpoint:
@@ -104,13 +104,14 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
     wandb_runs = _wandb_runs(exp)
     runs = [p for p, _ in wandb_runs]
     assert len(runs) == 4                                  # one per exporter start, same id
-    steps, ids, groups, images_seen = [], set(), set(), 0
+    steps, ids, groups, projects, images_seen = [], set(), set(), set(), 0
     for path, recs in wandb_runs:
         for rec in recs:
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 ids.add(rec.run.run_id)
                 groups.add(rec.run.run_group)
+                projects.add(rec.run.project)
             elif kind == "history":
                 row = {i.key or "/".join(i.nested_key): i.value_json for i in rec.history.item}
                 if "train/loss" in row:
@@ -118,6 +119,7 @@ def test_three_restarts_one_continuous_curve_in_tensorboard_and_wandb(tmp_path):
                     assert json.loads(row["train/loss"]) == 1.0 - 0.05 * rec.history.step.num
                 images_seen += any(k.startswith("preview/") for k in row)
     assert ids == {"bridge-3d_fullres-fold0"} and groups == {"bridge"}
+    assert projects == {"bridge-cv"}                       # export.wandb.project
     assert steps == list(range(9))
     assert images_seen == 9
     # and wandb's own CLI recognises them as runs to upload later (nothing is sent)

@@ -100,6 +100,34 @@ def test_nnunet_graph_cascade_stagger_and_arguments(tmp_path):
     assert any("fold 3d_lowres/1 has no checkpoint_final.pth" in a for a in argv)
 
 
+def test_export_wandb_switches_nnunets_own_logger_on_for_folds_only(tmp_path):
+    from console.bridges.exporters.process import ExporterProcess, sinks_wanted
+    data = {**_nn(tmp_path), "export": {"tensorboard": True,
+                                        "wandb": {"mode": "online", "project": "liver"}}}
+    exp = _load(tmp_path, data)
+    kind = kind_for(exp)
+    jobs = {j.key: j for j in kind.build_jobs()}
+    _, env, _ = kind.launch(jobs["3d_lowres/3"], "gpu0", None)
+    assert {k: env[k] for k in ("nnUNet_wandb_enabled", "nnUNet_wandb_project",
+                                "nnUNet_wandb_mode", "WANDB_RUN_GROUP", "WANDB_NAME")} == {
+        "nnUNet_wandb_enabled": "1", "nnUNet_wandb_project": "liver",
+        "nnUNet_wandb_mode": "online", "WANDB_RUN_GROUP": "nn", "WANDB_NAME": "3d_lowres/fold_3"}
+    _, env, _ = kind.launch(jobs["plan"], "cpu0", None)
+    assert "nnUNet_wandb_enabled" not in env               # stages train nothing
+    assert sinks_wanted(exp) == ["tensorboard"]            # no second run per fold
+    # other kinds: the exporter writes the W&B runs; `wandb: true` is offline, named by the
+    # experiment
+    plain = parse_experiment({"experiment": "x", "dataset": "d", "configurations": {"2d": {}},
+                              "export": {"wandb": True}})
+    assert sinks_wanted(plain) == ["wandb"] and plain.export.wandb.mode == "offline"
+    assert plain.wandb_project == "x" and ExporterProcess(plain).wandb_mode == "offline"
+    online = parse_experiment({"experiment": "x", "dataset": "d", "configurations": {"2d": {}},
+                               "export": {"wandb": {"mode": "online"}}})
+    assert ExporterProcess(online).wandb_mode == "online"     # the exporter's WANDB_MODE
+    _, env, _ = kind_for(plain).launch(kind_for(plain).build_jobs()[-1], "gpu0", None)
+    assert not any(k.startswith(("nnUNet_wandb", "WANDB")) for k in env)
+
+
 def test_nnunet_roots_must_be_known(tmp_path, monkeypatch):
     for v in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(v, raising=False)
@@ -165,6 +193,10 @@ def test_known_failures():
     assert f.reason == "usage" and "unknown nnU-Net dataset 999: no Dataset999_*" in f.message
     assert recognise("OSError: [Errno 28] No space left on device", 1).exit_code == 74
     assert "fewer workers" in recognise("Some background workers are no longer alive", 1).message
+    # nnU-Net's W&B logger, online without a login (wandb 0.31's words): not worth retrying
+    f = recognise("wandb.errors.errors.UsageError: No API key configured. Use `wandb login` to "
+                  "log in.", 1)
+    assert f.exit_code == 2 and "export.wandb.mode: offline" in f.message
     assert recognise("all fine", 0) is None and recognise("Traceback: boom", 1) is None
 
 

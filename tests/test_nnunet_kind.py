@@ -1,12 +1,15 @@
 """`trainer: nnunetv2` with the real nnU-Net v2 on a tiny dataset made on the fly, all through
 the engine: plan_and_preprocess, two 2d folds (one killed with SIGKILL mid-training and
 resumed with --c by the watchdog), find-best, one prediction per fold, ensemble,
-postprocessing. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
+postprocessing; with export.wandb, nnU-Net's own W&B logger writes each fold's offline run.
+Takes a few minutes on a 2-core machine (docs/trainers.md)."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
 from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
 from nnunet_fixture import make_tiny_dataset
+from wandb_reader import leet_records
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None,
                                 reason="needs the nnunet extra (pip install '.[nnunet]')")
@@ -47,7 +51,11 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     make_tiny_dataset(tmp_path / "nnUNet_raw")
-    eng = Engine(nnunet_experiment(tmp_path), sampler=cpu_sampler())
+    path = nnunet_experiment(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["export"] = {"tensorboard": True, "wandb": {"mode": "offline", "project": "tiny-cv"}}
+    path.write_text(yaml.safe_dump(data))
+    eng = Engine(path, sampler=cpu_sampler())
     stopped, victim = eng.runs["2d/0"], eng.runs["2d/1"]
     try:
         # a graceful stop of fold 0 (SIGTERM) ...
@@ -94,12 +102,46 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
     kinds = [e["kind"] for e in events(fold0, "checkpoint")]
     assert kinds.count("latest") >= EPOCHS - 1 and "final" in kinds
 
+    check_wandb_by_nnunet(tmp_path, eng, path, resumed={
+        k: events(eng.runs[f"2d/{k}"].job.run_dir, "start")[1]["resumed_from"] for k in (0, 1)})
+
     # after the folds: find-best, a prediction per fold, the ensemble, postprocessing
     assert next((tmp_path / "nnUNet_results").glob("Dataset901_*/inference_information.json"))
     for k in (0, 1):
         assert len(list((eng.layout.root / "nnunet_predictions/2d" / f"fold_{k}").glob("*.npz"))) == 2
     final = sorted(p.name for p in eng.layout.predictions.glob("*.nii.gz"))
     assert final == ["tiny_test_000.nii.gz", "tiny_test_001.nii.gz"]
+
+
+def check_wandb_by_nnunet(tmp: Path, eng, path: Path, resumed: dict[int, int]) -> None:
+    """export.wandb with trainer: nnunetv2: nnU-Net's own logger wrote one W&B run per fold
+    in fold_<k>/wandb/, each attempt (the first, and the one `--c` resumed) under the same
+    run id, read back with `wandb leet inspect`; foldwatch's exporter wrote none."""
+    model = next((tmp / "nnUNet_results").glob("Dataset901_*/nnUNetTrainer__nnUNetPlans__2d"))
+    for k in (0, 1):
+        attempts = sorted((model / f"fold_{k}" / "wandb").glob("offline-run-*"))
+        assert len(attempts) == 2, attempts              # the first attempt, and after --c
+        recs = [leet_records(a) for a in attempts]
+        runs = [r["run"] for rs in recs for r in rs if r["type"] == "run"]
+        assert {r["run_id"] for r in runs} == {runs[0]["run_id"]}, runs      # one run, resumed
+        assert {(r["project"], r["run_group"], r["job_type"], r["display_name"]) for r in runs} \
+            == {("tiny-cv", "nn", "2d", f"2d/fold_{k}")}
+        trained = [{int(h["history"]["item"]["_step"]) for h in rs if h["type"] == "history"
+                    and "train_losses" in h["history"]["item"]} for rs in recs]
+        # the resumed attempt logged every epoch from its checkpoint on, nothing before it
+        assert trained[1] == set(range(resumed[k], EPOCHS)), (k, trained)
+        if k == 0:          # stopped with SIGTERM: W&B finished the run; no epoch missing
+            assert trained[0] | trained[1] == set(range(EPOCHS)), trained
+        last = [h["history"]["item"] for h in recs[1] if h["type"] == "history"
+                and "mean_fg_dice" in h["history"]["item"]][-1]
+        assert int(last["_step"]) == EPOCHS - 1 and 0 <= last["mean_fg_dice"] <= 1
+        assert any(r["type"] == "exit" for r in recs[1])
+    # the exporter writes TensorBoard for the folds, and no second W&B run
+    out = subprocess.run([sys.executable, "-m", "console.bridges.exporters", str(path), "--once"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (eng.layout.tensorboard("2d", 0)).is_dir()
+    assert not (eng.layout.root / "wandb").exists()
 
 
 def _failed_run(eng, key: str) -> tuple[str, dict]:

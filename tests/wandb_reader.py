@@ -43,3 +43,15 @@ def records(path: Path):
         rec = pb.Record()
         rec.ParseFromString(raw)
         yield rec
+
+
+def leet_records(path: Path) -> list[dict]:
+    """The records of an offline run as `wandb leet inspect --json` prints them (W&B's own
+    Go reader, the command docs/pictures.md tells users to look at offline runs with)."""
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

@@ -13,8 +13,8 @@ class Bridges:
         self.exporter = self.notifier = self.plotter = None
         if not active:
             return                       # read-only consoles: the controlling one does this
-        if exp.export.tensorboard or exp.export.wandb:
-            from console.bridges.exporters.process import ExporterProcess
+        from console.bridges.exporters.process import ExporterProcess, sinks_wanted
+        if sinks_wanted(exp):
             self.exporter = ExporterProcess(exp)
             self.exporter.start()
             self._stop = threading.Event()
@@ -23,7 +23,7 @@ class Bridges:
         if getattr(exp, "trainer", "foldwatch") != "foldwatch":
             from console.bridges.plotter import KindPlotter       # the others draw no progress.png
             self.plotter = KindPlotter(exp)
-        if exp.notify.command:
+        if exp.notify.command or exp.notify.urls:
             from console.bridges.notify import Notifier
             self.notifier = Notifier(exp, console_dir=console_dir)
             self.notifier.start()

@@ -1,11 +1,14 @@
-"""Notifications when nobody is watching: the experiment's `notify.command`, event JSON on stdin.
+"""Notifications when nobody is watching: `notify.command` (event JSON on stdin) and
+`notify.urls` (chat, e-mail, push through Apprise: console/bridges/notify_urls.py).
 
 A thread of its own (never the console's tick) reads console/events.jsonl from a persisted
-cursor, watches the results disk and console/state.json, and runs the user's command for
-each notification: an argument list, never a shell, with a timeout. Exactly once across
-console restarts: a notification is first saved in the outbox of console/notify.json
-(together with the cursor that produced it), sent, then moved to the sent list; every
-attempt is logged in console/notify.jsonl (failures included, never retried).
+cursor, watches the results disk and console/state.json, and delivers each notification to
+every target: the command (an argument list, never a shell, with a timeout), then each URL.
+Exactly once per target across console restarts: a notification is first saved in the
+outbox of console/notify.json (together with the cursor that produced it); each target
+delivered is recorded there before the next is tried, and the notification moves to the
+sent list after the last. Every attempt is logged in console/notify.jsonl with its target
+(failures included, with the command's or the service's error; never retried).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from console.store.statefile import load_state
 from console.store.tailer import Tailer
 from contracts.jsonio import EventWriter, atomic_write_json
+from contracts.redact import mask_url, scrub
 
 # decision action (console/events.jsonl) -> notification event
 DECISIONS = {"fail": "run_failed", "give_up": "watchdog_gave_up",
@@ -50,6 +54,8 @@ class Notifier:
         self._saved: str | None = None
         self.outbox: list[dict] = s.get("outbox") or []
         self.sent: list[str] = s.get("sent") or []
+        # notification id -> the targets it reached already (a restart skips those)
+        self.delivered: dict[str, list[str]] = s.get("delivered") or {}
         self.disk_low = bool(s.get("disk_low"))
         self.finished = s.get("finished")          # signature of the run states last reported
         self.tailer = Tailer(own / self.layout.console_events.name)
@@ -70,7 +76,8 @@ class Notifier:
         """Written (fsync'd) only when something changed: a tick every 2 s costs no disk I/O."""
         data = {"offset": self.tailer.offset - len(self.tailer.partial),
                 "inode": self.tailer.inode, "outbox": self.outbox,
-                "sent": self.sent[-KEEP_SENT:], "disk_low": self.disk_low,
+                "sent": self.sent[-KEEP_SENT:], "delivered": self.delivered,
+                "disk_low": self.disk_low,
                 "finished": self.finished}
         text = json.dumps(data, sort_keys=True)
         if text != self._saved:
@@ -148,21 +155,40 @@ class Notifier:
         return out
 
     # -- sending -------------------------------------------------------------------------
+    def targets(self) -> list[tuple[str, str, object]]:
+        """(key, label for the log, deliver(note) -> outcome) of each destination."""
+        out: list[tuple[str, str, object]] = []
+        if self.cfg.command:
+            out.append(("command", "notify.command", self._run))
+        for i, url in enumerate(self.cfg.urls):
+            out.append((f"url:{_id(url)}", f"notify.urls[{i}] {mask_url(url)}",
+                        lambda note, url=url: self._post(url, note)))
+        return out
+
     def deliver(self) -> None:
         while self.outbox and not self._stop.is_set():
             note = self.outbox[0]
-            outcome = self._run(note)
+            done = self.delivered.setdefault(note["id"], [])
+            targets = self.targets() or [("none", None, lambda n: {
+                "status": "skipped", "error": "neither notify.command nor notify.urls is set"})]
+            for key, label, send in targets:
+                if key in done:
+                    continue
+                if self._stop.is_set():
+                    return                       # the rest on the next pass, or after a restart
+                outcome = send(note)
+                done.append(key)
+                self._save()
+                with EventWriter(self.log_path) as log:
+                    log.write("notify", id=note["id"], kind=note["event"], run=note.get("run"),
+                              target=label, **outcome)
             self.outbox.pop(0)
             self.sent.append(note["id"])
+            self.delivered.pop(note["id"], None)
             self._save()
-            with EventWriter(self.log_path) as log:
-                log.write("notify", id=note["id"], kind=note["event"], run=note.get("run"),
-                          **outcome)
 
     def _run(self, note: dict) -> dict:
         cmd = self.cfg.command
-        if not cmd:
-            return {"status": "skipped", "error": "notify.command is not set"}
         try:
             r = subprocess.run(list(cmd), input=json.dumps(note).encode(), capture_output=True,
                                timeout=self.cfg.timeout_s, cwd=self.layout.root
@@ -175,6 +201,13 @@ class Notifier:
             tail = r.stderr.decode(errors="replace").strip()[-500:]
             return {"status": "failed", "error": f"exit code {r.returncode}: {tail}"}
         return {"status": "sent"}
+
+    def _post(self, url: str, note: dict) -> dict:
+        from console.bridges.notify_urls import send     # Apprise: only when there is news
+        try:
+            return send(url, note, self.cfg.timeout_s)
+        except Exception as e:                  # e.g. apprise missing: said, not retried
+            return {"status": "failed", "error": scrub(f"{type(e).__name__}: {e}", url)}
 
     # -- the thread ----------------------------------------------------------------------
     def tick(self) -> None:

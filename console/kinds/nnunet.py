@@ -11,6 +11,7 @@ nnU-Net.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -47,6 +48,10 @@ class NnunetKind(NnunetPrediction):
             raise ConfigError(f"{exp.source}: nnU-Net's folders are not set: "
                               f"{', '.join(missing)}. Set them in the nnunet: section or export "
                               "the environment variables before starting foldwatch")
+        if launching and exp.wandb_by_trainer and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(f"{exp.source}: export.wandb: nnU-Net's W&B logger needs the "
+                              "wandb package where the folds run: pip install 'foldwatch[wandb]' "
+                              "(or switch export.wandb off)")
         self.root = exp.layout.root
         if CASCADE in exp.configurations and not missing:
             self._check_cascade_folds()
@@ -134,7 +139,24 @@ class NnunetKind(NnunetPrediction):
         if self.s.processes:
             # the pools nnU-Net sizes itself (default 8 spawned processes, each importing torch)
             env["nnUNet_def_n_proc"] = str(self.s.processes)
+        if job.kind == "fold" and self.exp.wandb_by_trainer:
+            env.update(self.wandb_env(job))
         return env
+
+    def wandb_env(self, job: Job) -> dict[str, str]:
+        """export.wandb through nnU-Net 2.8's own W&B logger (nnunetv2/training/logging/
+        nnunet_logger.py): a run per fold in its fold_<k>/wandb/, continued by `--c` under
+        the same id. wandb.init reads group, job type and name from the environment where
+        nnU-Net passes none: the runs sit beside the exporter's, named the same way."""
+        w = self.exp.export.wandb
+        return {"nnUNet_wandb_enabled": "1", "nnUNet_wandb_project": self.exp.wandb_project,
+                "nnUNet_wandb_mode": w.mode, "WANDB_RUN_GROUP": self.exp.experiment,
+                "WANDB_JOB_TYPE": job.configuration or "",
+                "WANDB_NAME": f"{job.configuration}/fold_{job.fold}",
+                # W&B's service writes the run's log to disk every 15 s by default and a
+                # killed fold (OOM killer, node loss) loses what was not written yet; every
+                # 2 s keeps that to the epoch in progress (and lets `wandb leet` follow it)
+                "WANDB__TRANSACTION_LOG_FLUSH_INTERVAL": "2"}
 
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch:
         dev = "cuda" if device.startswith("gpu") else "cpu"

@@ -23,6 +23,8 @@ _CUDA_OOM = re.compile(r"CUDA out of memory|torch\.(cuda\.)?OutOfMemoryError|CUB
 _NO_SPACE = re.compile(r"No space left on device")
 _NO_DATASET = re.compile(r"Could not find a dataset with the ID (\d+)")
 _OUR_USAGE = re.compile(r"^error: (.+)$", re.M)
+# export.wandb.mode: online and no W&B login where the fold runs (nnU-Net's own W&B logger)
+_WANDB_NO_KEY = re.compile(r"wandb\.errors\.\S*UsageError: No API key configured")
 
 
 def recognise(output: str, returncode: int) -> Failure | None:
@@ -43,6 +45,11 @@ def recognise(output: str, returncode: int) -> Failure | None:
                        f"unknown nnU-Net dataset {m.group(1)}: no Dataset{int(m.group(1)):03d}_* "
                        "folder in nnUNet_raw, nnUNet_preprocessed or nnUNet_results; check "
                        "nnunet.dataset and nnunet.raw in the experiment file")
+    if _WANDB_NO_KEY.search(output):
+        return Failure("usage", exitcodes.USAGE,
+                       "export.wandb.mode is online but W&B has no login where this run "
+                       "started: run `wandb login` there (or set WANDB_API_KEY), or set "
+                       "export.wandb.mode: offline and `wandb sync` later")
     if returncode == exitcodes.USAGE and (m := _OUR_USAGE.search(output)):
         return Failure("usage", exitcodes.USAGE, m.group(1).strip())
     if WORKERS_DIED.search(output):

@@ -78,6 +78,8 @@ class Supervisor:
         old = self._install_signals()
         code = 0
         try:
+            from console.bridges.notify_urls import check_urls
+            check_urls(self.exp)        # a URL Apprise cannot use: said before anything starts
             self.engine = Engine(self.exp, runs=self.runs, hold=self.hold,
                                  autostart=not self.hold, chaos_every_s=self.chaos)
             from console.bridges.hub import Bridges

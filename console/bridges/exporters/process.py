@@ -9,6 +9,15 @@ import sys
 import threading
 
 
+def sinks_wanted(exp) -> list[str]:
+    """The exporter's sinks: TensorBoard, and W&B unless the folds log to W&B themselves
+    (trainer: nnunetv2 switches nnU-Net's own W&B logger on instead: console/kinds/nnunet.py)."""
+    out = ["tensorboard"] if exp.export.tensorboard else []
+    if exp.export.wandb is not None and not exp.wandb_by_trainer:
+        out.append("wandb")
+    return out
+
+
 class ExporterProcess:
     MAX_RESTARTS = 3
 
@@ -33,7 +42,12 @@ class ExporterProcess:
 
     @property
     def wanted(self) -> bool:
-        return bool(self.exp.export.tensorboard or self.exp.export.wandb)
+        return bool(sinks_wanted(self.exp))
+
+    @property
+    def wandb_mode(self) -> str:
+        """export.wandb.mode: offline unless the file says online (never the user's shell)."""
+        return self.exp.export.wandb.mode if self.exp.export.wandb else "offline"
 
     def start(self) -> None:
         with self._lock:
@@ -49,7 +63,7 @@ class ExporterProcess:
                 [sys.executable, "-m", "console.bridges.exporters", str(self.exp.source),
                  "--parent", str(os.getpid()), "--interval", str(self.interval_s)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                env={**os.environ, "WANDB_MODE": "offline"})
+                env={**os.environ, "WANDB_MODE": self.wandb_mode})
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM: the exporter exports what is left, closes its runs and exits."""

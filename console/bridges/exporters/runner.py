@@ -12,6 +12,7 @@ from pathlib import Path
 from contracts.experiment import Experiment
 
 from console.bridges.exporters.feed import RunFeed
+from console.bridges.exporters.process import sinks_wanted
 
 
 MAX_FAILURES = 3        # consecutive failed passes before a run's sink is given up
@@ -29,15 +30,15 @@ class Exporter:
         self.failures: dict[tuple[str, int, str], int] = {}
 
     def sinks_wanted(self) -> list[str]:
-        e = self.exp.export
-        return [name for name, on in (("tensorboard", e.tensorboard), ("wandb", e.wandb)) if on]
+        return sinks_wanted(self.exp)
 
     def _sink(self, name: str, configuration: str, fold: int, generation: int):
         from console.bridges.exporters import sinks
         if name == "tensorboard":
             return sinks.TensorBoardSink(self.layout.tensorboard(configuration, fold))
         return sinks.WandbSink(self.layout.wandb_dir, self.exp.experiment, configuration, fold,
-                               generation)
+                               generation, project=self.exp.wandb_project,
+                               mode=self.exp.export.wandb.mode)
 
     def pump(self) -> int:
         """One pass over every run with a metric log; returns the events exported."""
@@ -106,7 +107,7 @@ NEEDS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wan
 def missing_packages(sinks: list[str]) -> list[str]:
     """One line per switched-on sink whose library is not installed."""
     import importlib.util
-    return [f"export.{s}: true needs the {NEEDS[s][0]} package; install it with "
+    return [f"export.{s} needs the {NEEDS[s][0]} package; install it with "
             f"pip install 'foldwatch[{NEEDS[s][1]}]' (or switch export.{s} off)"
             for s in sinks if importlib.util.find_spec(NEEDS[s][0]) is None]
 
@@ -114,7 +115,12 @@ def missing_packages(sinks: list[str]) -> list[str]:
 def run(exp: Experiment, *, once: bool, interval: float, parent: int | None) -> int:
     exporter = Exporter(exp)
     if not exporter.sinks_wanted():
-        print(f"{exp.source}: export: switches no bridge on (tensorboard: true / wandb: true)")
+        if exp.wandb_by_trainer:
+            print(f"{exp.source}: export.wandb: nnU-Net writes each fold's W&B run itself "
+                  "(fold_<k>/wandb/ in $nnUNet_results, docs/trainers.md); nothing to export")
+        else:
+            print(f"{exp.source}: export: switches no bridge on (tensorboard: true / "
+                  "wandb: true)")
         return 0
     missing = missing_packages(exporter.sinks_wanted())
     if missing:
@@ -145,7 +151,7 @@ def run(exp: Experiment, *, once: bool, interval: float, parent: int | None) -> 
 def main(argv: list[str] | None = None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m console.bridges.exporters",
-                                description="export metric logs to TensorBoard / W&B (offline)")
+                                description="export metric logs to TensorBoard / W&B")
     p.add_argument("experiment", type=Path)
     p.add_argument("--once", action="store_true", help="export what is there, then exit")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between passes")

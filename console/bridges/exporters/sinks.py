@@ -52,22 +52,23 @@ def wandb_run_id(experiment: str, configuration: str, fold: int, generation: int
 
 
 class WandbSink:
-    """One offline W&B run per fold, grouped by experiment; step = epoch (iterations stay in
-    TensorBoard: W&B steps must only grow)."""
+    """One W&B run per fold (offline unless export.wandb.mode is online), grouped by
+    experiment; step = epoch (iterations stay in TensorBoard: W&B steps must only grow)."""
 
     name = "wandb"
 
     def __init__(self, root: Path, experiment: str, configuration: str, fold: int,
-                 generation: int = 0) -> None:
-        os.environ["WANDB_MODE"] = "offline"        # never the network
+                 generation: int = 0, *, project: str | None = None,
+                 mode: str = "offline") -> None:
+        os.environ["WANDB_MODE"] = mode             # the file decides, not the user's shell
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
         self.run = wandb.init(
-            project=experiment, group=experiment, job_type=configuration,
+            project=project or experiment, group=experiment, job_type=configuration,
             name=f"{configuration}/fold_{fold}" + (f" (from scratch {generation})" if generation
                                                     else ""),
             id=wandb_run_id(experiment, configuration, fold, generation),
-            resume="allow", dir=str(root), mode="offline", reinit="create_new",
+            resume="allow", dir=str(root), mode=mode, reinit="create_new",
             config={"configuration": configuration, "fold": fold},
             settings=wandb.Settings(console="off", x_disable_stats=True, silent=True))
         self._wandb = wandb
@@ -81,7 +82,7 @@ class WandbSink:
                       for case, png in items}, step=epoch)
 
     def flush(self) -> None:
-        pass                                          # offline runs write as they go
+        pass                                          # W&B's service writes as it goes
 
     def close(self) -> None:
         self.run.finish()

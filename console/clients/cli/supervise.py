@@ -35,8 +35,10 @@ def up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, m
                           "with --read-only (watch with `foldwatch status` or --read-only "
                           "alone)")
     if not read_only:                  # its settings must be able to launch: say so now
+        from console.bridges.notify_urls import check_urls
         from console.kinds import kind_for
         kind_for(exp, launching=True)
+        check_urls(exp)                # a URL Apprise cannot use: refused before anything
     home = home_of(exp, claimed)
     if headless:
         return _headless(exp, home, claimed, read_only=read_only, chaos=chaos,
