@@ -35,10 +35,10 @@ wheels in `.whl/` (made by `make gpu-wheels`) into a folder outside the repo, an
 script starts itself again with it on PYTHONPATH; the torch already installed is used.
 
 The prepared device call (docs/training.md, "GPU acceptance run"): here, `make gpu-wheels`
-once (about 50 MiB of wheels in .whl/, listed and summed by bench/gpu_wheels.sh), then
-run with carry [".whl"], timeout_s 540 and the command
+once (46.5 MiB of wheels in .whl/, listed and summed by bench/gpu_wheels.sh), then `run`
+with carry [".whl"], timeout_s 540 and the command
 
-    PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --out $OUT 2>&1 | tee $OUT/gpu-check.log
+    set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --out $OUT 2>&1 | tee $OUT/gpu-check.log
 
 A step that the budget left out is run by a second call with `--steps NAME`.
 """
@@ -86,11 +86,14 @@ GROUPS = [
     ("versions", ["versions"], 40, 40, 5),
     ("gpu_tests", ["gpu_tests"], 90, 90, 20),
     ("dataset", ["dataset"], 30, 30, 5),
-    ("two_runs", ["nvml", "placement", "kill_resume"], 150, 120, 60),
+    ("two_runs", ["nvml", "placement", "kill_resume"], 150, 150, 60),
     ("trainer", ["trainer"], 150, 120, 50),
-    ("nnunet", ["nnunet"], 210, 150, 100),
+    ("nnunet", ["nnunet"], 210, 200, 100),
     ("demo", ["demo"], 240, 120, 90),
 ]
+SERIAL = {"versions", "gpu_tests", "dataset"}     # run alone, before the others
+GROUP_DIRS = {"versions": "steps", "gpu_tests": "steps", "dataset": "data", "two_runs": "two-runs",
+              "trainer": "trainer", "nnunet": "nnunet", "demo": "demo"}   # under the work folder
 TITLES = {
     "versions": "Versions: torch, CUDA, driver, GPU, cores",
     "gpu_tests": "The gpu-marked tests",
@@ -169,6 +172,8 @@ def render_markdown(report: dict) -> str:
              f"budget {report['budget_s']} s, took {report.get('elapsed_s', '?')} s.")
     if report.get("mode_reason"):
         L.append(f"Mode: {report['mode_reason']}.")
+    if report.get("install_s") is not None:
+        L.append(f"Missing packages installed from the carried wheels in {report['install_s']} s.")
     L += ["", "| step | status | s | why |", "|---|---|---:|---|"]
     for s in report["steps"]:
         L.append(f"| {s['name']} | {s['status']} | {s.get('wall_s') or ''} | {s.get('why') or ''} |")
@@ -271,8 +276,14 @@ def trainer(*args: str) -> list[str]:
 
 
 def status_json(ctx: Ctx, exp: Path) -> dict:
-    r = ctx.run(fw("status", str(exp), "--json"), timeout=30)
-    return json.loads(r.stdout[r.stdout.index("{"):])
+    """`foldwatch status --json`; on a GPU, again while its sampler has not read the GPUs yet
+    (NVML's first initialisation can take longer than the command waits for it)."""
+    for _ in range(5):
+        r = ctx.run(fw("status", str(exp), "--json"), timeout=30)
+        st = json.loads(r.stdout[r.stdout.index("{"):])
+        if not ctx.gpu or st.get("gpus"):
+            return st
+    return st
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -398,6 +409,9 @@ def step_gpu_tests(ctx: Ctx) -> None:
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
                    if "mark.gpu" in p.read_text(errors="replace"))
     s.fact("files", ", ".join(files), "tests/test_*.py containing pytest.mark.gpu")
+    if not ctx.gpu:       # `make test` itself collects these and skips them: nothing to add
+        s.finish("skipped", f"{ctx.skip_why}; these tests skip themselves without one")
+        return
     if importlib.util.find_spec("pytest") is None:
         s.finish("skipped", "pytest is not installed here")
         return
@@ -410,10 +424,6 @@ def step_gpu_tests(ctx: Ctx) -> None:
         s.figure(f"tests {k}", counts.get(k, 0), "tests",
                  f"pytest -q -m gpu {' '.join(files)}: summary line")
     s.fact("summary", _tail(r.stdout, 1), "pytest's last line")
-    if not ctx.gpu:
-        s.finish("skipped", f"{ctx.skip_why}; pytest ran and skipped "
-                 f"{counts.get('skipped', 0)} gpu tests (exit {r.returncode})")
-        return
     s.check("pytest -m gpu exit 0 with tests passed",
             r.returncode == 0 and counts.get("passed", 0) > 0 and not counts.get("failed"),
             f"exit {r.returncode}: {_tail(r.stdout, 8)}" if r.returncode else "")
@@ -503,7 +513,7 @@ def step_two_runs(ctx: Ctx) -> None:
         up = ctx.spawn(fw("up", str(exp), "--headless"), folder / "up.log")
         # A: both folds training, each with an epoch done (its peak memory is known)
         st, folds = {}, {}
-        until = time.monotonic() + (90 if ctx.gpu else 60)
+        until = min(time.monotonic() + (90 if ctx.gpu else 60), ctx.deadline - 40)
         while True:
             if up.poll() is not None:
                 raise StepError(f"foldwatch up exited {up.returncode}: "
@@ -522,12 +532,15 @@ def step_two_runs(ctx: Ctx) -> None:
                 raise StepError("the two folds were not both training after "
                                 f"{time.monotonic() - t_up:.0f} s: "
                                 + ", ".join(f"{k} {folds.get(k, {}).get('state')}" for k in keys))
-            time.sleep(1)
+            time.sleep(1.5)
         pl.figure("time to both folds training", round(time.monotonic() - t_up, 1), "s",
                   "from `foldwatch up --headless` to both folds running with an epoch done "
                   "(plan, preprocessing and the first epoch included)")
         pids = {k: folds[k]["pid"] for k in keys}
         _placement(ctx, pl, st, folds, keys)
+        pl.finish("ok" if ctx.gpu else "skipped", None if ctx.gpu else
+                  f"{ctx.skip_why}; on the CPU the two runs took cpu slots "
+                  + ", ".join(str(folds[k].get('device')) for k in keys))
         if ctx.gpu:
             last = _nvml_samples(ctx, nv, exp, keys, pids, foreign.pid)
             _container_fallback(ctx, nv, last, folds, keys, pids, foreign.pid)
@@ -537,22 +550,22 @@ def step_two_runs(ctx: Ctx) -> None:
                     "foldwatch status --json: nvml_message")
             nv.finish("skipped", ctx.skip_why)
         _kill_and_resume(ctx, kr, exp, keys[1], folds[keys[1]])
-        pl.finish("ok" if ctx.gpu else "skipped", None if ctx.gpu else
-                  f"{ctx.skip_why}; on the CPU the two runs took cpu slots "
-                  + ", ".join(str(folds[k].get('device')) for k in keys))
     except StepError as e:
         for s in (nv, pl, kr):
             if s.d["status"] == "running":
                 s.finish("failed", str(e))
     finally:
-        if up is not None:
-            ctx.run(fw("stop", str(exp)), timeout=60, check=False)
-            try:
+        try:
+            if up is not None:
+                ctx.run(fw("stop", str(exp)), timeout=60, check=False)
                 up.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+        except (StepError, subprocess.TimeoutExpired):
+            pass            # the parent ends whatever is left (cleanup)
+        finally:
+            if up is not None:
                 _killpg(up.pid)
-        if foreign is not None:
-            _killpg(foreign.pid)
+            if foreign is not None:
+                _killpg(foreign.pid)
 
 
 def _placement(ctx: Ctx, pl: Step, st: dict, folds: dict, keys: list[str]) -> None:
@@ -688,7 +701,7 @@ def _container_fallback(ctx: Ctx, nv: Step, gpu: dict, folds: dict, keys: list[s
 
 def _kill_and_resume(ctx: Ctx, kr: Step, exp: Path, key: str, run: dict) -> None:
     run_dir, old_pid = run.get("run_dir"), run["pid"]
-    until = time.monotonic() + 60
+    until = min(time.monotonic() + 60, ctx.deadline - 60)
     while True:       # mid-epoch: an `iter` event after the last `epoch` event, then at once
         ev = read_jsonl(Path(run_dir) / "metrics.jsonl")
         epochs = [e for e in ev if e.get("event") == "epoch"]
@@ -707,7 +720,7 @@ def _kill_and_resume(ctx: Ctx, kr: Step, exp: Path, key: str, run: dict) -> None
     done = max(e["epoch"] for e in epochs) + 1
     kr.fact("killed", f"{key}, pid {old_pid}, SIGKILL to its process group, in epoch {done} "
             f"(0-based) after iteration {iters[-1]['iter']}", "this script")
-    until = time.monotonic() + (120 if ctx.gpu else 90)
+    until = min(time.monotonic() + (120 if ctx.gpu else 90), ctx.deadline - 30)
     start = first = None
     while time.monotonic() < until and first is None:
         starts = _events_since(run_dir, "start", t_kill)
@@ -717,7 +730,7 @@ def _kill_and_resume(ctx: Ctx, kr: Step, exp: Path, key: str, run: dict) -> None
             first = after[0] if after else None
         time.sleep(0.3)
     if start is None:
-        raise StepError(f"{key} was not restarted within {until - t_kill:.0f} s of the kill")
+        raise StepError(f"{key} was not restarted within {time.time() - t_kill:.0f} s of the kill")
     resumed = start.get("resumed_from")
     kr.figure("epochs completed before the kill", done, "epochs", "metrics.jsonl epoch events")
     kr.figure("iterations of the epoch in progress at the kill", iters[-1]["iter"], "iterations",
@@ -878,7 +891,7 @@ def step_nnunet(ctx: Ctx, a) -> None:
         from nnunet_fixture import DATASET, make_tiny_dataset
         raw, dataset, cfg = folder / "raw", DATASET, "2d"
         make_tiny_dataset(raw)
-        epochs, its, val, workers = 2, 2, 1, 1
+        epochs, its, val, workers = 2, 2, 1, 0      # 0: batches made in the trainer's process
     roots = {"raw": str(raw), "preprocessed": str(folder / "pre"), "results": str(folder / "nn")}
     env = dict(ctx.env, nnUNet_raw=roots["raw"], nnUNet_preprocessed=roots["preprocessed"],
                nnUNet_results=roots["results"], nnUNet_compile="f")
@@ -890,7 +903,7 @@ def step_nnunet(ctx: Ctx, a) -> None:
         "folds": [0], "configurations": {cfg: {}},
         "nnunet": {"dataset": dataset_id, **roots, "plan": True, "npz": False, "epochs": epochs,
                    "iterations_per_epoch": its, "val_iterations": val, "workers": workers,
-                   "processes": workers, "verify_dataset_integrity": False},
+                   "processes": max(1, workers), "verify_dataset_integrity": False},
         "devices": devices, "pipeline": off, "watchdog": {"stall_timeout_s": 300, "max_restarts": 1}})
     t = time.monotonic()
     r = ctx.run(fw("up", str(nn_exp), "--headless"), timeout=ctx.left() * 0.6,
@@ -997,15 +1010,29 @@ def step_demo(ctx: Ctx) -> None:
                      max_features=8)
         write_yaml(folder / "demo.yaml", d)
     t = time.monotonic()
-    r = ctx.run(fw("demo", str(folder), "--headless"), timeout=ctx.left() - 10,
-                log=ctx.folder / "demo.log", check=False)
+    log = ctx.folder / "demo.log"
+    demo = ctx.spawn(fw("demo", str(folder), "--headless"), log)
+    while demo.poll() is None and ctx.left() > 20:
+        time.sleep(0.5)
     wall = time.monotonic() - t
+    if demo.poll() is None:          # out of time: say how far it got, then stop it
+        st = status_json(ctx, folder / "demo.yaml")
+        done = [r["key"] for r in st["runs"] if r["state"] == "completed"]
+        s.figure("runs completed when the time ran out", len(done), f"of {len(st['runs'])} runs",
+                 f"foldwatch status --json after {wall:.0f} s")
+        try:
+            ctx.run(fw("stop", str(folder / "demo.yaml")), timeout=15, check=False)
+        except StepError:
+            pass
+        _killpg(demo.pid)
+        s.finish("failed", f"did not finish within its {wall:.0f} s; run it alone: --steps demo")
+        return
     s.figure("wall time", round(wall, 1), "s", "foldwatch demo DIR --headless, whole command: "
              "data generation, plan, preprocessing, 10 folds, cross-validation, find-best, "
              "test prediction" if ctx.gpu else "foldwatch demo --headless with a 1-fold, "
              "1-epoch demo.yaml")
-    if not s.check("foldwatch demo --headless exit 0", r.returncode == 0,
-                   "" if r.returncode == 0 else _tail(r.stdout)):
+    if not s.check("foldwatch demo --headless exit 0", demo.returncode == 0,
+                   "" if demo.returncode == 0 else _tail(log.read_text(errors="replace"))):
         s.finish()
         return
     res = status_json(ctx, folder / "demo.yaml").get("results") or {}
@@ -1045,6 +1072,7 @@ def _ensure_data(ctx: Ctx) -> None:
 def run_group(group: str, state: dict) -> None:
     """In a child process (its own session): one group of steps, within its deadline."""
     args = argparse.Namespace(**state)
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")     # torch's indices = NVML's
     folder = Path(state["work"]) / "steps"
     ctx = Ctx(args, folder, time.monotonic() + state["deadline"] - time.time())
     try:
@@ -1073,7 +1101,7 @@ def ensure_packages(a) -> None:
     script again with that folder on PYTHONPATH; the torch already here is kept."""
     missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
     wanted = missing + (["nnunetv2"] if importlib.util.find_spec("nnunetv2") is None else [])
-    wheels = sorted(WHEELS.glob("*.whl"))
+    wheels = sorted(Path(a.wheels).glob("*.whl"))
     if os.environ.get("FOLDWATCH_GPU_CHECK_SITE") or not wheels or not wanted:
         if missing:
             raise SystemExit(f"gpu_check: missing Python packages {', '.join(missing)}: run "
@@ -1084,7 +1112,7 @@ def ensure_packages(a) -> None:
     names = "\n".join(w.name for w in wheels)
     t = time.monotonic()
     if not stamp.exists() or stamp.read_text() != names:
-        print(f"installing {len(wheels)} wheels from .whl/ into {site} (missing: "
+        print(f"installing {len(wheels)} wheels from {a.wheels} into {site} (missing: "
               f"{', '.join(wanted)}) ...", flush=True)
         shutil.rmtree(site, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
@@ -1112,6 +1140,22 @@ def detect_gpu(a) -> tuple[bool, str | None, str | None]:
             raise SystemExit(f"gpu_check: --gpu {a.gpu}: this machine has {len(r.gpus)} GPU(s)")
         return True, r.gpus[a.gpu].name, None
     return False, None, r.message
+
+
+def pack_logs(work: Path, target: Path, limit: int = 8 * 2**20) -> None:
+    """The steps' and the runs' logs in one archive beside the report (a failure's whole
+    story comes back from a machine that is gone by the time anyone reads it)."""
+    import tarfile
+    tmp = target.with_name(target.name + ".tmp")
+    total = 0
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted(work.rglob("*.log")):
+            size = path.stat().st_size
+            if total + size > limit:
+                continue
+            total += size
+            tar.add(path, arcname=str(path.relative_to(work)))
+    os.replace(tmp, target)
 
 
 def cleanup(work: Path, since: float) -> list[int]:
@@ -1152,8 +1196,12 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, help="overall time limit (default 480 on a GPU, "
                     "600 for the dry run)")
     ap.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU to use (default 0)")
+    ap.add_argument("--wheels", type=Path, default=WHEELS,
+                    help="wheels to install what is missing from (default .whl/)")
     ap.add_argument("--site", type=Path, default=DEFAULT_SITE,
                     help=f"where wheels from .whl/ are installed (default {DEFAULT_SITE})")
+    ap.add_argument("--parallel", type=int, default=2,
+                    help="dry run only: groups after the dataset run this many at a time")
     ap.add_argument("--nnunet-epochs", type=int, default=8)
     ap.add_argument("--nnunet-iterations", type=int, default=50)
     ap.add_argument("--run-group", help=argparse.SUPPRESS)
@@ -1176,6 +1224,8 @@ def main() -> int:
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     wanted = [g for g, *_ in GROUPS] if not a.steps else [x.strip() for x in a.steps.split(",")]
+    if set(wanted) & {"two_runs", "trainer", "nnunet", "demo"}:
+        wanted.append("dataset")              # made once, before the groups that read it
     unknown = set(wanted) - {g for g, *_ in GROUPS}
     if unknown:
         raise SystemExit(f"gpu_check: --steps {','.join(sorted(unknown))}: no such group; groups "
@@ -1190,65 +1240,95 @@ def main() -> int:
     print(f"foldwatch GPU check: {report['mode']}" + (f" ({skip_why})" if skip_why else
           f" on GPU {a.gpu}: {gpu_name}") + f"; budget {budget:.0f} s; work {work}", flush=True)
 
+    results: dict[str, list[dict]] = {}
+
     def save() -> None:
+        report["steps"] = [d for g, *_ in GROUPS for d in results.get(g, [])]
         report["elapsed_s"] = round(time.monotonic() - t_start, 1)
         _atomic_write(out / "gpu-check.json", json.dumps(report, indent=1, default=str))
         _atomic_write(out / "gpu-check.md", render_markdown(report))
+        try:
+            pack_logs(work, out / "gpu-check-logs.tar.gz")
+        except OSError as e:
+            print(f"logs not packed: {e}", flush=True)
 
-    failed = False
-    for group, names, cap_gpu, cap_dry, least in GROUPS:
-        left = budget - (time.monotonic() - t_start) - 5
-        cap = min(cap_gpu if gpu else cap_dry, left)
-        why = None
-        if group not in wanted:
-            why = "not selected (--steps)"
-        elif cap < least:
-            why = (f"budget: {max(left, 0):.0f} s left of {budget:.0f} s, this step needs about "
-                   f"{least} s or more; run it alone: --steps {group}")
-        if why:
-            for n in names:
-                report["steps"].append({"name": n, "title": TITLES[n], "status": "skipped",
-                                        "why": why, "wall_s": 0, "figures": [], "checks": [],
-                                        "facts": [], "notes": []})
-            save()
-            continue
+    def placeholder(n: str, status: str, why: str | None) -> dict:
+        return {"name": n, "title": TITLES[n], "status": status, "why": why, "wall_s": 0,
+                "figures": [], "checks": [], "facts": [], "notes": []}
+
+    def start(group: str, names: list[str], cap: float) -> dict:
         state = {"work": str(work), "mode": report["mode"], "skip_why": skip_why, "gpu": a.gpu,
                  "forced_dry": a.dry_run and present, "deadline": time.time() + cap - 3,
                  "nnunet_epochs": a.nnunet_epochs, "nnunet_iterations": a.nnunet_iterations}
         state_path = work / f"state-{group}.json"
         state_path.write_text(json.dumps(state))
-        t0, since = time.monotonic(), time.time()
+        results[group] = [placeholder(n, "running", None) for n in names]
         child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--run-group",
                                   group, "--state", str(state_path)], cwd=ROOT,
                                  stdout=open(folder / f"{group}.log", "ab"),
                                  stderr=subprocess.STDOUT, start_new_session=True)
-        end = None
-        try:
-            child.wait(timeout=cap)
-        except subprocess.TimeoutExpired:
-            _killpg(child.pid)
-            child.wait()
-            end = f"timed out after {cap:.0f} s (its time limit)"
-        left_over = cleanup(work, since)
+        return {"group": group, "names": names, "child": child, "t0": time.monotonic(),
+                "since": time.time(), "cap": cap}
+
+    def collect(run: dict, end: str | None) -> bool:
+        """The group's step results (a killed or crashed group's steps: failed, saying so)."""
+        group, child = run["group"], run["child"]
+        left_over = cleanup(work / GROUP_DIRS[group], run["since"])
         log_tail = _tail((folder / f"{group}.log").read_text(errors="replace"))
-        for n in names:
+        steps, bad = [], False
+        for n in run["names"]:
             path = folder / f"{n}.json"
-            d = json.loads(path.read_text()) if path.exists() else {
-                "name": n, "title": TITLES[n], "status": None, "why": None, "figures": [],
-                "checks": [], "facts": [], "notes": []}
+            d = json.loads(path.read_text()) if path.exists() else placeholder(n, "running", None)
             if d.get("status") in (None, "running"):
                 d["status"], d["why"] = "failed", end or (
                     f"ended (exit {child.returncode}) without a result: {log_tail}")
             if left_over:
                 d["notes"].append(f"{len(left_over)} leftover processes ended after the step")
-            d["wall_s"] = d.get("wall_s") or round(time.monotonic() - t0, 1)
-            report["steps"].append(d)
-            failed |= d["status"] == "failed"
+            d["wall_s"] = d.get("wall_s") or round(time.monotonic() - run["t0"], 1)
+            steps.append(d)
+            bad |= d["status"] == "failed"
             print(f"[{time.monotonic() - t_start:5.0f}s] {n}: {d['status']}"
                   + (f": {d['why']}" if d.get("why") else ""), flush=True)
+        results[group] = steps
         save()
+        return bad
+
+    # The first groups alone and in order (the dataset before everything that reads it); the
+    # rest one at a time on a GPU (their figures are timings), `--parallel` at once in the
+    # dry run, whose figures are not.
+    parallel = 1 if gpu else max(1, a.parallel)
+    queue, running, failed = list(GROUPS), [], False
+    while queue or running:
+        while queue and len(running) < parallel and not (
+                running and (queue[0][0] in SERIAL or any(r["group"] in SERIAL for r in running))):
+            group, names, cap_gpu, cap_dry, least = queue.pop(0)
+            left = budget - (time.monotonic() - t_start) - 5
+            cap = min(cap_gpu if gpu else cap_dry, left)
+            why = None
+            if group not in wanted:
+                why = "not selected (--steps)"
+            elif cap < least:
+                why = (f"budget: {max(left, 0):.0f} s left of {budget:.0f} s, this step needs "
+                       f"about {least} s or more; run it alone: --steps {group}")
+            if why:
+                results[group] = [placeholder(n, "skipped", why) for n in names]
+                save()
+                continue
+            running.append(start(group, names, cap))
+            save()
+        time.sleep(0.2)
+        for run in list(running):
+            end = None
+            if run["child"].poll() is None:
+                if time.monotonic() - run["t0"] < run["cap"]:
+                    continue
+                _killpg(run["child"].pid)
+                run["child"].wait()
+                end = f"timed out after {run['cap']:.0f} s (its time limit)"
+            running.remove(run)
+            failed |= collect(run, end)
     save()
-    print(f"wrote {out / 'gpu-check.json'} and {out / 'gpu-check.md'} "
+    print(f"wrote {out / 'gpu-check.json'}, {out / 'gpu-check.md'} and the logs "
           f"({report['elapsed_s']:.0f} s)", flush=True)
     return 1 if failed else 0
 
