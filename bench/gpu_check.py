@@ -68,6 +68,7 @@ DEFAULT_SITE = Path(tempfile.gettempdir()) / "foldwatch-gpu-site"
 # Console imports: the ONLY place this script uses console internals. console/ is being split
 # into sub-packages (console.nvml -> console.gpu.nvml, ...): when a module moves, change its
 # name here. Everything else drives foldwatch through its CLI and the files under results/.
+CONSOLE_CLI = "console.cli"                 # the `foldwatch` command, run as `python -m`
 CONSOLE_NVML = "console.nvml"               # NvmlSampler: the console's own GPU sampler
 CONSOLE_GPU_OWNERS = "console.gpu_owners"   # attribute(), OurRun: pid match + container fallback
 
@@ -272,7 +273,7 @@ def _killpg(pid: int, sig: int = signal.SIGKILL) -> None:
 
 def fw(*args: str) -> list[str]:
     """The `foldwatch` command (its module: works without `pip install -e .`)."""
-    return [sys.executable, "-m", "console.cli", *args]
+    return [sys.executable, "-m", CONSOLE_CLI, *args]
 
 
 def trainer(*args: str) -> list[str]:
