@@ -2,22 +2,41 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# The CPU build of torch; on a GPU server use e.g. `make TORCH_SPEC="torch" demo`.
+# torch 2.13.0. With an NVIDIA driver (`nvidia-smi -L` works) whose CUDA is 13.0 or newer:
+# PyPI's build, which on Linux is the CUDA 13.0 one (`===`: exactly that version, never a
+# local `+cpu` build a pip configuration may offer). Otherwise the CPU build, as the CI
+# machines' pip finds it (`==` also takes their `2.13.0+cpu`). `make TORCH_SPEC=... demo`
+# chooses another.
+NVIDIA_CUDA := $(shell nvidia-smi -L >/dev/null 2>&1 && nvidia-smi 2>/dev/null | \
+                 sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\.\([0-9]\).*/\1\2/p' | head -n 1)
+ifneq ($(NVIDIA_CUDA),)
+ifeq ($(shell test $(NVIDIA_CUDA) -ge 130 && echo yes),yes)
+TORCH_SPEC ?= torch===2.13.0
+else
+TORCH_WARNING := the NVIDIA driver here supports CUDA $(NVIDIA_CUDA) (x10); torch 2.13.0's CUDA build needs 13.0 (driver >= 580): the CPU build goes in. Update the driver, or name a build with TORCH_SPEC=...
+endif
+endif
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# The torch spec a venv was built with; another spec rebuilds torch (an old empty stamp: kept).
+BUILT_SPEC := $(shell cat $(STAMP) 2>/dev/null)
 
-.PHONY: demo test test-all bench venv clean-venv slurm-up slurm-down
+.PHONY: demo test test-all bench venv clean-venv slurm-up slurm-down gpu-check gpu-wheels FORCE
 
 venv: $(STAMP)
 
 # torch first, then the package with its extras (nnunetv2 for `trainer: nnunetv2` and its
 # tests) and the same torch spec again, so pip keeps that torch instead of pulling another.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(if $(filter-out $(TORCH_SPEC),$(BUILT_SPEC)),FORCE)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_WARNING),@echo "warning: $(TORCH_WARNING)")
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q "$(TORCH_SPEC)" -e ".[test,nnunet]"
-	@touch $(STAMP)
+	@$(PY) -c "import torch; print('torch', torch.__version__, '- CUDA', torch.version.cuda or 'none (CPU build)', '-', torch.cuda.device_count(), 'GPU(s) visible')"
+	@echo "$(TORCH_SPEC)" > $(STAMP)
+
+FORCE:
 
 demo: $(STAMP)
 	$(VENV)/bin/foldwatch demo demo-run
@@ -39,6 +58,18 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# The GPU acceptance run (bench/gpu_check.py; docs/training.md): on an NVIDIA GPU all of it
+# in 8 minutes at most, without one the dry run, which says so. Where wheels were carried in
+# .whl/ (a GPU machine without a registry) it runs on python3 and installs them itself.
+CHECK_PY := $(if $(wildcard .whl/*.whl),$(if $(wildcard $(PY)),$(PY),$(PYTHON)),$(PY))
+gpu-check: $(if $(wildcard .whl/*.whl),,$(STAMP))
+	$(CHECK_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The wheels gpu-check needs on such a machine, downloaded into .whl/ (WHEEL_SET=base: without
+# nnU-Net); prints their total against what a device call may carry.
+gpu-wheels:
+	bash bench/gpu_wheels.sh $(or $(WHEEL_SET),all)
 
 clean-venv:
 	rm -rf $(VENV)

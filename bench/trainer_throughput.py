@@ -9,11 +9,15 @@ both, the data-wait fraction and the ratio.
     python bench/trainer_throughput.py [--configuration 3d_fullres] [--iterations 30]
     python bench/trainer_throughput.py --experiment DIR/demo-cascade.yaml \
         --configuration 3d_cascade_fullres     # an experiment already run (lowres predicted)
+
+`--json FILE` also writes the figures (and, on CUDA, the allocator's peak memory over the
+timed steps and the plan's memory estimate) for bench/gpu_check.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +47,7 @@ def main() -> None:
     ap.add_argument("--experiment", type=Path,
                     help="an experiment already planned and preprocessed (the cascade also "
                          "needs its 3d_lowres folds' predictions)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     a = ap.parse_args()
     os.environ.setdefault("FOLDWATCH_CPU_THREADS", "2")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="fw-bench-"))
@@ -89,6 +94,9 @@ def main() -> None:
         # first iterations of a run: the steady state an epoch of 250 iterations sees.
         for case in t.train_data.cases:
             t.train_data._case(case)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
         # Alternate chunks of pipeline steps (workers make batches while the main process
         # trains) and bare steps (the same network on one batch already in memory), so that
         # both see the same machine load: on a shared machine a sequential comparison
@@ -106,10 +114,14 @@ def main() -> None:
                 batch = next(it)
                 wait += time.perf_counter() - t0
                 t.step(batch)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             pipeline_s += time.perf_counter() - start
             start = time.perf_counter()
             for _ in range(m):
                 t.step(batch0)
+            if dev.type == "cuda":          # each chunk's time is its GPU work, not its launches
+                torch.cuda.synchronize(dev)
             bare_s += time.perf_counter() - start
             done += m
         del it
@@ -120,6 +132,19 @@ def main() -> None:
     print(f"pipeline   {sps:8.2f} samples/s   data-wait fraction {wait / pipeline_s:.3f}")
     print(f"bare loop  {bare:8.2f} samples/s   (no data pipeline: upper bound)")
     print(f"ratio pipeline/bare = {sps / bare:.3f}")
+    if a.json:
+        out = {"configuration": a.configuration, "patch_size": plan.patch_size, "batch": t.batch,
+               "iterations": n, "chunk": chunk, "workers": workers,
+               "num_workers": a.workers or cfg.num_workers, "threads": torch.get_num_threads(),
+               "device": str(dev), "amp": bool(t.amp), "pipeline_samples_per_s": sps,
+               "bare_samples_per_s": bare, "ratio": sps / bare,
+               "data_wait_frac": wait / pipeline_s, "vram_plan": plan.extra.get("vram"),
+               "features": [cfg.base_features, cfg.max_features]}
+        if dev.type == "cuda":
+            out.update(gpu=torch.cuda.get_device_name(dev),
+                       peak_reserved_mb=torch.cuda.max_memory_reserved(dev) / 2**20,
+                       peak_allocated_mb=torch.cuda.max_memory_allocated(dev) / 2**20)
+        a.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
