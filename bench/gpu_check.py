@@ -68,9 +68,9 @@ DEFAULT_SITE = Path(tempfile.gettempdir()) / "foldwatch-gpu-site"
 # Console imports: the ONLY place this script uses console internals. console/ is being split
 # into sub-packages (console.nvml -> console.gpu.nvml, ...): when a module moves, change its
 # name here. Everything else drives foldwatch through its CLI and the files under results/.
-CONSOLE_CLI = "console.cli"                 # the `foldwatch` command, run as `python -m`
-CONSOLE_NVML = "console.nvml"               # NvmlSampler: the console's own GPU sampler
-CONSOLE_GPU_OWNERS = "console.gpu_owners"   # attribute(), OurRun: pid match + container fallback
+CONSOLE_CLI = "console.clients.cli"              # the `foldwatch` command, run as `python -m`
+CONSOLE_NVML = "console.gpu.nvml"           # NvmlSampler: the console's own GPU sampler
+CONSOLE_GPU_OWNERS = "console.gpu.owners"   # attribute(), OurRun: pid match + container fallback
 
 
 def console_sampler():
