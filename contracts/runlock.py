@@ -24,6 +24,12 @@ from contracts import exitcodes
 from contracts.errors import UserError
 
 LOCK_NAME = "run.lock"
+# Set by the supervisor in every process it starts (console.engine.launching): the run folder
+# to lock first thing, and the launch's token (found in the environment of a process whose
+# pid the supervisor died before saving; kept in the holder record).
+RUN_DIR_ENV = "FOLDWATCH_RUN_DIR"
+LAUNCH_TOKEN_ENV = "FOLDWATCH_LAUNCH_TOKEN"
+_early: dict[str, "RunLock"] = {}      # realpath of a lock file -> the lock taken early
 
 
 class RunBusy(UserError):
@@ -51,6 +57,8 @@ def _own_record(extra: dict | None) -> dict:
         ct = None
     rec = {"pid": os.getpid(), "create_time": ct, "host": socket.gethostname(),
            "started": time.time(), "argv": sys.argv[:8]}
+    if os.environ.get(LAUNCH_TOKEN_ENV):
+        rec["token"] = os.environ[LAUNCH_TOKEN_ENV]
     rec.update(extra or {})
     return rec
 
@@ -72,6 +80,15 @@ class RunLock:
         return lock
 
     def acquire(self) -> None:
+        early = _early.pop(os.path.realpath(self.path), None)
+        if early is not None and early._fd is not None:
+            # this process locked the folder first thing (lock_early): keep that lock and
+            # complete its holder record
+            self._fd, early._fd = early._fd, None
+            data = json.dumps(_own_record({**early.record, **self.record})).encode()
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # the record first (psutil's import is slow): a console probing the lock between the
         # flock and the write sees an empty record and cannot adopt the holder yet
@@ -104,6 +121,18 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_early(**record: object) -> None:
+    """Lock $FOLDWATCH_RUN_DIR now, before a trainer's slow imports (torch takes seconds), so
+    a second process for the same run is refused (RunBusy, exit 73) from the first moment;
+    the RunLock the process takes later on the same folder continues this one."""
+    run_dir = os.environ.get(RUN_DIR_ENV)
+    if not run_dir:
+        return                         # started by hand, not by a supervisor
+    lock = RunLock(run_dir, **record)
+    lock.acquire()
+    _early[os.path.realpath(lock.path)] = lock
 
 
 def read_holder_record(path: Path) -> dict | None:

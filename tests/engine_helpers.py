@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import pynvml
 import yaml
 
+from console.backends.base import Backend
+
 REPO = Path(__file__).resolve().parents[1]
 FAKE = REPO / "tests" / "fake_trainer.py"
 
@@ -218,7 +220,7 @@ def cpu_sampler():
                        interval=0.05)
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """A backend without processes: the test says when a run exits and writes its log."""
 
     def __init__(self) -> None:
@@ -246,7 +248,7 @@ class ScriptedBackend:
         self.cancels.append((handle.pid, force))
         self.exits[handle.pid] = -9 if force else -15
 
-    def adopt(self, key, record):
+    def adopt(self, key, record, run_dir):
         from console.backends.base import Handle
         if key in self.adoptable and record.get("pid") == self.adoptable[key].get("pid"):
             return Handle.from_record(key, record)

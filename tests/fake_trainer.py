@@ -49,6 +49,9 @@ def _ct() -> float | None:
 
 
 def main() -> int:
+    # A trainer that is slow to start (the real one imports torch for seconds): nothing
+    # holds the run folder yet, only the launch token in the environment says it exists
+    time.sleep(float(os.environ.get("FAKE_TRAINER_STARTUP_S") or 0))
     argv = sys.argv[1:]
     command = argv[0]
     exp = load_experiment(_arg(argv, "--experiment"))

@@ -114,3 +114,35 @@ def test_console_killed_at_every_step_never_runs_a_fold_twice(tmp_path):
         state = json.loads(lay.state.read_text())
         assert {r["state"] for r in state["runs"].values()} == {"completed"}, (crash, state)
     assert census.most and max(census.most.values()) == 1, census.most
+
+
+def test_supervisor_killed_while_its_trainer_is_still_starting_adopts_it(tmp_path):
+    """The hole a stand-in that locks at once never shows: the supervisor dies right after
+    starting a trainer that takes seconds to start (the real one imports torch); the next
+    one finds the process by its launch token instead of launching a second."""
+    exp = write_experiment(tmp_path, folds=(0,), epochs=3, pipeline=NO_STAGES)
+    lay = load_experiment(exp).layout
+    for stage in ("plan", "preprocess-2d"):
+        with EventWriter(lay.stage_dir(stage) / "metrics.jsonl") as w:
+            w.write("start", stage=stage, pid=1, host="x")
+            w.write("end", status="completed", error=None, exit_code=0)
+    census = Census([exp])
+    census.start()
+    try:
+        env = dict(_env(tmp_path, "launch:submitted:1"), FAKE_TRAINER_STARTUP_S="3")
+        first = _console(exp, env)
+        out, _ = first.communicate(timeout=120)
+        assert first.returncode == CRASH_EXIT, out
+        env = dict(_env(tmp_path, None), FAKE_TRAINER_STARTUP_S="3")
+        second = _console(exp, env)
+        out, _ = second.communicate(timeout=180)
+    finally:
+        census.done.set()
+        census.join()
+    assert second.returncode == 0, out
+    run_dir = lay.fold_dir("2d", 0)
+    assert len((run_dir / "fake_calls.jsonl").read_text().splitlines()) == 1
+    assert not (run_dir / "fake_busy.jsonl").exists()
+    adopted = [e for e in iter_jsonl(lay.console_events) if e.get("action") == "adopt"]
+    assert len(adopted) == 1 and "found by its token" in adopted[0]["reason"], adopted
+    assert census.most and max(census.most.values()) == 1, census.most

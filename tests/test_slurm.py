@@ -147,11 +147,11 @@ def test_console_killed_between_sbatch_and_saving_finds_the_job_by_name(tmp_path
         return out
     monkeypatch.setattr(queries, "run", sbatch_then_die)
     with pytest.raises(KeyboardInterrupt):
-        SlurmBackend(exp).submit(LaunchSpec(job.key, argv, job.run_dir, {}))
+        SlurmBackend(exp).submit(LaunchSpec(job.key, argv, job.run_dir, {}, needs_gpu=True, fold=True))
     monkeypatch.setattr(queries, "run", real_run)
     assert _record(job.run_dir)["job_id"] is None                 # only the intent was saved
     again = SlurmBackend(exp)
-    handle = again.submit(LaunchSpec(job.key, argv, job.run_dir, {}))
+    handle = again.submit(LaunchSpec(job.key, argv, job.run_dir, {}, needs_gpu=True, fold=True))
     try:
         assert handle.adopted and handle.job_id
         mine = [r for r in squeue_names("fwe-") if r[2] in ("PENDING", "RUNNING")]
@@ -276,3 +276,36 @@ def test_a_job_the_cluster_refuses_fails_with_sbatch_s_reason(tmp_path, monkeypa
         assert not squeue_names("fwi-")
     finally:
         engine.close()
+
+
+def test_nnunet_predictions_ask_slurm_for_a_gpu(tmp_path, monkeypatch):
+    """The job graph is the trainer kind's: nnU-Net's predict-<cfg>-fold<k> jobs (unknown to
+    foldwatch's own graph) are submitted with --gres, its plain stages without."""
+    import yaml
+    from contracts.jsonio import EventWriter
+    monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
+    roots = {k: tmp_path / k for k in ("raw", "preprocessed", "results")}
+    (roots["raw"] / "Dataset901_Tiny" / "imagesTs").mkdir(parents=True)
+    path = slurm_experiment(tmp_path, folds=(0,), slurm={"gpus_per_run": 1},
+                            pipeline={"find_best": False, "postprocess": False})
+    data = yaml.safe_load(path.read_text())
+    data.update(trainer="nnunetv2", nnunet={"dataset": 901, "plan": False,
+                                            **{k: str(v) for k, v in roots.items()}})
+    data.pop("dataset")
+    path.write_text(yaml.safe_dump(data))
+    from contracts.experiment import load_experiment
+    fold = load_experiment(path).layout.fold_dir("2d", 0)
+    with EventWriter(fold / "metrics.jsonl") as w:               # the fold is trained already
+        w.write("start", configuration="2d", fold=0, pid=1, host="x")
+        w.write("end", status="completed", error=None, exit_code=0)
+    eng = Engine(path)
+    try:
+        script = eng.runs["predict-2d-fold0"].job.run_dir / "slurm-job.sh"
+        poll_until(eng, lambda s: script.exists(), timeout=60)
+        assert "#SBATCH --gres=gpu:1" in script.read_text()
+        ensemble = eng.runs["ensemble"].job.run_dir / "slurm-job.sh"
+        if ensemble.exists():
+            assert "--gres" not in ensemble.read_text()
+    finally:
+        eng.stop_all()
+        eng.close()

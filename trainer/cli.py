@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from contracts.errors import UserError
+from contracts.runlock import lock_early
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "peak memory and step time of candidate settings vs a budget"),
     "plot": ("trainer.commands.plot", "progress.png per fold and the folds' overlay, from the logs"),
 }
+
+
+# Commands the supervisor starts for a run folder (a fold, or a pipeline stage)
+RUN_COMMANDS = frozenset({"plan", "preprocess", "train", "crossval", "find-best", "predict"})
 
 
 def _overview() -> str:
@@ -47,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainer: unknown command {name!r}\n\n{_overview()}", file=sys.stderr)
         return 2
     module_name, help_text = COMMANDS[name]
+    if name in RUN_COMMANDS and "-h" not in rest and "--help" not in rest:
+        try:       # started by a supervisor: its run folder is locked before torch loads
+            lock_early(role=name)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m trainer {name}", description=help_text)
     module.add_arguments(parser)

@@ -1,11 +1,22 @@
-"""How runs are started and watched: the interface the local and Slurm backends implement.
+"""How runs are started and watched: the `Backend` the local and Slurm backends are, with
+every optional capability declared (and its default) here, and one `BackendError`.
 The engine decides what to run; a backend only runs it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+
+from contracts.runlock import LAUNCH_TOKEN_ENV, RUN_DIR_ENV  # noqa: F401  (re-exported)
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what it was asked: its command and its message.
+    `permanent`: the request itself is wrong (a partition, a resource), retrying cannot help."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass
@@ -13,7 +24,10 @@ class LaunchSpec:
     key: str
     argv: list[str]               # full argument list, never through a shell
     run_dir: Path
-    env: dict[str, str] = field(default_factory=dict)   # added to the console's environment
+    env: dict[str, str] = field(default_factory=dict)   # added to the supervisor's environment
+    needs_gpu: bool = False       # the job uses a GPU (the trainer kind's job graph says)
+    fold: bool = False            # a cross-validation fold (not a pipeline stage)
+    token: str | None = None      # the launch intent's token, also in the child's environment
 
 
 def _num(v, kind):
@@ -22,7 +36,7 @@ def _num(v, kind):
 
 @dataclass
 class Handle:
-    """A launched (or adopted) run: enough to find it again after a console restart.
+    """A launched (or adopted) run: enough to find it again after a supervisor restart.
 
     Local runs: pid + create_time (psutil's process start time, so pid reuse cannot fool
     us). Batch systems: job_id (and the pid/host once known, else pid 0).
@@ -57,15 +71,55 @@ class Handle:
         return cls(key, pid or 0, ct or 0.0, adopted=adopted, job_id=job_id, host=host)
 
 
-class Backend(Protocol):
-    def submit(self, spec: LaunchSpec) -> Handle: ...
+class Backend:
+    """What the engine asks of a backend. Subclasses implement the five verbs; the
+    capabilities below have the defaults of a backend that runs processes itself."""
+
+    queues_runs: bool = False     # it queues runs itself (Slurm): the engine submits every ready one
+    error: str | None = None      # its last failed query, for the views
+
+    def submit(self, spec: LaunchSpec) -> Handle:
+        """Start it; BackendError (or OSError for a program that cannot start) if not."""
+        raise NotImplementedError
+
     def poll(self, handle: Handle) -> tuple[bool, int | None]:
         """(finished, exit code); exit code None when it cannot be known (adopted runs),
         negative for a signal."""
-    def cancel(self, handle: Handle, force: bool = False) -> None: ...  # SIGTERM / SIGKILL
-    def adopt(self, key: str, record: dict) -> Handle | None:
+        raise NotImplementedError
+
+    def cancel(self, handle: Handle, force: bool = False) -> None:
+        """SIGTERM (graceful: the trainer checkpoints) or, forced, SIGKILL."""
+        raise NotImplementedError
+
+    def adopt(self, key: str, record: dict, run_dir: Path) -> Handle | None:
         """The live process/job a state.json record (or a run-lock holder record) names,
         or None when it is gone."""
-    def describe(self, handle: Handle) -> dict: ...   # free-form status for the UI
-    def log_paths(self, run_dir: Path) -> dict[str, Path]: ...
-    def process_ids(self, handle: Handle) -> set[int]: ...   # the run and its children
+        raise NotImplementedError
+
+    def describe(self, handle: Handle) -> dict:
+        """Free-form status for the views."""
+        raise NotImplementedError
+
+    def find_launch(self, key: str, token: str, run_dir: Path) -> Handle | None:
+        """A process started for a launch whose pid was never recorded (the supervisor died
+        in between): found by the launch token it carries. None: no such process."""
+        return None
+
+    def process_ids(self, handle: Handle) -> set[int]:
+        """The run's process and its children (GPU attribution); empty when remote."""
+        return set()
+
+    def is_pending(self, handle: Handle) -> bool:
+        """Waiting in a queue: not started, so not stalled either."""
+        return False
+
+    def ended_by_cluster(self, handle: Handle) -> str | None:
+        """timeout / preempted / node_fail / cancelled when the cluster ended it, else None."""
+        return None
+
+    def partition_view(self) -> dict | None:
+        """The cluster's partition for the header (free GPUs/CPUs), None when local."""
+        return None
+
+    def close(self) -> None:
+        """Runs outlive the supervisor: nothing of theirs is touched."""

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import psutil
 
-from console.backends.base import Handle, LaunchSpec
+from console.backends.base import LAUNCH_TOKEN_ENV, Backend, Handle, LaunchSpec
 from contracts.processes import same_process
 from contracts.layout import run_files
 
 
-class LocalBackend:
+class LocalBackend(Backend):
+    """Runs are processes of this machine, each in a session of its own."""
+
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen] = {}
 
@@ -38,7 +40,7 @@ class LocalBackend:
             ct = 0.0
         return Handle(spec.key, proc.pid, ct, host=socket.gethostname())
 
-    def adopt(self, key: str, record: dict) -> Handle | None:
+    def adopt(self, key: str, record: dict, run_dir: Path) -> Handle | None:
         """The live local process `record` names (pid + create_time), else None."""
         h = Handle.from_record(key, record)
         if h is None or not h.pid or not same_process(h.pid, h.create_time):
@@ -46,6 +48,29 @@ class LocalBackend:
         if h.host not in (None, socket.gethostname()):
             return None                 # a pid on another machine is not ours to watch
         return h
+
+    def find_launch(self, key: str, token: str, run_dir: Path) -> Handle | None:
+        """The process (of this user) whose environment carries `token`: a launch whose pid
+        was never recorded, found even while it is still importing its libraries."""
+        me = os.getuid()
+        for p in psutil.process_iter(["uids", "create_time"]):
+            try:
+                if p.info["uids"] is None or p.info["uids"].real != me:
+                    continue
+                if p.environ().get(LAUNCH_TOKEN_ENV) != token:
+                    continue
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                # its session leader is the process the launch started (children inherit the
+                # environment too): adopt the leader, whose group is what stop/kill signal
+                leader = psutil.Process(os.getsid(p.pid))
+                if leader.environ().get(LAUNCH_TOKEN_ENV) == token:
+                    p = leader
+                return Handle(key, p.pid, p.create_time(), adopted=True,
+                              host=socket.gethostname())
+            except (psutil.Error, OSError):
+                continue
+        return None
 
     def describe(self, handle: Handle) -> dict:
         alive = same_process(handle.pid, handle.create_time)
@@ -84,5 +109,5 @@ class LocalBackend:
             return {handle.pid}
 
     def close(self) -> None:
-        """Forget our children without touching them: runs outlive the console."""
+        """Forget our children without touching them: runs outlive the supervisor."""
         self._children.clear()

@@ -4,11 +4,12 @@ NVML gauges when the runs are Slurm jobs."""
 
 from __future__ import annotations
 
+from console.backends.base import Backend
 from console.protocol.fmt import duration
 from contracts.experiment import Experiment
 
 
-def make_backend(exp: Experiment, *, read_only: bool = False):
+def make_backend(exp: Experiment, *, read_only: bool = False) -> Backend:
     """The backend named by the experiment's `backend:` key (imports only what it needs)."""
     if exp.backend == "slurm":
         import shutil
@@ -23,23 +24,6 @@ def make_backend(exp: Experiment, *, read_only: bool = False):
         return SlurmBackend(exp)
     from console.backends.local import LocalBackend
     return LocalBackend()
-
-
-def queues_runs(backend) -> bool:
-    """True when the backend queues runs itself (Slurm): submit every ready run."""
-    return bool(getattr(backend, "queues_runs", False))
-
-
-def is_pending(backend, handle) -> bool:
-    """Waiting in the cluster's queue: not started, so not stalled either."""
-    describe = getattr(backend, "describe", None)
-    return bool(queues_runs(backend) and describe is not None
-                and describe(handle).get("state") in (None, "PENDING", "CONFIGURING"))
-
-
-def ended_by_cluster(backend, handle) -> str | None:
-    fn = getattr(backend, "ended_by_cluster", None)
-    return fn(handle) if fn is not None and handle is not None else None
 
 
 def job_note(info: dict) -> str | None:
@@ -64,22 +48,6 @@ def job_device(info: dict) -> str | None:
     if not info or not info.get("job_id"):
         return None
     return info.get("node") or "queue"
-
-
-def partition_view(backend) -> dict | None:
-    """{partition, cpus_idle, cpus_total, gpus_free, gpus_total, error} or None (local)."""
-    part = getattr(backend, "partition", None)
-    if not queues_runs(backend) or part is None:
-        return None
-    info = part()
-    view = {"partition": getattr(getattr(backend, "cfg", None), "partition", None) or "default",
-            "cpus_idle": None, "cpus_total": None, "gpus_free": None, "gpus_total": None,
-            "nodes_up": None, "nodes": None, "error": getattr(backend, "error", None)}
-    if info is not None:
-        view.update(cpus_idle=info.cpus_idle, cpus_total=info.cpus_total,
-                    gpus_free=info.gpus_free, gpus_total=info.gpus_total,
-                    nodes_up=info.nodes_up, nodes=info.nodes)
-    return view
 
 
 def cluster_lines(cluster: dict) -> list[str]:

@@ -40,10 +40,14 @@ def _counters(run, rec: dict) -> None:
     run.run_now = bool(rec.get("run_now", False))     # the user's wish survives a re-attach
 
 
-def _adopt(eng: "Engine", run, handle, now: float, how: str) -> None:
+def _adopt(eng: "Engine", run, handle, now: float, how: str,
+           starts_before: int | None = None) -> None:
+    """`starts_before`: the `start` events before this process's (a process still starting
+    has written none yet); by default its own is the last one."""
     run.handle, run.launch = handle, None
-    run.starts_at_launch = max(0, run.metrics.starts - 1)
-    run.restore(S.RUNNING if run.metrics.starts else S.STARTING)
+    run.starts_at_launch = (max(0, run.metrics.starts - 1) if starts_before is None
+                            else starts_before)
+    run.restore(S.RUNNING if run.metrics.starts > run.starts_at_launch else S.STARTING)
     run.wanted, run.user_stopped = True, False
     run.last_activity = now
     run.mark_checkpoint()
@@ -57,7 +61,7 @@ def adopt_holder(eng: "Engine", run, now: float) -> bool | None:
     held = runlock.holder(run.job.run_dir)
     if held is None:
         return False
-    handle = eng.backend.adopt(run.key, held) if held else None
+    handle = eng.backend.adopt(run.key, held, run.job.run_dir) if held else None
     if handle is None:
         who = f"pid {held.get('pid', '?')} on {held.get('host', '?')}" if held else "a process"
         run.message = (f"{run.job.run_dir} is held by {who} (run lock); not starting a second "
@@ -73,7 +77,7 @@ def _resolve_active(eng: "Engine", run, rec: dict, now: float) -> None:
     launch = rec.get("launch")
     run.starts_at_launch = (launch["starts"] if launch else max(0, run.metrics.starts - 1))
     run.device = rec.get("device")
-    handle = eng.backend.adopt(run.key, rec)
+    handle = eng.backend.adopt(run.key, rec, run.job.run_dir)
     if handle is not None:
         _adopt(eng, run, handle, now, "re-adopted live process")
         return
@@ -83,6 +87,16 @@ def _resolve_active(eng: "Engine", run, rec: dict, now: float) -> None:
         return
     if got:
         return
+    token = launch.get("token") if launch else None
+    if token and rec.get("pid") is None and rec.get("job_id") is None:
+        # started, but killed before its pid was saved: it may still be importing torch,
+        # with no lock and no log yet; its environment carries the launch's token
+        handle = eng.backend.find_launch(run.key, token, run.job.run_dir)
+        if handle is not None:
+            _adopt(eng, run, handle, now, f"adopted launch attempt {launch['attempt']} "
+                   "(started before the last supervisor died, found by its token): pid",
+                   starts_before=launch["starts"])
+            return
     if launch and rec.get("pid") is None and run.metrics.starts <= launch["starts"]:
         run.state, run.launch = S.QUEUED, None
         eng.decide(run, "requeue", f"launch attempt {launch['attempt']} was interrupted before "

@@ -22,7 +22,7 @@ from console.engine import (adoption, cleanup, launching, priority, scheduling, 
 from console.store import disk, statefile
 from console.backends.base import Backend
 from console.store.claims import Claims
-from console.backends.select import make_backend, queues_runs
+from console.backends.select import make_backend
 from console.engine.decisions import DecisionLog
 from console.kinds.jobs import Job
 from console.kinds import kind_for
@@ -170,7 +170,7 @@ class Engine:
         ready = scheduling.ready(self, now)
         if not ready:
             return
-        if queues_runs(self.backend):       # Slurm queues them; the cluster decides where
+        if self.backend.queues_runs:        # Slurm queues them; the cluster decides where
             for run in ready:
                 launching.launch(self, run, "slurm", now, reading)
             return

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from console.engine import scheduling
 from console.store import faults
 from console.gpu.allocation import cpu_threads
-from console.backends.base import LaunchSpec
+from console.backends.base import LAUNCH_TOKEN_ENV, RUN_DIR_ENV, BackendError, LaunchSpec
 from console.kinds.foldwatch import trainer_prefix  # noqa: F401  (console.clients.cli.demo imports it here)
 from console.gpu.nvml import NvmlReading
 from console.engine.runstate import RunState as S
 from console.engine.runstate import Run
-from console.backends.slurm.queries import SlurmError
 from contracts.layout import run_files
 
 if TYPE_CHECKING:
     from console.engine.core import Engine
 
 
-def command(eng: "Engine", run: Run, device: str, reading: NvmlReading) -> LaunchSpec:
+def command(eng: "Engine", run: Run, device: str, reading: NvmlReading,
+            token: str) -> LaunchSpec:
     """What to start for `run` on `device` (ARCHITECTURE.md section 5)."""
     job = run.job
     # the trainer kind (console/kinds/) says what to run and whether it resumes
@@ -31,8 +32,12 @@ def command(eng: "Engine", run: Run, device: str, reading: NvmlReading) -> Launc
            "FOLDWATCH_CPU_THREADS": str(threads),
            # console.runner's heartbeats while a program prints but logs nothing: often
            # enough that the stall timer never fires on a program that is alive
-           "FOLDWATCH_HEARTBEAT_S": f"{min(60.0, eng.exp.watchdog.stall_timeout_s / 3):g}"}
-    return LaunchSpec(job.key, argv, job.run_dir, env)
+           "FOLDWATCH_HEARTBEAT_S": f"{min(60.0, eng.exp.watchdog.stall_timeout_s / 3):g}",
+           # the process is found by this token if the supervisor dies before saving its pid,
+           # and locks its run folder before its heavy imports (trainer/cli.py)
+           LAUNCH_TOKEN_ENV: token, RUN_DIR_ENV: str(job.run_dir)}
+    return LaunchSpec(job.key, argv, job.run_dir, env, needs_gpu=job.needs_gpu,
+                      fold=job.kind == "fold", token=token)
 
 
 def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReading) -> None:
@@ -42,10 +47,11 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     from console.engine.adoption import adopt_holder
     if adopt_holder(eng, run, now) is not False:
         return                         # adopted, or held by a process we cannot watch
-    spec = command(eng, run, device, reading)
+    token = uuid.uuid4().hex
+    spec = command(eng, run, device, reading, token)
     run.attempts += 1
     run.launch = {"attempt": run.attempts, "starts": run.metrics.starts, "t": now,
-                  "device": device}
+                  "device": device, "token": token}
     run.handle, run.device, run.state = None, device, S.STARTING
     run.starts_at_launch = run.metrics.starts
     try:
@@ -62,7 +68,7 @@ def launch(eng: "Engine", run: Run, device: str, now: float, reading: NvmlReadin
     faults.point("launch:intent-saved")
     try:
         handle = eng.backend.submit(spec)
-    except SlurmError as e:
+    except BackendError as e:
         if e.permanent:                # the slurm: section asks for what the cluster refuses
             run.state, run.launch = S.FAILED, None
             run.message = (f"the cluster refused the job: {e}. Fix the slurm: section of "

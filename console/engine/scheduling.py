@@ -99,7 +99,7 @@ def missing_gpus(eng: "Engine", reading: NvmlReading) -> str | None:
     asked = eng.selected_gpus
     if asked is None or reading.available is None:     # "all", or NVML not sampled yet
         return None
-    if getattr(eng.backend, "queues_runs", False):       # Slurm: gres picks the GPUs, not us
+    if eng.backend.queues_runs:                          # Slurm: gres picks the GPUs, not us
         return None
     if reading.available is False or not reading.gpus:
         why = f" ({reading.message})" if reading.message else ""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from console.engine import views
 from console.store import disk
-from console.backends.select import ended_by_cluster, is_pending, queues_runs
 from console.kinds.jobs import configured_batch
 from contracts.layout import run_files
 from console.engine import rules as wd
@@ -70,9 +69,9 @@ def on_exit(eng: "Engine", run: Run, code: int | None, now: float,
         run.state = S.QUEUED
         eng.decide(run, "reschedule", f"{was} was lost; rescheduled on another device")
         return
-    cause = wd.cluster_stop(end, ended_by_cluster(eng.backend, handle),
+    cause = wd.cluster_stop(end, eng.backend.ended_by_cluster(handle) if handle else None,
                             stop_requested=run.stop_requested or run.stalled,
-                            queued_backend=queues_runs(eng.backend))
+                            queued_backend=eng.backend.queues_runs)
     if cause is not None and not run.scratch_pending and _no_progress(run, cause, eng):
         return
     if cause is not None and not run.scratch_pending:
@@ -216,7 +215,7 @@ def stalls(eng: "Engine", now: float) -> None:
         if (run.handle is None or run.stalled or run.stop_requested
                 or run.last_activity is None or now - run.last_activity <= limit):
             continue
-        if is_pending(eng.backend, run.handle):
+        if eng.backend.is_pending(run.handle):
             run.last_activity = now           # waiting in the cluster's queue is not a stall
             continue
         run.stalled, run.state = True, S.STALLED

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from console.engine import scheduling, team
 from console.store import disk
-from console.backends.select import job_device, job_note, partition_view, queues_runs
+from console.backends.select import job_device, job_note
 from console.gpu.owners import OurRun, attribute
 from console.protocol.model import GpuProcessView, GpuView, RunView, Snapshot
 from console.gpu.nvml import NvmlReading
@@ -51,7 +51,7 @@ def run_view(eng: "Engine", run: Run, now: float, gpu_block: str | None = None) 
         age = max(0.0, time.time() - m.last_t)       # log times are wall-clock
     device, job_info = run.device, None
     if run.handle is not None and run.handle.job_id:
-        job_info = (eng.backend.describe(run.handle) if queues_runs(eng.backend)
+        job_info = (eng.backend.describe(run.handle) if eng.backend.queues_runs
                     else {"job_id": run.handle.job_id, "node": run.handle.host})
         device = job_device(job_info)
         note = job_note(job_info)
@@ -138,7 +138,7 @@ def snapshot(eng: "Engine", now: float, reading: NvmlReading) -> Snapshot:
                     watchdog_enabled=eng.watchdog_enabled, read_only=eng.read_only,
                     finished=finished, succeeded=succeeded,
                     decisions=list(eng.decisions.recent)[-200:], notices=notices(eng, reading),
-                    cluster=partition_view(eng.backend),
+                    cluster=eng.backend.partition_view(),
                     nvml_problems=list(reading.problems))
     enrich(snap, eng.results_reader)      # stage outcomes and the Results view
     return snap

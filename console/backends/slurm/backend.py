@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from console.backends.base import Handle, LaunchSpec
-from console.kinds.jobs import build_jobs
+from console.backends.base import Backend, Handle, LaunchSpec
 from console.backends.slurm import queries as q
 from console.backends.slurm.sbatch import batch_script, job_name, sbatch_options
 from contracts.experiment import Experiment
@@ -46,7 +45,6 @@ class SlurmBackend:
         # The experiment's folder: on the shared filesystem (its relative paths start there),
         # where the login node's current directory may not be.
         self.workdir = Path(workdir or exp.base_dir)
-        self._jobs = {j.key: j for j in build_jobs(exp)}
         self._table: dict[str, q.JobInfo] = {}
         self._table_at: float | None = None
         self._ended: dict[str, q.JobInfo] = {}     # final records, fetched once per job
@@ -99,6 +97,22 @@ class SlurmBackend:
             info = q.sacct_job(job_id)     # None without accounting: the end event decides
         return info
 
+    def partition_view(self) -> dict:
+        """{partition, cpus_idle, cpus_total, gpus_free, gpus_total, nodes_up, nodes, error}."""
+        info = self.partition()
+        view = {"partition": self.cfg.partition or "default", "cpus_idle": None,
+                "cpus_total": None, "gpus_free": None, "gpus_total": None, "nodes_up": None,
+                "nodes": None, "error": self.error}
+        if info is not None:
+            view.update(cpus_idle=info.cpus_idle, cpus_total=info.cpus_total,
+                        gpus_free=info.gpus_free, gpus_total=info.gpus_total,
+                        nodes_up=info.nodes_up, nodes=info.nodes)
+        return view
+
+    def is_pending(self, handle: Handle) -> bool:
+        """Waiting in the cluster's queue: not started, so not stalled either."""
+        return self.describe(handle).get("state") in (None, "PENDING", "CONFIGURING")
+
     def partition(self) -> q.PartitionInfo | None:
         """Free CPUs/GPUs of the partition (sinfo), refreshed every few poll intervals."""
         now = self.clock()
@@ -119,13 +133,12 @@ class SlurmBackend:
         live = self._recorded_job(spec.key, spec.run_dir)
         if live is not None:                  # submitted by a console that died: never twice
             return Handle(spec.key, 0, 0.0, adopted=True, job_id=live.job_id, host=live.nodes)
-        job = self._jobs.get(spec.key)
         name = job_name(self.cfg, self.exp.experiment, spec.key)
         files = run_files(spec.run_dir)
+        # The trainer kind's job graph says which jobs use a GPU (nnU-Net's predictions too)
         opts = sbatch_options(self.cfg, name=name, run_dir=spec.run_dir, workdir=self.workdir,
-                              needs_gpu=bool(job and job.needs_gpu))
-        script = batch_script(spec.argv, opts, spec.env, fold=bool(job and job.kind == "fold"),
-                              key=spec.key)
+                              needs_gpu=spec.needs_gpu)
+        script = batch_script(spec.argv, opts, spec.env, fold=spec.fold, key=spec.key)
         atomic_write_bytes(files["slurm_script"], script.encode())
         record = {"key": spec.key, "job_name": name, "job_id": None, "argv": spec.argv,
                   "submit_host": socket.gethostname(), "submitted_at": time.time(),
@@ -172,16 +185,15 @@ class SlurmBackend:
         atomic_write_json(run_files(run_dir)["slurm_job"], rec)
         return live[0]
 
-    def adopt(self, key: str, record: dict) -> Handle | None:
+    def adopt(self, key: str, record: dict, run_dir: Path) -> Handle | None:
         """The live job that a state.json record or the run's slurm-job.json names."""
-        job = self._jobs.get(key)
         job_id = record.get("job_id") if isinstance(record, dict) else None
         info = None
         try:
             if job_id:
                 info = self.job(str(job_id))
-            elif job is not None:     # no id saved, or a run-lock holder: slurm-job.json says
-                info = self._recorded_job(key, job.run_dir)
+            else:             # no id saved, or a run-lock holder: slurm-job.json says
+                info = self._recorded_job(key, run_dir)
         except q.SlurmError as e:
             self.error = str(e)       # submit() checks again before it submits anything
             return None
@@ -245,8 +257,3 @@ class SlurmBackend:
                 "queue_s": max(0.0, queued) if queued is not None else None,
                 "partition": info.partition}
 
-    def process_ids(self, handle: Handle) -> set[int]:
-        return set()                                     # on another machine
-
-    def close(self) -> None:
-        """Jobs outlive the console: nothing to release."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+
+from console.backends.base import BackendError
 from datetime import datetime
 
 # Job states in which the job may still run (man squeue, JOB STATE CODES).
@@ -24,14 +26,10 @@ SQUEUE_FIELDS = ("job_id", "name", "state", "reason", "nodes", "submitted", "sta
                  "partition", "comment")
 
 
-class SlurmError(RuntimeError):
+class SlurmError(BackendError):
     """A Slurm command failed or is missing: its command line and its message.
     `permanent`: the submission itself is wrong (partition, gres, memory, an option), so
     retrying cannot help."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 # sbatch's words for a job the cluster will never accept as written (checked lower-case).
