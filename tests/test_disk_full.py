@@ -70,7 +70,7 @@ def test_full_results_disk_is_waited_out_without_restarts(small_disk, tmp_path, 
         snap = poll_until(eng, lambda s: {r.key: r.state for r in s.runs}["2d/0"] == "waiting")
         _fill(small_disk / "results")           # whatever the console's rotation freed
         for _ in range(3):
-            eng.set_watchdog(not eng.watchdog_enabled)    # changes the console must save
+            eng.set_watchdog(not eng.settings.watchdog_enabled)    # changes the console must save
             snap = eng.poll()
         text = " | ".join(snap.notices)
         # (state.json may still fit: each save frees the page of the state.json.prev it
@@ -114,7 +114,7 @@ def test_enospc_on_state_and_events_keeps_the_console_alive(tmp_path, monkeypatc
         assert "not launched" in eng.runs["plan"].message
         snap = poll_until(eng, lambda s: s.finished)
         assert snap.succeeded and not snap.notices
-        assert [len(calls(eng.runs[k].job.run_dir)) for k in eng.runs] == [1, 1, 1]
+        assert [len(calls(r.job.run_dir)) for r in eng.runs] == [1, 1, 1]
     finally:
         faults.disarm()
         eng.close()

@@ -245,7 +245,7 @@ def test_walltime_stops_resubmit_without_restarts_until_they_stop_making_progres
     """A stop the console did not ask for with stop_cause timeout is resubmitted with
     --resume and counts no restart; 5 such stops in a row without a new latest.pt fail the
     run with a reason instead of resubmitting forever."""
-    from console.engine.supervision import MAX_FRUITLESS_CLUSTER_STOPS
+    from console.engine.exits import MAX_FRUITLESS_CLUSTER_STOPS
     eng, clock, backend = world()
     through_stages(eng, backend)
     latest = run_files(eng.runs["2d/0"].job.run_dir)["latest"]

@@ -215,12 +215,11 @@ def test_later_folds_wait_for_the_first_to_train_an_epoch(tmp_path, monkeypatch)
     try:
         first, second = eng.runs["2d/0"], eng.runs["2d/1"]
         first.wanted = second.wanted = True
-        from console.engine.scheduling import blocker
-        assert blocker(eng, second) == "2d/0"
+        assert eng.runs.blocker(second) == "2d/0"
         first.metrics.feed({"t": 1.0, "event": "epoch", "epoch": 0})
-        assert blocker(eng, second) is None
+        assert eng.runs.blocker(second) is None
         first.metrics = type(first.metrics)()
         first.wanted = False                # the user did not launch fold 0: do not wait for it
-        assert blocker(eng, second) is None
+        assert eng.runs.blocker(second) is None
     finally:
         eng.close()

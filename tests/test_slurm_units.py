@@ -152,7 +152,6 @@ def test_a_local_devices_section_says_nothing_on_slurm(tmp_path, monkeypatch):
     import shutil
     import yaml
     from console.engine.core import Engine
-    from console.engine.views import notices
     from engine_helpers import cpu_sampler, write_experiment
     if not shutil.which("sbatch"):
         pytest.skip("sbatch is not installed (tests/slurm_cluster.sh installs it as root)")
@@ -162,10 +161,10 @@ def test_a_local_devices_section_says_nothing_on_slurm(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(data))
     eng = Engine(path, sampler=cpu_sampler(), hold=True)
     try:
-        assert not [n for n in notices(eng, eng.sampler.latest()) if "GPU" in n]
+        assert not [n for n in eng.poll().notices if "GPU" in n]
     finally:
         eng.close()
     data["backend"] = "local"
     path.write_text(yaml.safe_dump(data))
     with Engine(path, sampler=cpu_sampler(), hold=True) as local:
-        assert [n for n in notices(local, local.sampler.latest()) if "devices.gpus" in n]
+        assert [n for n in local.poll().notices if "devices.gpus" in n]

@@ -55,6 +55,7 @@ def test_killed_run_and_queued_runs_go_on_with_no_window(exp):
 
 
 def test_any_command_restarts_a_killed_supervisor_which_adopts_its_runs(exp):
+    (exp.parent / "script.json").write_text('{"*": {"rate": 1.5}}')   # still running after
     with supervised(exp) as (client, home):
         wait_for(lambda: states(home).get("2d/0") == "running", what="2d/0 running")
         first = kill_supervisor(home)

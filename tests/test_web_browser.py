@@ -110,7 +110,7 @@ async def test_a_read_only_view_cannot_act(chromium, served, tmp_path):
     exp = write_experiment(tmp_path, folds=(0,), epochs=1000, pipeline=NO_STAGES)
     s = None
     with open(tmp_path / "control.log", "w") as log:
-        # Another console controls the experiment; the shared view only watches it.
+        # A supervisor runs the experiment; the shared view only watches it.
         control = subprocess.Popen([sys.executable, "-m", "console.clients.cli", "up", str(exp),
                                     "--headless"], cwd=REPO, env=dict(os.environ), stdout=log,
                                    stderr=subprocess.STDOUT)
@@ -126,7 +126,7 @@ async def test_a_read_only_view_cannot_act(chromium, served, tmp_path):
             assert tab.cmdline()[-2:] == [str(exp), "--read-only"]
             for key in ("j", "j", "s"):
                 await page.press(key)
-            screen = await page.wait_screen("read-only: this console only watches")
+            screen = await page.wait_screen("read-only: this view only watches")
             assert "Stop 2d/0?" not in screen
             await page.press("?")                   # the view itself still answers keys
             await page.wait_screen("Toggle the watchdog")

@@ -48,17 +48,3 @@ def job_device(info: dict) -> str | None:
     if not info or not info.get("job_id"):
         return None
     return info.get("node") or "queue"
-
-
-def cluster_lines(cluster: dict) -> list[str]:
-    """The cluster header: partition, free GPUs and CPUs, and the last Slurm error."""
-    def n(v):
-        return "?" if v is None else str(v)
-    line = (f"Slurm partition {cluster.get('partition')}: GPUs {n(cluster.get('gpus_free'))}/"
-            f"{n(cluster.get('gpus_total'))} free, CPUs {n(cluster.get('cpus_idle'))}/"
-            f"{n(cluster.get('cpus_total'))} idle, nodes {n(cluster.get('nodes_up'))}/"
-            f"{n(cluster.get('nodes'))} up")
-    out = [line]
-    if cluster.get("error"):
-        out.append(f"Slurm: {cluster['error']}")
-    return out

@@ -34,7 +34,6 @@ def runs_table(snap: Snapshot, title: str | None = None):
 
 def gpu_lines(snap: Snapshot) -> list[str]:
     if snap.cluster is not None:              # Slurm: the partition, not this machine's GPUs
-        from console.backends.select import cluster_lines
         return cluster_lines(snap.cluster)
     if snap.cpu_mode or not snap.gpus:
         why = (snap.nvml_message or "").removesuffix(": CPU mode")
@@ -146,3 +145,17 @@ def supervisors_table(rows: list[dict]):
     if not rows:
         t.caption = "none: `foldwatch up EXP` starts one"
     return t
+
+
+def cluster_lines(cluster: dict) -> list[str]:
+    """The cluster header: partition, free GPUs and CPUs, and the last Slurm error."""
+    def n(v):
+        return "?" if v is None else str(v)
+    line = (f"Slurm partition {cluster.get('partition')}: GPUs {n(cluster.get('gpus_free'))}/"
+            f"{n(cluster.get('gpus_total'))} free, CPUs {n(cluster.get('cpus_idle'))}/"
+            f"{n(cluster.get('cpus_total'))} idle, nodes {n(cluster.get('nodes_up'))}/"
+            f"{n(cluster.get('nodes'))} up")
+    out = [line]
+    if cluster.get("error"):
+        out.append(f"Slurm: {cluster['error']}")
+    return out

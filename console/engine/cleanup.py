@@ -10,13 +10,9 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from console.engine.runstate import RunState as S
 from contracts.layout import run_files
-
-if TYPE_CHECKING:
-    from console.engine.core import Engine
 
 STALE_TEMP_S = 60.0
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
@@ -43,16 +39,16 @@ def clean_stale_temps(folders, older_than_s: float = STALE_TEMP_S) -> list[Path]
     return removed
 
 
-def temp_folders(eng: "Engine") -> list[Path]:
-    """console/ (and this console's own folder in a team split), every run folder and its
+def temp_folders(console_dirs, runs) -> list[Path]:
+    """console/ (and this supervisor's own folder in a team split), every run folder and its
     checkpoints/."""
-    out = list(dict.fromkeys([eng.layout.console_dir, Path(eng.state_path).parent]))
-    for run in eng.runs.values():
+    out = list(dict.fromkeys(Path(d) for d in console_dirs))
+    for run in runs:
         out += [run.job.run_dir, run_files(run.job.run_dir)["checkpoints"]]
     return out
 
 
-def move_aside(eng: "Engine", run) -> str:
+def move_aside(run, decide) -> str:
     """Rename the run folder to `<name>.old-<stamp>` (never deleted) and queue it afresh."""
     folder = run.job.run_dir
     said = f"{run.key} queued from scratch"
@@ -64,7 +60,7 @@ def move_aside(eng: "Engine", run) -> str:
             target = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
             n += 1
         folder.rename(target)
-        eng.decide(run, "scratch", f"moved {folder.name} aside to {target.name}; "
+        decide(run, "scratch", f"moved {folder.name} aside to {target.name}; "
                 "starting from scratch")
         said += f"; its old folder is kept as {target.name}"
     run.reset_log()

@@ -1,48 +1,52 @@
-"""The UI-free engine behind `console.protocol.model.EngineControl`: coordinates the tick and
-owns the user's actions. One supervisor process runs it per experiment
+"""The UI-free engine behind `console.protocol.model.EngineControl`: it builds the phases of a
+tick around one run table and coordinates them. One supervisor process runs it per experiment
 (console.supervisor); clients reach it only through that supervisor.
 
-The supervisor calls `poll()` twice a second. One tick: supervision (read the logs, reap,
-escalate, stalls, lost GPUs, chaos; console.engine.supervision), scheduling and launching
-(console.engine.scheduling, console.engine.launching), persistence (console.store.statefile)
-and the views (console.engine.views). Nothing here blocks for long; NVML is sampled in its
-own thread. `read_only`: a one-off view of an experiment no supervisor has run (`foldwatch
-status`), which writes nothing.
+The supervisor calls `poll()` twice a second. One tick, each phase an object with narrow
+collaborators (the run table, the backend, the decision log, the settings):
+  LogReader (console.engine.logs)      read what the runs logged
+  Team (console.engine.team)           others' runs, stage claims (team split only)
+  ExitJudge (console.engine.exits)     reap exited processes, apply the watchdog's rules
+  Watchdog (console.engine.watch)      escalate, stalls, lost GPUs, disk space, chaos
+  Scheduler (console.engine.scheduling) start what may start (Launcher: how)
+  persistence (console.store.statefile) state.json, only when it changed
+  Views (console.engine.views)         the Snapshot
+Nothing here blocks for long; NVML is sampled in its own thread. `read_only`: a one-off view
+of an experiment no supervisor has run (`foldwatch status`), which writes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
 from typing import Callable
 
-from console.engine import (adoption, cleanup, launching, priority, scheduling, supervision,
-                            team, views)
-from console.store import disk, statefile
 from console.backends.base import Backend
-from console.store.claims import Claims
 from console.backends.select import make_backend
-from console.engine.decisions import DecisionLog
-from console.kinds.jobs import Job
+from console.engine import cleanup
+from console.engine.actions import Actions
+from console.engine.adoption import StartUp, offline_view
+from console.engine.decisions import Decider, DecisionLog
+from console.engine.details import checkpoints, stderr_tail
+from console.engine.exits import Adopter, ExitJudge
+from console.engine.launching import Launcher
+from console.engine.logs import LogReader
+from console.engine.results import ResultsReader
+from console.engine.scheduling import Scheduler
+from console.engine.table import RunTable, Settings
+from console.engine.team import Team, check_runs
+from console.engine.views import Views
+from console.engine.watch import Watchdog
+from console.gpu.nvml import NvmlSampler
 from console.kinds import kind_for
 from console.protocol.model import EpochPoint, Snapshot
-from console.gpu.nvml import NvmlSampler
-from console.engine.results import ResultsReader
-from console.engine.runstate import RunState as S
-from console.engine.runstate import Run
+from console.store import disk, statefile
+from console.store.claims import Claims
 from console.store.tailer import Tailer
 from contracts.errors import ConfigError
 from contracts.experiment import Experiment, load_experiment
-
-
-def _raise(e: BaseException | None) -> None:
-    if e is not None:
-        raise e
-
-
-class ReadOnlyError(ConfigError):
-    """An action was called on a read-only engine."""
 
 
 class Engine:
@@ -53,75 +57,84 @@ class Engine:
                  backend: Backend | None = None, sampler: NvmlSampler | None = None,
                  rng: random.Random | None = None, chaos_every_s: float | None = None,
                  hold: bool = False, runs: list[str] | None = None) -> None:
-        if not isinstance(experiment, Experiment):
-            experiment = load_experiment(experiment)
-        if experiment.source is None:
+        exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+        if exp.source is None:
             raise ConfigError("the engine needs an experiment loaded from a file "
                               "(the trainer reads the same file)")
-        self.exp = experiment
-        self.layout = experiment.layout
-        self.read_only = read_only
-        self.clock = clock
-        self.rng = rng or random.Random()
-        self.hold = hold                  # True: supervise and stop, never launch (foldwatch stop)
-        self.chaos = supervision.Chaos(chaos_every_s, clock())
-        if backend is None:
-            backend = make_backend(experiment, read_only=read_only)
-        self.backend = backend
-        self.watchdog_enabled = experiment.watchdog.enabled
-        g = experiment.devices.gpus
-        self.selected_gpus: set[int] | None = None if g == "all" else set(g)
-        # Team split (--runs): claims on those runs, and this console's own state files.
-        self.claims: Claims | None = None
-        self.state_path, events_path = self.layout.state, self.layout.console_events
-        if not read_only:           # `foldwatch status` on a fresh experiment writes nothing
-            try:
-                self.layout.console_dir.mkdir(parents=True, exist_ok=True)
-                if runs is not None:
-                    self.claims = Claims(self.layout, team.check_runs(experiment, runs))
-                    self.claims.acquire()     # ClaimBusy naming the holders of taken runs
-                    own = self.layout.team_console_dir(self.claims.id)
-                    own.mkdir(parents=True, exist_ok=True)
-                    self.state_path, events_path = own / "state.json", own / "events.jsonl"
-            except OSError as e:
-                raise ConfigError(f"cannot use {self.layout.console_dir} for the console's "
-                                  f"state: {e.strerror or e} ({disk.free_text(self.layout.root)})"
-                                  ". Check that the results folder is writable and has "
-                                  "space.") from None
-        self.decisions = DecisionLog(events_path, write=not read_only)
-        for ev in Tailer(events_path).read():     # earlier sessions' decisions, for the views
+        self.exp, self.layout, self.read_only, self.clock = exp, exp.layout, read_only, clock
+        self.backend = backend if backend is not None else make_backend(exp, read_only=read_only)
+        g = exp.devices.gpus
+        self.settings = Settings(exp.watchdog.enabled, None if g == "all" else set(g), hold)
+        home = self._home(runs)
+        self.state_path = home.state
+        self.decisions = DecisionLog(home.events, write=not read_only)
+        for ev in Tailer(home.events).read():     # earlier decisions, for the views
             self.decisions.ingest(ev)
+        self.decide = Decider(self.decisions, clock)
+        self.kind = kind_for(exp, launching=not read_only)   # foldwatch, nnunetv2 or command
+        self.team = Team(self.claims, self.layout, exp.watchdog.stall_timeout_s, self.decide)
+        self.runs = RunTable(self.kind.build_jobs(), owns=self.team.owns)
         self._state_file = statefile.StateFile(self.state_path)
-        self.requester: str | None = None        # who asked for the action in progress
-        # foldwatch, nnunetv2 or command (console/kinds/)
-        self.kind = kind_for(experiment, launching=not read_only)
-        self.jobs: list[Job] = self.kind.build_jobs()
-        self.runs: dict[str, Run] = {}
-        for job in self.jobs:
-            run = Run(job)
-            run.reset_log()
-            self.runs[job.key] = run
-        self.gpu_history = views.GpuHistory()
-        self.results_reader = ResultsReader(self.layout, list(experiment.configurations))
         self.write_errors: dict[str, str] = {}   # file -> why it cannot be written now
         self.state_notice: str | None = None     # damaged state.json, said loudly
+        self.logs = LogReader(self.decide, watching=not read_only)
+        adopter = Adopter(self.backend, self.decide)
+        self.exits = ExitJudge(self.runs, self.backend, self.decide, exp, self.settings,
+                               self.logs, adopter, lambda run: cleanup.move_aside(run, self.decide),
+                               rng or random.Random())
+        self.watchdog = Watchdog(self.runs, self.backend, self.decide, exp, self.settings,
+                                 self.exits.rng, chaos_every_s, clock())
+        launcher = Launcher(self.backend, self.kind, self.decide, exp, adopter, self.save_state)
+        self.scheduler = Scheduler(self.runs, self.backend, self.decide, exp.devices,
+                                   self.settings, launcher, self.save_state)
+        self.actions = Actions(self.runs, self.backend, self.decide, self.settings,
+                               self.scheduler, clock, exp.watchdog.grace_period_s,
+                               writable=not read_only)
+        self.views = Views(self.runs, self.backend, exp, self.settings, self.decisions,
+                           ResultsReader(self.layout, list(exp.configurations)),
+                           self.scheduler.missing_gpus, self._conditions,
+                           watching=not read_only)
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)
         self.sampler.start()
+        self._closed = False
+        self._start(autostart, adopter)
+
+    def _home(self, runs: list[str] | None):
+        """This engine's folder (console/, or its own in a team split) and its claims."""
+        self.claims: Claims | None = None
+        if runs is not None and not self.read_only:
+            self.claims = Claims(self.layout, check_runs(self.exp, runs))
+        home = self.layout.supervisor_home(self.claims.id if self.claims else None)
+        if self.read_only:                     # `foldwatch status` writes nothing
+            return home
+        try:
+            home.dir.mkdir(parents=True, exist_ok=True)
+            if self.claims is not None:
+                self.claims.acquire()          # ClaimBusy naming the holders of taken runs
+        except OSError as e:
+            raise ConfigError(f"cannot use {home.dir} for the supervisor's state: "
+                              f"{e.strerror or e} ({disk.free_text(self.layout.root)}). Check "
+                              "that the results folder is writable and has space.") from None
+        return home
+
+    def _start(self, autostart: bool, adopter: Adopter) -> None:
+        """state.json checked against the living (console.engine.adoption)."""
         loaded = statefile.load_state(self.state_path)
-        now = clock()
-        for run in self.runs.values():
-            supervision.tail(self, run, now)
+        now = self.clock()
+        self.logs.read_all(self.runs, now)
         self.state_notice = loaded.notice
-        if read_only:
-            adoption.apply_saved(self, loaded.data)
+        if self.read_only:
+            offline_view(self.runs, self.team, self.settings, loaded.data,
+                         self.layout.state.exists())
             return
-        removed = cleanup.clean_stale_temps(cleanup.temp_folders(self))
+        removed = cleanup.clean_stale_temps(cleanup.temp_folders(
+            [self.layout.console_dir, self.state_path.parent], self.runs))
         if removed:
             self.decide(None, "cleanup", f"removed {len(removed)} stale temp file(s) left by "
                         f"killed writers: {', '.join(p.name for p in removed[:5])}")
         if loaded.notice:
             self.decide(None, "state", loaded.notice)
-        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs.values()):
+        elif loaded.source == "fresh" and any(r.metrics.starts for r in self.runs):
             self.decide(None, "state", f"no {self.state_path.name} yet: the runs were "
                         "re-discovered from their folders (metrics.jsonl, run locks)")
         if loaded.damaged:
@@ -133,7 +146,13 @@ class Engine:
                 pass
         elif loaded.source == "state":
             self._state_file.trust_current()
-        adoption.restore(self, loaded.data, autostart, now)
+        saved = loaded.data
+        if saved.get("selected_gpus") is not None:
+            self.settings.selected_gpus = set(saved["selected_gpus"])
+        self.settings.watchdog_enabled = saved.get("watchdog_enabled",
+                                                   self.settings.watchdog_enabled)
+        StartUp(self.runs, self.backend, self.decide, adopter, self.exits,
+                self.team).restore(saved, autostart, now)
         self.save_state()
 
     def __enter__(self) -> "Engine":
@@ -146,68 +165,46 @@ class Engine:
     def poll(self) -> Snapshot:
         now = self.clock()
         reading = self.sampler.latest()
-        for run in self.runs.values():
-            supervision.tail(self, run, now)
+        self.logs.read_all(self.runs, now)
         if not self.read_only:
-            if self.claims is not None:
-                team.sync(self, now)
-            supervision.reap(self, now)
-            supervision.escalate(self, now)
-            supervision.lost_gpus(self, reading)
-            supervision.nvml_problems(self, reading)
-            if self.watchdog_enabled:
-                supervision.stalls(self, now)
-            self.chaos.tick(self, now)
-            supervision.space_back(self)
-            if not self.hold:
-                self._schedule(now, reading)
-            self._report_bugs()
+            self.team.sync(self.runs, now)
+            self.exits.reap(now)
+            self.watchdog.tick(now, reading)
+            self.scheduler.tick(now, reading)
+            self.runs.report_bugs(self.decide)
             self.save_state()
-            self._flush_decisions()
-        return views.snapshot(self, now, reading)
+            self._write("console/events.jsonl", self._flush_decisions)
+        return self.views.snapshot(now, reading)
 
-    def _schedule(self, now: float, reading) -> None:
-        ready = scheduling.ready(self, now)
-        if not ready:
-            return
-        if self.backend.queues_runs:        # Slurm queues them; the cluster decides where
-            for run in ready:
-                launching.launch(self, run, "slurm", now, reading)
-            return
-        gpu_mode = reading.available is True and bool(reading.gpus)
-        used = scheduling.in_use(self, gpu_mode)
-        for run in ready:
-            device = scheduling.place(self, run, reading, used)
-            if device is None:
-                continue
-            launching.launch(self, run, device, now, reading)
-            if run.handle is not None:
-                used.append(scheduling.DeviceUse(device, {run.handle.pid}))
+    @property
+    def requester(self) -> str | None:
+        """Who asked for the action in progress (named as `by` in its decisions)."""
+        return self.decide.requester
 
-    def _report_bugs(self) -> None:
-        """Illegal state transitions seen outside tests: logged, never silent."""
-        for run in self.runs.values():
-            while run.bugs:
-                self.decide(run, "bug", run.bugs.pop(0))
+    @requester.setter
+    def requester(self, who: str | None) -> None:
+        self.decide.requester = who
 
-    def decide(self, run: Run | None, action: str, reason: str, **extra) -> None:
-        """Record a decision (console/events.jsonl and the views); an action a client asked
-        for names it (`by`)."""
-        if self.requester is not None:
-            extra.setdefault("by", self.requester)
-        self.decisions.record(self.clock(), run.key if run else None, action, reason, **extra)
+    # -- persistence --------------------------------------------------------------------------
+    def state(self) -> dict:
+        """What state.json keeps (console.store.statefile validates it on load)."""
+        sel = self.settings.selected_gpus
+        return {"version": statefile.VERSION, "engine_pid": os.getpid(),
+                "experiment": str(self.exp.source),
+                "watchdog_enabled": self.settings.watchdog_enabled,
+                "selected_gpus": sorted(sel) if sel is not None else None,
+                "runs": {r.key: r.to_record() for r in self.runs}}
 
     def save_state(self) -> bool:
         """Write state.json now (atomic, fsync'd); False when the disk refused (the state
-        stays in memory, the header says why, the next tick tries again)."""
+        stays in memory, every client's header says why, the next tick tries again)."""
         if self.read_only:
             return False
-        return self._write("console/state.json", lambda: self._state_file.save(
-            adoption.state_of(self)))
+        return self._write("console/state.json", lambda: self._state_file.save(self.state()))
 
     def _flush_decisions(self) -> None:
-        self._write("console/events.jsonl", lambda: self.decisions.flush() or (
-            _raise(self.decisions.error)))
+        if not self.decisions.flush():
+            raise self.decisions.error
 
     def _write(self, name: str, fn) -> bool:
         try:
@@ -222,163 +219,62 @@ class Engine:
         self.write_errors.pop(name, None)
         return True
 
-    # -- views for a selected run ------------------------------------------------------------
+    def _conditions(self) -> list[str]:
+        """What every client says first: writes that fail, a damaged state file."""
+        return list(self.write_errors.values()) + ([self.state_notice]
+                                                   if self.state_notice else [])
+
+    # -- queries about one run (the detail screen) ----------------------------------------------
     def epoch_history(self, key: str) -> list[EpochPoint]:
         run = self.runs.get(key)
         return list(run.metrics.history) if run else []
 
     def stderr_tail(self, key: str, lines: int = 40) -> list[str]:
         run = self.runs.get(key)
-        return views.stderr_tail(run, lines) if run else []
+        return stderr_tail(run, lines) if run else []
 
     def checkpoints(self, key: str) -> list[tuple[str, float]]:
         run = self.runs.get(key)
-        return views.checkpoints(run) if run else []
+        return checkpoints(run) if run else []
 
-    def decisions_for(self, key: str):
-        return self.decisions.for_run(key)
-
-    # -- actions ------------------------------------------------------------------------------
-    def _foreign(self, key: str) -> str:
-        return f"{key} belongs to another console of the team: read-only here"
-
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise ReadOnlyError("this console is read-only (--read-only)")
-
+    # -- the user's actions (console.engine.actions) --------------------------------------------
     def launch(self, configurations: list[str], folds: list[int],
                gpus: list[int] | None = None) -> str:
-        """Queue the chosen runs that are not done or on their way; says which it queued."""
-        self._check_writable()
-        said = self.select_gpus(gpus) + "; " if gpus is not None else ""
-        return said + scheduling.queue_chosen(self, configurations, folds)
+        return self.actions.launch(configurations, folds, gpus)
 
     def stop(self, key: str, final: bool = True) -> str:
-        """Graceful stop. `final`: the user's wish, kept by later consoles (a run stopped
-        by --stop-on-exit is not final: `foldwatch up` continues it)."""
-        self._check_writable()
-        run = self.runs.get(key)
-        if run is None:
-            return f"{key}: no such run"
-        if team.foreign(self, key):
-            return self._foreign(key)
-        until = "; it stays stopped until you resume it (r)" if final else ""
-        if run.handle is None:
-            if run.state in (S.QUEUED, S.BACKOFF, S.WAITING):
-                if final:
-                    run.user_stopped = True
-                run.run_now = False
-                run.state, run.backoff_until, run.message = S.STOPPED, None, "stopped before start"
-                self.decide(run, "stop", "removed from the queue")
-                return f"{key} taken out of the queue{until}"
-            return f"{key} is {run.state.value}: nothing to stop"
-        if final:
-            run.user_stopped = True
-        if run.stop_requested:
-            return f"{key} is stopping already"
-        grace = self.exp.watchdog.grace_period_s
-        run.stop_requested = True
-        run.term_deadline = self.clock() + grace
-        self.backend.cancel(run.handle)
-        how = (f"scancel --signal=TERM job {run.handle.job_id}; scancel after {grace:g}s"
-               if run.handle.job_id else f"SIGTERM to its group; SIGKILL after {grace:g}s")
-        self.decide(run, "stop", how)
-        return f"{key} stopping: it saves a checkpoint and exits (killed after {grace:g}s){until}"
+        return self.actions.stop(key, final)
 
     def kill(self, key: str) -> str:
-        self._check_writable()
-        if team.foreign(self, key):
-            return self._foreign(key)
-        run = self.runs.get(key)
-        if run is None or run.handle is None:
-            return f"{key} has no process to kill" + (f" ({run.state.value})" if run else "")
-        run.stop_requested = run.user_stopped = True
-        self.backend.cancel(run.handle, force=True)
-        self.decide(run, "kill", f"scancel job {run.handle.job_id} (user)" if run.handle.job_id
-                    else "SIGKILL to its group (user)")
-        how = f"scancel job {run.handle.job_id}" if run.handle.job_id else \
-            "SIGKILL to its process group"
-        return f"{key} killed ({how}); r resumes it from its last checkpoint"
+        return self.actions.kill(key)
 
     def resume(self, key: str) -> str:
-        self._check_writable()
-        if team.foreign(self, key):
-            return self._foreign(key)
-        run = self.runs.get(key)
-        if run is None:
-            return f"{key}: no such run"
-        if run.handle is not None or (run.wanted and run.state in (S.QUEUED, S.BACKOFF,
-                                                                   S.WAITING)):
-            return f"{key} is {run.state.value} already: nothing to resume"
-        if run.state == S.COMPLETED and run.job.kind == "fold":
-            return f"{key} is completed; x restarts it from scratch"
-        run.wanted, run.state, run.restarts, run.message = True, S.QUEUED, 0, None
-        run.user_stopped = False
-        self.decide(run, "resume", "queued again by the user")
-        waiting = scheduling.blocker(self, run)
-        return f"{key} queued again" + (f"; it waits for {waiting}" if waiting else
-                                        "; it continues from its last checkpoint")
+        return self.actions.resume(key)
 
     def restart_from_scratch(self, key: str) -> str:
-        self._check_writable()
-        if team.foreign(self, key):
-            return self._foreign(key)
-        run = self.runs.get(key)
-        if run is None:
-            return f"{key}: no such run"
-        if run.handle is not None:
-            run.scratch_pending = True
-            self.stop(key)
-            return f"{key} stopping; then its folder is moved aside and it starts from scratch"
-        return self.move_aside(run)
-
-    def move_aside(self, run: Run) -> str:
-        return cleanup.move_aside(self, run)
+        return self.actions.restart_from_scratch(key)
 
     def set_watchdog(self, enabled: bool) -> str:
-        self._check_writable()
-        if enabled != self.watchdog_enabled:
-            self.watchdog_enabled = enabled
-            self.decide(None, "watchdog", "enabled" if enabled else "disabled")
-        return ("watchdog on: crashed or hung runs are restarted" if enabled else
-                "watchdog off: crashed or hung runs stay as they are")
+        return self.actions.set_watchdog(enabled)
 
     def select_gpus(self, gpus: list[int] | None) -> str:
-        self._check_writable()
-        self.selected_gpus = None if gpus is None else set(gpus)
-        which = "all GPUs" if gpus is None else f"GPUs {', '.join(map(str, sorted(gpus)))}"
-        self.decide(None, "select_gpus", which)
-        return f"runs use {which}"
+        return self.actions.select_gpus(gpus)
 
     def run_stage_now(self, stage: str) -> str:
-        """"Run now": ahead of queued folds as soon as its inputs are complete (a wish kept
-        in state.json); an input that cannot complete is named and nothing starts."""
-        self._check_writable()
-        if team.foreign(self, stage):
-            return self._foreign(stage)
-        return priority.run_now(self, stage)
+        return self.actions.run_stage_now(stage)
 
     def stop_all(self, final: bool = True) -> str:
-        self._check_writable()
-        stopped = [key for key, run in self.runs.items()
-                   if (run.handle is not None or run.state in (S.QUEUED, S.BACKOFF, S.WAITING))
-                   and not team.foreign(self, key)]
-        for key in stopped:
-            self.stop(key, final=final)
-        return (f"stopping {len(stopped)} run(s): {', '.join(stopped[:6])}"
-                f"{' …' if len(stopped) > 6 else ''}" if stopped else "nothing to stop")
+        return self.actions.stop_all(final)
 
     def close(self) -> None:
         """Leave the runs running; let go of the claims, the sampler and the files. Once."""
-        if getattr(self, "_closed", False):
+        if self._closed:
             return
         self._closed = True
         self.sampler.close()
-        if not self.read_only:
-            self.save_state()
+        self.save_state()
         try:
             self.decisions.close()
         except OSError:
             pass                      # disk still full: what could not be written is lost
-        if self.claims is not None:
-            self.claims.release()
+        self.team.release()

@@ -79,3 +79,18 @@ class DecisionLog:
             self.flush()
             os.close(self._fd)
             self._fd = None
+
+
+class Decider:
+    """How every phase records a decision: `decide(run, action, reason, **extra)`. An action
+    a client asked for names it (`by`) while `requester` is set."""
+
+    def __init__(self, log: DecisionLog, clock) -> None:
+        self.log, self.clock = log, clock
+        self.requester: str | None = None
+
+    def __call__(self, run, action: str, reason: str, **extra) -> None:
+        if self.requester is not None:
+            extra.setdefault("by", self.requester)
+        self.log.record(self.clock(), run.key if run is not None else None, action, reason,
+                        **extra)

@@ -175,7 +175,7 @@ class Snapshot:
     supervisor: SupervisorView | None = None  # filled by the client: who supervises, if anyone
     class_names: list[str] = field(default_factory=list)   # foreground classes, label order
     nvml_problems: list[str] = field(default_factory=list)  # NVML calls that failed, and why
-    cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (console.backends.select)
+    cluster: dict | None = None   # Slurm: partition, free GPUs/CPUs (Backend.partition_view)
 
 
 class EngineControl(Protocol):

@@ -7,14 +7,12 @@ checkpoints) are allowed to read-only views. `down` ends supervision.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from console.engine.core import Engine
 from console.protocol.channel import Request
 from console.protocol.codec import encode
 from contracts.errors import UserError
-
-if TYPE_CHECKING:
-    from console.supervisor.service import Supervisor
 
 
 def _str(name: str):
@@ -63,41 +61,42 @@ def _lines(v):
 ACTIONS: dict[str, tuple[dict[str, Callable], bool, Callable]] = {
     "launch": ({"configurations": _strs("configurations"), "folds": _ints("folds"),
                 "gpus": _ints("gpus", optional=True)}, True,
-               lambda s, a: s.engine.launch(a["configurations"], a["folds"], a.get("gpus"))),
+               lambda e, a: e.launch(a["configurations"], a["folds"], a.get("gpus"))),
     "stop": ({"key": _str("key"), "final": _bool("final")}, True,
-             lambda s, a: s.engine.stop(a["key"], a.get("final", True))),
-    "kill": ({"key": _str("key")}, True, lambda s, a: s.engine.kill(a["key"])),
-    "resume": ({"key": _str("key")}, True, lambda s, a: s.engine.resume(a["key"])),
+             lambda e, a: e.stop(a["key"], a.get("final", True))),
+    "kill": ({"key": _str("key")}, True, lambda e, a: e.kill(a["key"])),
+    "resume": ({"key": _str("key")}, True, lambda e, a: e.resume(a["key"])),
     "restart_from_scratch": ({"key": _str("key")}, True,
-                             lambda s, a: s.engine.restart_from_scratch(a["key"])),
+                             lambda e, a: e.restart_from_scratch(a["key"])),
     "set_watchdog": ({"enabled": _bool("enabled")}, True,
-                     lambda s, a: s.engine.set_watchdog(a["enabled"])),
+                     lambda e, a: e.set_watchdog(a["enabled"])),
     "select_gpus": ({"gpus": _ints("gpus", optional=True)}, True,
-                    lambda s, a: s.engine.select_gpus(a.get("gpus"))),
+                    lambda e, a: e.select_gpus(a.get("gpus"))),
     "run_stage_now": ({"stage": _str("stage")}, True,
-                      lambda s, a: s.engine.run_stage_now(a["stage"])),
+                      lambda e, a: e.run_stage_now(a["stage"])),
     "stop_all": ({"final": _bool("final")}, True,
-                 lambda s, a: s.engine.stop_all(a.get("final", True))),
-    "down": ({"why": _str("why")}, True, lambda s, a: _down(s, a.get("why"))),
+                 lambda e, a: e.stop_all(a.get("final", True))),
+    "down": ({"why": _str("why")}, True, None),      # ends supervision (handle() below)
     "epoch_history": ({"key": _str("key")}, False,
-                      lambda s, a: encode(s.engine.epoch_history(a["key"]))),
+                      lambda e, a: encode(e.epoch_history(a["key"]))),
     "stderr_tail": ({"key": _str("key"), "lines": _lines}, False,
-                    lambda s, a: s.engine.stderr_tail(a["key"], a.get("lines", 40))),
+                    lambda e, a: e.stderr_tail(a["key"], a.get("lines", 40))),
     "checkpoints": ({"key": _str("key")}, False,
-                    lambda s, a: encode(s.engine.checkpoints(a["key"]))),
+                    lambda e, a: encode(e.checkpoints(a["key"]))),
 }
 
 
-def _down(sup: "Supervisor", why: str | None) -> str:
-    alive = [r.key for r in sup.engine.runs.values() if r.handle is not None]
-    sup.ask_down(why or "foldwatch down")
+def _down(engine: Engine, why: str | None, ask_down: Callable[[str], None]) -> str:
+    alive = [r.key for r in engine.runs.alive()]
+    ask_down(why or "foldwatch down")
     return (f"supervision ends; {len(alive)} run(s) keep training unsupervised"
             + (f" ({', '.join(alive[:6])}{' …' if len(alive) > 6 else ''})" if alive else "")
             + "; `foldwatch up` resumes supervision and adopts them")
 
 
-def handle(sup: "Supervisor", req: Request) -> tuple[bool, object, str | None, bool]:
-    """(ok, value, error, acted) for one request."""
+def handle(engine: Engine, req: Request, ask_down: Callable[[str], None]
+           ) -> tuple[bool, object, str | None, bool]:
+    """(ok, value, error, acted) for one request; `down` calls `ask_down(why)`."""
     spec = ACTIONS.get(req.action)
     if spec is None:
         return False, None, (f"unknown request {req.action!r} (this supervisor answers "
@@ -116,11 +115,12 @@ def handle(sup: "Supervisor", req: Request) -> tuple[bool, object, str | None, b
     who = str(req.client.get("kind") or "a client")
     if req.client.get("host"):
         who += f" on {req.client['host']}"
-    sup.engine.requester = who if acts else None      # recorded as `by` in its decisions
+    engine.requester = who if acts else None      # recorded as `by` in its decisions
     try:
-        value = call(sup, args)
+        value = (_down(engine, args.get("why"), ask_down) if call is None
+                 else call(engine, args))
     except UserError as e:
         return False, None, str(e), acts
     finally:
-        sup.engine.requester = None
+        engine.requester = None
     return True, value, None, acts

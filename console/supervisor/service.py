@@ -123,7 +123,7 @@ class Supervisor:
         """Carry out waiting requests; True when one of them acted."""
         acted = False
         for req in inbox.pending():
-            ok, value, error, act = handle(self, req)
+            ok, value, error, act = handle(self.engine, req, self.ask_down)
             inbox.answer(req, ok=ok, value=value, error=error)
             acted = acted or act
         return acted
@@ -131,7 +131,7 @@ class Supervisor:
     def _ended(self, snap: Snapshot) -> int | None:
         """An exit code when supervision is over by itself (finished), else None."""
         if self.exit_when_idle:            # a temporary supervisor (`foldwatch stop`)
-            if any(r.handle is not None for r in self.engine.runs.values()):
+            if any(r.handle is not None for r in self.engine.runs):
                 return None
             self._stop_reason = "no run left to stop"
             return 0
@@ -165,10 +165,10 @@ class Supervisor:
             while time.monotonic() < deadline:
                 snap = self.engine.poll()
                 self._publish(snap)
-                if not any(r.handle is not None for r in self.engine.runs.values()):
+                if not any(r.handle is not None for r in self.engine.runs):
                     break
                 time.sleep(0.2)
-        alive = [r.key for r in self.engine.runs.values() if r.handle is not None]
+        alive = [r.key for r in self.engine.runs if r.handle is not None]
         why = self._down or f"signal {signal.Signals(self._signal).name}"
         if self.foreground and self._down is None:    # Ctrl-C on `up --headless`: not wanted
             pr.write_intent(self.home, False, "interrupted",

@@ -27,7 +27,7 @@ def demo_yaml_text(template: str) -> str:
 
 def prepare_demo(directory: Path) -> Path:
     """Demo data and experiment in `directory` (made if absent); returns the experiment path."""
-    from console.engine.launching import trainer_prefix
+    from console.kinds.foldwatch import trainer_prefix
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / DATASET_NAME

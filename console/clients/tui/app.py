@@ -21,7 +21,7 @@ from console.clients.tui.keys import CHANGING, KEYS, ON_ROW, SHOW_IN_FOOTER, key
 from console.protocol.model import ACTIVE_STATES, EngineControl, RunView, Snapshot
 from console.clients.tui.palette import FoldwatchCommands
 from console.clients.tui.permissions import stage_keys, why_not
-from console.clients.tui.quitting import print_results, stop_all_and_wait
+from console.clients.tui.quitting import after_close
 from console.clients.text import results_bar
 from console.clients.tui.screens.confirm import ConfirmScreen
 from console.clients.tui.screens.detail import DetailScreen
@@ -392,17 +392,6 @@ def run_app(engine: EngineControl, *, title: str, mouse: bool = False,
     """Run the console until the user closes it; returns the exit status."""
     app = FoldwatchApp(engine, title=title)
     app.run(mouse=mouse)
-    if app.quit_mode == "stop-all" or (stop_on_exit and not app.read_only):
-        print("foldwatch: stopping all runs …", flush=True)
-        left = stop_all_and_wait(engine, final=app.quit_mode == "stop-all")
-        print("foldwatch: all runs stopped" if not left else
-              f"foldwatch: {left} runs still stopping; check with `foldwatch status`")
-    snap = app.snapshot
-    sup = snap.supervisor if snap is not None else None
-    if sup is not None and sup.state in ("alive", "starting"):
-        print(f"foldwatch: supervision continues (pid {sup.pid}); `foldwatch up` to reopen, "
-              "`foldwatch down` to stop supervising")
-    elif sup is not None:
-        print(f"foldwatch: {sup.text}")
-    print_results(snap)
+    after_close(engine, app.snapshot, stop_all=app.quit_mode == "stop-all",
+                stop_on_exit=stop_on_exit and not app.read_only)
     return app.return_code or 0

@@ -21,6 +21,24 @@ def stop_all_and_wait(engine: EngineControl, timeout_s: float = 60.0,
         time.sleep(0.2)
 
 
+def after_close(engine: EngineControl, snap: Snapshot | None, *, stop_all: bool,
+                stop_on_exit: bool) -> None:
+    """What the terminal says once the window is closed: the runs stopped (Q, or
+    --stop-on-exit), whether supervision goes on, where the results are."""
+    if stop_all or stop_on_exit:
+        print("foldwatch: stopping all runs …", flush=True)
+        left = stop_all_and_wait(engine, final=stop_all)
+        print("foldwatch: all runs stopped" if not left else
+              f"foldwatch: {left} runs still stopping; check with `foldwatch status`")
+    sup = snap.supervisor if snap is not None else None
+    if sup is not None and sup.state in ("alive", "starting"):
+        print(f"foldwatch: supervision continues (pid {sup.pid}); `foldwatch up` to reopen, "
+              "`foldwatch down` to stop supervising")
+    elif sup is not None:
+        print(f"foldwatch: {sup.text}")
+    print_results(snap)
+
+
 def print_results(snap: Snapshot | None) -> None:
     """On quit: where the results are (all of them once the pipeline has finished)."""
     if snap is None or snap.results is None:

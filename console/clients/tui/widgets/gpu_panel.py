@@ -58,7 +58,7 @@ def short_model(name: str | None) -> str:
 
 def panel_text(snap: Snapshot, width: int = 160) -> Text:
     if snap.cluster is not None:              # Slurm: the partition view replaces NVML gauges
-        from console.backends.select import cluster_lines
+        from console.clients.text import cluster_lines
         lines = cluster_lines(snap.cluster)
         text = Text(lines[0], style="bold")
         for extra in lines[1:]:
