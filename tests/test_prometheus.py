@@ -273,3 +273,14 @@ def test_a_host_that_is_not_here_is_a_notice_too(tmp_path):
                                            "address of this host; choose another")
     finally:
         bridges.close()
+
+
+def test_run_hosts_are_this_host_except_in_a_team_split(tmp_path):
+    exp = _exp(tmp_path, {"listen": f"127.0.0.1:{free_port()}"})
+    for console_dir, host in ((exp.layout.console_dir, socket.gethostname()),
+                              (exp.layout.team_console_dir("node2-1a2b"), None)):
+        bridges = Bridges(exp, active=True, console_dir=console_dir)
+        try:
+            assert bridges.metrics.collector.local_host == host
+        finally:
+            bridges.close()

@@ -30,7 +30,9 @@ class Bridges:
             self.notifier.start()
         if exp.metrics.listen is not None:      # prometheus_client is imported only then
             from console.bridges.prometheus.server import MetricsServer
-            self.metrics = MetricsServer(exp)
+            # a team member's supervisor keeps its own folder; the others' runs run elsewhere
+            team = console_dir is not None and console_dir != exp.layout.console_dir
+            self.metrics = MetricsServer(exp, team_split=team)
 
     def tick(self, snap) -> None:
         """Every supervisor tick, before `snap` is published: the metrics serve it from now

@@ -23,7 +23,8 @@ MIB = 2 ** 20           # NVML's figures in the snapshot are MiB
 class SnapshotCollector:
     def __init__(self, experiment: str, *, local_host: str | None) -> None:
         """`local_host`: where every run runs (backend: local); None when runs go to other
-        machines (Slurm), whose host is then the one each run was last seen on."""
+        machines (Slurm, a team split), whose host is then the one each run was last seen
+        on."""
         self.experiment = experiment
         self.local_host = local_host
         self._latest: tuple[Snapshot, float] | None = None

@@ -69,7 +69,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _run("eta_seconds", "seconds", "eta", lead="only while the run is active"),
     _run("last_event_age_seconds", "seconds", "age", lead="only while the run is active"),
     _run("restarts_total", "restarts", "restarts", type="counter",
-         lead="restarts since the run was first launched (never goes down)"),
+         lead="restarts since the run was first launched (the watchdog's max_restarts "
+              "count goes back to 0 after a new checkpoint; this one does not)"),
     # -- per GPU (NVML, as the GPU panel shows it) ---------------------------------------
     _gpu("utilization_ratio", "0-1", "GPU utilisation: share of the last sample period in "
          "which a kernel ran (NVML), 0-1"),

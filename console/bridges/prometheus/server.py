@@ -20,11 +20,12 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class MetricsServer:
-    def __init__(self, exp) -> None:
+    def __init__(self, exp, *, team_split: bool = False) -> None:
         self.host, self.port = exp.metrics.address
         self.listen = exp.metrics.listen
         self.source = exp.source
-        local = socket.gethostname() if exp.backend == "local" else None
+        # every run of a local supervisor runs on this host, except a team's other members'
+        local = socket.gethostname() if exp.backend == "local" and not team_split else None
         self.collector = SnapshotCollector(exp.experiment, local_host=local)
         self.error: str | None = None        # why it does not listen, for the notice
         self._httpd = self._thread = None
