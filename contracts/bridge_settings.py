@@ -1,4 +1,5 @@
-"""The experiment's `export:` and `notify:` sections: what the bridges feed (docs/pictures.md).
+"""The experiment's `export:`, `notify:` and `metrics:` sections: what the bridges feed
+(docs/pictures.md, docs/metrics.md).
 
 pydantic only: the notification URLs are checked for their shape here and masked in every
 message; whether Apprise can use them is checked before anything starts by
@@ -91,3 +92,40 @@ class Notify(Strict):
                                       "[\"ntfy://ntfy.sh/TOPIC\"], got {kind}",
                                       {"kind": type(v).__name__})
         return [] if v is None else v
+
+
+LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+)):(?P<port>[0-9]{1,5})$")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[IPv6]:PORT' -> (host, port); ValueError saying what was expected."""
+    m = LISTEN.match(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError("expected HOST:PORT, e.g. \"127.0.0.1:9464\" (an IPv6 address in "
+                         "brackets: \"[::1]:9464\")")
+    port = int(m["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range: expected 1-65535, e.g. "
+                         "\"127.0.0.1:9464\"")
+    return m["v6"] or m["host"], port
+
+
+class Metrics(Strict):
+    """Prometheus metrics served by the supervisor (docs/metrics.md); off unless `listen` is
+    set. Another host than 127.0.0.1 / ::1 / localhost exposes them to that network."""
+    listen: str | None = None           # "127.0.0.1:9464"
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _host_port(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, str):      # `listen: 9464`: YAML made it a number
+            raise ValueError(f"expected a quoted \"HOST:PORT\" such as \"127.0.0.1:{v}\"")
+        split_listen(v)
+        return v.strip()
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when metrics are off."""
+        return None if self.listen is None else split_listen(self.listen)

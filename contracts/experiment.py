@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .bridge_settings import Export, Notify
+from .bridge_settings import Export, Metrics, Notify
 from .errors import ConfigError
 from .kinds import CommandSettings, NnunetSettings
 from .layout import Layout
@@ -121,6 +121,7 @@ class Experiment(Strict):
     previews: Previews = Previews()
     export: Export = Export()
     notify: Notify = Notify()
+    metrics: Metrics = Metrics()          # Prometheus metrics from the supervisor (off)
     backend: Literal["local", "slurm"] = "local"
     slurm: Slurm = Slurm()              # used when backend is slurm; ignored otherwise
     nnunet: NnunetSettings | None = None      # trainer: nnunetv2

@@ -1,5 +1,6 @@
 """The console never imports torch/monai/nibabel/numpy, not even through a module it imports;
-the bridges' libraries (Apprise, wandb, tensorboardX) only where they send or write."""
+the bridges' libraries (Apprise, wandb, tensorboardX, prometheus_client) only where they
+send, write or serve."""
 
 import subprocess
 import sys
@@ -14,7 +15,7 @@ for pkg in (console, contracts):
     for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(m.name)
 heavy = sorted(n for n in ("torch", "monai", "nibabel", "numpy", "scipy", "apprise", "wandb",
-                           "tensorboardX") if n in sys.modules)
+                           "tensorboardX", "prometheus_client") if n in sys.modules)
 print(",".join(heavy))
 """
 

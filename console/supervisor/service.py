@@ -50,6 +50,7 @@ class Supervisor:
         self.finished_snapshot: Snapshot | None = None    # foreground: the last tick's
         self.tick_s = tick_s
         self.engine: Engine | None = None
+        self.bridges = None               # console.bridges.hub.Bridges, while supervising
         self.started = time.time()
         self._wake = threading.Event()
         self._signal: int | None = None
@@ -83,12 +84,12 @@ class Supervisor:
             self.engine = Engine(self.exp, runs=self.runs, hold=self.hold,
                                  autostart=not self.hold, chaos_every_s=self.chaos)
             from console.bridges.hub import Bridges
-            bridges = Bridges(self.exp, active=True, console_dir=self.home.dir)
+            self.bridges = Bridges(self.exp, active=True, console_dir=self.home.dir)
             registry.register(self.home, self.exp)
             try:
                 code = self._loop(Inbox(self.home.requests, self.home.replies))
             finally:
-                bridges.close()
+                self.bridges.close()
         finally:
             self._finish()
             for s, h in old.items():
@@ -100,6 +101,8 @@ class Supervisor:
         self._serve(inbox)          # asked while no supervisor ran (e.g. `foldwatch stop`)
         while True:
             snap = eng.poll()
+            if self.bridges is not None:
+                self.bridges.tick(snap)    # before publishing: the bridges' notices go with it
             self._publish(snap)
             if self.on_tick is not None:
                 self.on_tick(snap)

@@ -1,0 +1,1 @@
+"""Prometheus metrics served by the supervisor (`metrics.listen`, docs/metrics.md)."""
