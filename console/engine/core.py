@@ -102,7 +102,7 @@ class Engine:
             run.reset_log()
             self.runs[job.key] = run
         self.gpu_history = views.GpuHistory()
-        self.results_reader = ResultsReader(self.layout, list(experiment.configurations))
+        self.results_reader = ResultsReader(self.kind.results_source())
         self.write_errors: dict[str, str] = {}   # file -> why it cannot be written now
         self.state_notice: str | None = None     # damaged state.json, said loudly
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)

@@ -100,6 +100,10 @@ class NnunetKind(NnunetPrediction):
         m = re.search(r"_(\d+)epochs$", self.s.trainer)
         return int(m.group(1)) if m else 1000       # nnUNetTrainer's num_epochs
 
+    def results_source(self):
+        from console.kinds.nnunet_results import NnunetResults
+        return NnunetResults(self)
+
     # -- the graph ---------------------------------------------------------------------------
     def build_jobs(self) -> list[Job]:
         lay, p = self.exp.layout, self.exp.pipeline
@@ -165,7 +169,8 @@ class NnunetKind(NnunetPrediction):
         dev = "cuda" if device.startswith("gpu") else "cpu"
         build = {"plan": self._plan, "train": self._fold, "find-best": self._find_best,
                  "predict": self._predict, "ensemble-prev-stage": self._ensemble_prev_stage,
-                 "ensemble": self._ensemble, "postprocess": self._postprocess}[job.command]
+                 "ensemble": self._ensemble, "postprocess": self._postprocess,
+                 "evaluate": self._evaluate_test}[job.command]
         argv, resume = build(job, dev)
         return Launch(argv, self.env(job), resume)
 
