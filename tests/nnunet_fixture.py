@@ -11,8 +11,10 @@ import numpy as np
 DATASET = "Dataset901_Tiny"
 
 
-def make_tiny_dataset(raw_root: Path, cases: int = 8, shape=(4, 24, 24), seed: int = 0) -> Path:
-    """`cases` small 3D images (a bright square on noise) with their labels, plus 2 test images."""
+def make_tiny_dataset(raw_root: Path, cases: int = 8, shape=(4, 24, 24), seed: int = 0,
+                      test_labels: bool = False) -> Path:
+    """`cases` small 3D images (a bright square on noise) with their labels, plus 2 test images
+    (with their labels in labelsTs when `test_labels`)."""
     rng = np.random.default_rng(seed)
     folder = raw_root / DATASET
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
@@ -35,8 +37,10 @@ def make_tiny_dataset(raw_root: Path, cases: int = 8, shape=(4, 24, 24), seed: i
 
     for i in range(cases):
         case(f"tiny_{i:03d}", "imagesTr", "labelsTr")
+    if test_labels:
+        (folder / "labelsTs").mkdir(exist_ok=True)
     for i in range(2):
-        case(f"tiny_test_{i:03d}", "imagesTs", None)
+        case(f"tiny_test_{i:03d}", "imagesTs", "labelsTs" if test_labels else None)
     (folder / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "MR"}, "labels": {"background": 0, "square": 1},
         "numTraining": cases, "file_ending": ".nii.gz"}, indent=2))

@@ -348,5 +348,5 @@ def test_quitting_at_the_end_prints_where_the_results_are(monkeypatch, capsys):
     app_mod.run_app(ScriptedEngine(finished=True), title="t")
     out = capsys.readouterr().out
     assert "Results in /exp/results/demo" in out
-    assert "Chosen model: 2d + 3d_fullres (fg Dice 0.949)" in out
+    assert "Chosen model: 2d + 3d_fullres (fg Dice 0.949; * above)" in out
     assert "predictions: /exp/results/demo/predictions" in out

@@ -23,9 +23,9 @@ README_BLOCK = re.compile(r"(<!-- capture:main from the app -->\n```text\n)(.*?)
 BLOCK = re.compile(r"(<!-- capture:(\w+) -->\n```text\n)(.*?)(```\n)", re.S)
 
 
-async def capture() -> dict[str, str]:
-    app = FoldwatchApp(ScriptedEngine(), title="foldwatch - demo", poll_interval=60)
-    async with app.run_test(size=(80, 24)) as pilot:
+async def main_screen(size: tuple[int, int], **engine) -> str:
+    app = FoldwatchApp(ScriptedEngine(**engine), title="foldwatch - demo", poll_interval=60)
+    async with app.run_test(size=size) as pilot:
         for _ in range(200):
             if app.snapshot is not None:
                 break
@@ -35,8 +35,13 @@ async def capture() -> dict[str, str]:
             main = screen_text(app)
             if "q Quit" in main:
                 break
+    return main
+
+
+async def capture() -> dict[str, str]:
     vocab = "\n".join(f"{h:>10}  {d}" for _, h, d in COLUMNS) + "\n"
-    return {"main": main, "keys": key_table() + "\n", "vocabulary": vocab,
+    return {"main": await main_screen((80, 24)), "finished": await main_screen((80, 30), finished=True),
+            "keys": key_table() + "\n", "vocabulary": vocab,
             "results": "\n".join(results_lines(results_view())) + "\n"}
 
 
@@ -44,6 +49,7 @@ async def capture() -> dict[str, str]:
 async def test_docs_capture_matches_the_app():
     blocks = await capture()
     assert "gpu0" in blocks["main"] and "2d          0" in blocks["main"]
+    assert "2d+3d_fullres  predict     completed  -       6 cases" in blocks["finished"]
     readme = README.read_text()
     new_readme = README_BLOCK.sub(lambda m: m.group(1) + blocks["main"] + m.group(3), readme)
     if os.environ.get("FOLDWATCH_UPDATE_DOCS"):

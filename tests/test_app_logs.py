@@ -63,3 +63,56 @@ async def test_log_viewer_follows_searches_and_switches_stream(tmp_path):
                        what="stderr")
         await pilot.press("q")
         assert not isinstance(app.screen, LogScreen) and app.is_running
+
+
+@pytest.mark.asyncio
+async def test_log_viewer_wraps_a_300_character_line_and_scrolls_it_sideways(tmp_path):
+    """At 80 columns a 300-character line is shown whole, wrapped; `w` makes it one screen
+    line that the arrow keys scroll sideways; a search still lands on the right log line."""
+    from console.clients.tui.screentext import screen_text
+    run_dir = tmp_path / "fold_0"
+    run_dir.mkdir()
+    long = "".join(f"<{i:02d}>" + "." * 6 for i in range(30))         # 300 characters
+    # ten long lines: a search that counted log lines as screen lines would land 30 too high
+    lines = [f"line {i}" for i in range(40)] + [long] * 10 + ["after the long line"] + \
+        [f"tail {i}" for i in range(40)]
+    (run_dir / "stdout.log").write_text("\n".join(lines) + "\n")
+    eng = ScriptedEngine()
+    eng._run("2d/0").run_dir = str(run_dir)
+    app = FoldwatchApp(eng, poll_interval=0.2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None)
+        await select(pilot, app, "2d/0")
+        await pilot.press("t")
+        screen = app.screen
+        await wait_for(pilot, lambda: len(screen.lines) == len(lines), what="log loaded")
+        log = screen.query_one(Log)
+        width = log.scrollable_content_region.width
+        assert 60 <= width < 80
+        pieces = log.lines[screen.starts[40]:screen.starts[41]]
+        assert "".join(pieces) == long and all(len(p) <= width for p in pieces)
+        assert len(pieces) == -(-300 // width) and log.max_scroll_x == 0
+        # a search finds the line after the long one, and scrolls to it
+        await pilot.press("slash", *"after the", "enter")
+        await wait_for(pilot, lambda: screen.match == 50, what="search hit")
+        await pilot.pause(0.1)
+        assert screen.starts[50] == 40 + 10 * len(pieces)
+        assert log.scroll_y == screen.starts[50] - 2
+        shown = screen_text(app)
+        assert "after the long line" in shown and "<29>......" in shown   # the long line's end
+        assert "wrapped (w: unwrap)" in shown
+        # unwrapped: one screen line, cut at the edge until scrolled sideways
+        await pilot.press("w")
+        await wait_for(pilot, lambda: log.lines[40] == long, what="unwrapped")
+        await wait_for(pilot, lambda: log.max_scroll_x >= 300 - width, what="scrollable")
+        await pilot.press("slash", *"<00>", "enter")
+        await wait_for(pilot, lambda: screen.match == 40, what="search hit unwrapped")
+        await pilot.pause(0.1)
+        assert "<29>" not in screen_text(app) and "←/→ scroll (w: wrap)" in screen_text(app)
+        await pilot.press("right", "right")
+        await wait_for(pilot, lambda: log.scroll_x == 2, what="scrolled by the arrow key")
+        for _ in range(10):             # a page sideways at a time
+            if "<29>......" in screen_text(app):
+                break
+            await pilot.press("ctrl+pagedown")
+        assert "<29>......" in screen_text(app), "never scrolled to the line's end"

@@ -92,6 +92,25 @@ def test_finished_pipeline_with_outcomes_160x48(snap_compare):
     assert snap_compare(_app(finished=True), terminal_size=(160, 48), run_before=_first_snapshot)
 
 
+async def _finished_scrolled_to_the_stages(pilot):
+    """At 24 rows the stages are below the folds: the cursor on the last row brings them in."""
+    await _first_snapshot(pilot)
+    table = pilot.app.query_one(RunsTable)
+    table.move_cursor(row=table.row_count - 1)
+    await pilot.pause(0.1)
+
+
+def test_finished_stage_rows_show_their_dice_80x24(snap_compare):
+    # crossval rows: the configuration's cross-validation Dice in val Dice; find-best and
+    # predict: the chosen model in Config, its Dice, the test cases and the test Dice
+    assert snap_compare(_app(finished=True), terminal_size=(80, 24),
+                        run_before=_finished_scrolled_to_the_stages)
+
+
+def test_finished_stage_rows_show_their_dice_132x30(snap_compare):
+    assert snap_compare(_app(finished=True), terminal_size=(132, 30), run_before=_first_snapshot)
+
+
 async def _results(pilot):
     await _first_snapshot(pilot)
     await pilot.press("v")
@@ -100,6 +119,13 @@ async def _results(pilot):
 
 def test_results_view_100x30(snap_compare):
     assert snap_compare(_app(finished=True), terminal_size=(100, 30), run_before=_results)
+
+
+def test_results_view_long_class_names_80x30(snap_compare):
+    from ui_engine import brain_results_view
+    app = _app(finished=True)
+    app.engine.results = brain_results_view()    # grey_matter, white_matter, cerebrospinal_fluid
+    assert snap_compare(app, terminal_size=(80, 30), run_before=_results)
 
 
 async def _late_scrolled(pilot):

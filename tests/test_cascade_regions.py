@@ -137,8 +137,8 @@ def test_region_cascade_trains_evaluates_and_predicts(small_demo, tmp_path, monk
         want[-3:, -3:, -2:] = 0
         assert np.array_equal(written, want), path.name
     # the console's Results view names the regions as dataset.json does
-    from console.engine.results import ResultsReader
-    rv = ResultsReader(lay, list(STAGES)).read()
+    from console.kinds.results import LayoutResults
+    rv = LayoutResults(lay, list(STAGES)).read()
     assert rv.postprocessing == "largest component of organ incl. lesion, lesion"
     assert set(rv.configurations[0].per_class) == {"organ incl. lesion", "lesion"}
 

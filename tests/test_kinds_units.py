@@ -54,6 +54,30 @@ def test_dice_lists_and_ema_without_a_new_best():
     assert p.flush() == []          # an epoch cut off before its losses is not announced
 
 
+def test_the_trainers_batch_and_iterations_give_nnunet_folds_their_samples_per_s():
+    """nnunet_fold logs what the trainer uses once initialised; every later epoch carries it,
+    and the console's samples/s is batch x iterations / epoch time, preferred to what the
+    start event said (a variant may change either)."""
+    from console.engine.runmetrics import RunMetrics
+
+    def epochs(lines):
+        p = NnunetLogParser()
+        return [ev for line in lines + ["Training done."]
+                for name, ev in p.feed(f"2026-01-01 00:00:00.000001: {line}") if name == "epoch"]
+    one = ["Epoch 0", "train_loss -0.1", "Epoch time: 10.0 s"]
+    plain, = epochs(one)                              # an older entry point: the start's figures
+    assert "effective_batch" not in plain and "iterations_per_epoch" not in plain
+    told, = epochs(["foldwatch training batch_size 12 iterations_per_epoch 100"] + one)
+    assert (told["effective_batch"], told["iterations_per_epoch"]) == (12, 100)
+    m = RunMetrics()
+    m.feed({"t": 0, "event": "start", "epochs": 2, "iterations_per_epoch": 250,
+            "batch_size": 2, "effective_batch": 2})
+    m.feed({"t": 1, "event": "epoch", **plain})
+    assert m.samples_per_s == 2 * 250 / 10.0
+    m.feed({"t": 2, "event": "epoch", **told, "epoch": 1, "epoch_s": 20.0})
+    assert m.samples_per_s == 12 * 100 / 20.0 and m.history[-1].samples_per_s == 60.0
+
+
 def _nn(tmp: Path, **extra) -> dict:
     return {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "r"),
             "configurations": {"3d_lowres": {}, "3d_cascade_fullres": {}},

@@ -1,21 +1,27 @@
 """`trainer: nnunetv2` with the real nnU-Net v2 on a tiny dataset made on the fly, all through
 the engine: plan_and_preprocess, two 2d folds (one killed with SIGKILL mid-training and
 resumed with --c by the watchdog), find-best, one prediction per fold, ensemble,
-postprocessing; with export.wandb, nnU-Net's own W&B logger writes each fold's offline run.
-Takes a few minutes on a 2-core machine (docs/trainers.md)."""
+postprocessing and the test set's evaluation against labelsTs; with export.wandb, nnU-Net's
+own W&B logger writes each fold's offline run; the Results view and the stage rows carry what
+nnU-Net wrote. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 
+from console.clients.text import results_lines
 from console.engine.core import Engine
+from console.protocol.vocabulary import cells
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
 from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
@@ -50,7 +56,7 @@ def events(run_dir: Path, name: str) -> list[dict]:
 def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    make_tiny_dataset(tmp_path / "nnUNet_raw")
+    make_tiny_dataset(tmp_path / "nnUNet_raw", test_labels=True)
     path = nnunet_experiment(tmp_path)
     data = yaml.safe_load(path.read_text())
     data["export"] = {"tensorboard": True, "wandb": {"mode": "offline", "project": "tiny-cv"}}
@@ -67,7 +73,7 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
         eng.resume("2d/0")
         # ... and a SIGKILL of fold 1 (the runner, nnU-Net and its workers)
         done_at_kill = sigkill_mid_training(eng, victim, 2, EPOCHS - 1, timeout=400)
-        run_to_success(eng, timeout=600)
+        snap = run_to_success(eng, timeout=600)
     finally:
         eng.close()
 
@@ -111,6 +117,57 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
         assert len(list((eng.layout.root / "nnunet_predictions/2d" / f"fold_{k}").glob("*.npz"))) == 2
     final = sorted(p.name for p in eng.layout.predictions.glob("*.nii.gz"))
     assert final == ["tiny_test_000.nii.gz", "tiny_test_001.nii.gz"]
+    check_results_of_nnunet(tmp_path, eng, snap)
+
+
+def check_results_of_nnunet(tmp: Path, eng, snap) -> None:
+    """What nnU-Net wrote reaches the Results view and the stage rows: its cross-validation
+    summary, find-best's choice, the postprocessing decision, the test set's Dice (checked
+    against a Dice computed here from the files); and the folds' samples/s."""
+    model = next((tmp / "nnUNet_results").glob("Dataset901_*/nnUNetTrainer__nnUNetPlans__2d"))
+    crossval = model / "crossval_results_folds_0_1"
+    cv = json.loads((crossval / "summary.json").read_text())
+    best = json.loads((model.parent / "inference_information.json").read_text())[
+        "best_model_or_ensemble"]
+    post = json.loads((crossval / "postprocessing.json").read_text())
+    rv = snap.results
+    assert [(s.name, s.foreground_dice, list(s.per_class)) for s in rv.configurations] == \
+        [("2d", cv["foreground_mean"]["Dice"], ["square"])]
+    assert rv.chosen == ["2d"] and rv.chosen_dice == best["result_on_crossval_pre_pp"]
+    assert rv.postprocessing == ("largest component of all foreground"
+                                 if post["postprocessing_fns"] else
+                                 "none: it would not raise the Dice")
+    assert rv.postprocessing_dice == (post["input_folder"]["foreground_mean"]["Dice"],
+                                      post["postprocessed"]["foreground_mean"]["Dice"])
+    labels = next((tmp / "nnUNet_raw").glob("Dataset901_*/labelsTs"))
+    dice = []
+    for ref in sorted(labels.glob("*.nii.gz")):
+        a = np.asarray(nib.load(ref).dataobj) > 0
+        b = np.asarray(nib.load(eng.layout.predictions / ref.name).dataobj) > 0
+        dice.append(2 * (a & b).sum() / (a.sum() + b.sum()))
+    assert rv.predicted_cases == 2 and rv.test is not None and rv.test.cases == 2
+    assert rv.test.foreground_dice == pytest.approx(float(np.mean(dice)))
+    text = "\n".join(results_lines(rv))
+    assert "Chosen model: 2d" in text and "Test set: 2 cases predicted, 2 evaluated" in text
+    rows = {r.key: r for r in snap.runs}
+    assert cells(rows["find-best"])["config"] == "2d"
+    assert rows["find-best"].outcome_dice == rv.chosen_dice
+    assert rows["postprocess"].outcome_dice == rv.postprocessing_dice[1]
+    assert rows["predict-2d-fold1"].outcome_cases == 2 and rows["ensemble"].outcome_cases == 2
+    evaluated = cells(rows["evaluate-test"])
+    assert evaluated["val_dice"] == f"{rv.test.foreground_dice:.3f}"
+    assert evaluated["epoch"] == "2 cases" and evaluated["config"] == "2d"
+    # samples/s: the plans' batch x the iterations per epoch / the epoch's time
+    plans = json.loads(next((tmp / "nnUNet_preprocessed").glob(
+        "Dataset901_*/nnUNetPlans.json")).read_text())
+    batch = plans["configurations"]["2d"]["batch_size"]
+    for k in (0, 1):
+        run_dir = eng.runs[f"2d/{k}"].job.run_dir
+        assert {(e["batch_size"], e["iterations_per_epoch"])
+                for e in events(run_dir, "start")} == {(batch, 4)}
+        last = events(run_dir, "epoch")[-1]
+        assert (last["effective_batch"], last["iterations_per_epoch"]) == (batch, 4)
+        assert rows[f"2d/{k}"].samples_per_s == pytest.approx(batch * 4 / last["epoch_s"])
 
 
 def check_wandb_by_nnunet(tmp: Path, eng, path: Path, resumed: dict[int, int]) -> None:

@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from console.clients.text import results_lines
-from console.engine.results import ResultsReader, stage_outcome
+from console.protocol.model import ResultsView, ScoreView
+from console.kinds.results import LayoutResults
 from contracts.experiment import load_experiment
 from pipeline_fixture import reference, write_experiment, write_fold_outputs
 from trainer.commands import crossval, find_best
@@ -18,7 +19,11 @@ def test_results_from_real_crossval_and_find_best(tmp_path):
     exp_path, ids = write_experiment(tmp_path)
     exp = load_experiment(exp_path)
     root = exp.layout.root
-    reader = ResultsReader(exp.layout, list(exp.configurations))
+    reader = LayoutResults(exp.layout, list(exp.configurations))
+
+    def stage_outcome(key, rv):
+        result = reader.stage_result(key, rv)
+        return result.text if result else None
     assert reader.read().empty and "no results yet" in "\n".join(results_lines(reader.read()))
     splits = json.loads((root / "splits.json").read_text())
     refs = {c: reference(i) for i, c in enumerate(ids)}
@@ -45,7 +50,8 @@ def test_results_from_real_crossval_and_find_best(tmp_path):
     assert stage_outcome("find-best", rv).startswith("chosen 2d + 3d_fullres (fg Dice 1.000); "
                                                      "postprocessing: none")
     text = "\n".join(results_lines(rv))
-    assert "  2d+3d_fullres    1.000       1.000       1.000  <- chosen" in text
+    assert "                 fg Dice  organ  lesion" in text      # columns as wide as the names
+    assert "* 2d+3d_fullres    1.000  1.000   1.000" in text
     assert str(root / "best_configuration.json") in text and "Postprocessing: none" in text
     assert str(root / "2d" / "crossval" / "summary.json") in text
     # predictions and their test summary
@@ -76,7 +82,7 @@ def test_status_prints_the_results_and_json_carries_them(tmp_path, capsys, monke
     capsys.readouterr()
     assert cli.main(["status", str(exp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Chosen model: 2d (fg Dice 1.000)" in out and "val Dice" in out and "best EMA" in out
+    assert "Chosen model: 2d (fg Dice 1.000; * above)" in out and "val Dice" in out and "best EMA" in out
     assert str(root / "best_configuration.json") in out
     assert cli.main(["status", str(exp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -84,3 +90,44 @@ def test_status_prints_the_results_and_json_carries_them(tmp_path, capsys, monke
     assert data["columns"]["best"]["header"] == "best EMA"
     stage = next(r for r in data["runs"] if r["key"] == "crossval-2d")
     assert stage["state"] == "completed" and stage["outcome"].startswith("fg Dice 1.000")
+
+
+def test_class_names_are_never_cut_and_tables_fit_80_columns():
+    from ui_engine import brain_results_view
+    lines = results_lines(brain_results_view(), width=80)
+    shown = lines[1:lines.index("Files")]           # all but the root and the file paths
+    assert all(len(ln) <= 80 for ln in shown), [ln for ln in shown if len(ln) > 80]
+    heads = [ln for ln in lines if ln.split()[:2] == ["fg", "Dice"]]
+    assert len(heads) == 3            # cross-validation, ensembles, test set: one block each
+    names = ("grey_matter", "white_matter", "cerebrospinal_fluid")
+    for head in heads:
+        assert all(f" {n}" in head for n in names), head
+    # every value sits under its class name (right-aligned to the name's last letter)
+    head = heads[0]
+    row = next(ln for ln in lines if ln.startswith("  3d_fullres "))
+    assert any(ln.startswith("* 2d+3d_fullres    0.829 ") for ln in lines)
+    for name, value in zip(names, ("0.834", "0.871", "0.764")):
+        end = head.index(name) + len(name)
+        assert row[end - 5:end] == value, (name, row)
+    test_row = next(ln for ln in lines if ln.startswith("  test set "))
+    assert test_row[heads[2].index("cerebrospinal_fluid") + 14:].strip() == "0.727"
+
+
+def test_many_classes_go_on_in_blocks_with_every_name_whole():
+    names = [f"{side}_{part}" for part in ("hippocampus", "amygdala", "thalamus", "putamen",
+                                           "caudate") for side in ("left", "right")]
+    per_class = {n: round(0.5 + i / 100, 3) for i, n in enumerate(names)}
+    rv = ResultsView(root="/r", configurations=[ScoreView("3d_fullres", 0.6, per_class, 4, "")],
+                     chosen=["3d_fullres"], chosen_dice=0.6)
+    lines = results_lines(rv, width=80)
+    start = lines.index("Cross-validation (every fold's validation cases, per configuration)")
+    table = lines[start + 1:lines.index("Chosen model: 3d_fullres (fg Dice 0.600; * above)")]
+    assert all(len(ln) <= 80 for ln in table) and len(table) >= 4     # at least two blocks
+    heads, rows = table[0::2], table[1::2]
+    assert [n for h in heads for n in h.split() if n != "fg" and n != "Dice"] == names
+    assert all(r.startswith("* 3d_fullres ") for r in rows)       # the chosen one, marked
+    for head, row in zip(heads, rows):       # values under their names, block by block
+        for name in head.split():
+            if name in per_class:
+                end = head.index(name) + len(name)
+                assert row[end - 5:end] == f"{per_class[name]:.3f}", (name, row)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+from contracts.layout import Layout
 from console.protocol.model import (Decision, EpochPoint, GpuProcessView, GpuView, RunView, Snapshot,
                                     SupervisorView)
 
@@ -84,16 +86,41 @@ def results_view():
                        "/exp/results/demo/predictions/summary.json"))
 
 
+def brain_results_view():
+    """An MRI brain dataset's results: class names longer than the old 10-character columns."""
+    from console.protocol.model import ResultsView, ScoreView
+
+    def cls(g, w, c):
+        return {"grey_matter": g, "white_matter": w, "cerebrospinal_fluid": c}
+    root = "/exp/results/brain"
+    return ResultsView(
+        root=root,
+        configurations=[ScoreView("2d", 0.801, cls(0.812, 0.853, 0.738), 20,
+                                  f"{root}/2d/crossval/summary.json"),
+                        ScoreView("3d_fullres", 0.823, cls(0.834, 0.871, 0.764), 20,
+                                  f"{root}/3d_fullres/crossval/summary.json")],
+        ensembles=[ScoreView("2d+3d_fullres", 0.829, cls(0.839, 0.876, 0.772), 20,
+                             f"{root}/ensembles/2d+3d_fullres/summary.json")],
+        chosen=["2d", "3d_fullres"], chosen_dice=0.829, best_path=f"{root}/best_configuration.json",
+        postprocessing="none: it would not raise the Dice", postprocessing_dice=(0.829, 0.829),
+        postprocessing_path=f"{root}/postprocessing.json", predicted_cases=4,
+        predictions_dir=f"{root}/predictions",
+        test=ScoreView("test set", 0.790, cls(0.801, 0.842, 0.727), 4,
+                       f"{root}/predictions/summary.json"))
+
+
 def finish(runs: list[RunView]) -> None:
     """Everything completed, stages with their outcomes (as console.engine.results words them)."""
-    from console.engine.results import stage_outcome
+    from console.engine.results import apply_stage_result
+    from console.kinds.results import LayoutResults
     rv = results_view()
+    words = LayoutResults(Layout(Path(rv.root)), ["2d", "3d_fullres"])
     for r in runs:
         r.state, r.device, r.pid, r.message, r.eta_s = "completed", None, None, None, None
         if r.epochs:
             r.epoch = r.epochs
         if r.kind == "stage":
-            r.outcome = stage_outcome(r.key, rv)
+            apply_stage_result(r, words.stage_result(r.key, rv))
 
 
 def demo_gpus() -> list[GpuView]:

@@ -58,7 +58,8 @@ class LinePrinter:
         """The final table and results; 0 when every run completed, else 1."""
         self.console.print(runs_table(snap, title="final"))
         if snap.results is not None and not snap.results.empty:
-            self.console.print("\n".join(results_lines(snap.results)), markup=False)
+            self.console.print("\n".join(results_lines(snap.results, width=self.console.width)),
+                               markup=False)
         ok = snap.succeeded
         self.say("all runs completed" if ok else "finished, but not every run completed")
         return 0 if ok else 1

@@ -66,39 +66,69 @@ def snapshot_json(snap: Snapshot) -> dict:
     return data
 
 
-def results_lines(rv: ResultsView) -> list[str]:
-    """The Results view as text (the console's Results screen and `foldwatch status`)."""
+def score_table(rows: list[tuple[ScoreView, bool]], classes: list[str], width: int,
+                name_w: int = 8) -> list[str]:
+    """Score rows (name, fg Dice, Dice per class) under a header, the chosen one marked `*` in
+    its indent. Every column is as wide as its class name, never cut; when the classes do not
+    fit in `width`, they go on in further blocks under their own headers, names repeated."""
+    name_w = max([len(sv.name) for sv, _ in rows] + [name_w])
+    col_w = {c: max(len(c), 5) for c in classes}
+    blocks: list[list[str]] = [[]]
+    used = 2 + name_w + 2 + 7
+    for c in classes:
+        if blocks[-1] and used + 2 + col_w[c] > width:
+            blocks.append([])
+            used = 2 + name_w
+        blocks[-1].append(c)
+        used += 2 + col_w[c]
+    out = []
+    for i, block in enumerate(blocks):
+        fg = i == 0
+        out.append((f"  {'':{name_w}}" + (f"  {'fg Dice':>7}" if fg else "")
+                    + "".join(f"  {c:>{col_w[c]}}" for c in block)).rstrip())
+        for sv, chosen in rows:
+            out.append(("* " if chosen else "  ") + f"{sv.name:{name_w}}"
+                       + (f"  {_f(sv.foreground_dice):>7}" if fg else "")
+                       + "".join(f"  {_f(sv.per_class.get(c)):>{col_w[c]}}" for c in block))
+    return out
+
+
+def results_lines(rv: ResultsView, width: int = 80) -> list[str]:
+    """The Results view as text (the console's Results screen and `foldwatch status`); its
+    tables fit in `width` columns where they can, class names whole."""
     out = [f"Results in {rv.root}"]
     if rv.empty:
         return out + ["  no results yet (cross-validation, find-best and predict write them)"]
     classes: list[str] = []
-    for sv in [*rv.configurations, *rv.ensembles, *([rv.test] if rv.test else [])]:
+    scores = [*rv.configurations, *rv.ensembles, *([rv.test] if rv.test else [])]
+    for sv in scores:
         classes += [c for c in sv.per_class if c not in classes]
-    width = max([len(s.name) for s in [*rv.configurations, *rv.ensembles]] + [10])
-    head = f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes)
-
-    def row(sv: ScoreView, mark: str = "") -> str:
-        return (f"  {sv.name:{width}}  {_f(sv.foreground_dice):>7}"
-                + "".join(f"  {_f(sv.per_class.get(c)):>10}" for c in classes)
-                + (f"  {mark}" if mark else ""))
+    name_w = max([len(sv.name) for sv in scores] + [8])    # the tables line up
     chosen = "+".join(rv.chosen) if rv.chosen else None
+
+    def mark(sv: ScoreView) -> bool:
+        return sv.name == chosen
     if rv.configurations:
-        out += ["Cross-validation (every fold's validation cases, per configuration)", head]
-        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.configurations]
+        out.append("Cross-validation (every fold's validation cases, per configuration)")
+        out += score_table([(s, mark(s)) for s in rv.configurations], classes, width,
+                           name_w)
     if rv.ensembles:
-        out += ["Ensembles"]
-        out += [row(s, "<- chosen" if s.name == chosen else "") for s in rv.ensembles]
+        out.append("Ensembles")
+        out += score_table([(s, mark(s)) for s in rv.ensembles], classes, width, name_w)
     if rv.chosen:
-        out.append(f"Chosen model: {' + '.join(rv.chosen)} (fg Dice {_f(rv.chosen_dice)})")
+        mark = "; * above" if chosen in {s.name for s in [*rv.configurations, *rv.ensembles]} \
+            else ""
+        out.append(f"Chosen model: {' + '.join(rv.chosen)} (fg Dice {_f(rv.chosen_dice)}{mark})")
     if rv.postprocessing:
         before, after = rv.postprocessing_dice or (None, None)
         out.append(f"Postprocessing: {rv.postprocessing} "
                    f"(fg Dice {_f(before)} -> {_f(after)})")
     if rv.predicted_cases:
-        out.append(f"Test set: {rv.predicted_cases} cases predicted")
+        out.append(f"Test set: {rv.predicted_cases} cases predicted"
+                   + (f", {rv.test.cases} evaluated against their labels"
+                      if rv.test and rv.test.cases is not None else ""))
         if rv.test:
-            out += [f"  {'':{width}}  {'fg Dice':>7}" + "".join(f"  {c[:10]:>10}" for c in classes),
-                    row(rv.test)]
+            out += score_table([(rv.test, False)], classes, width, name_w)
     out.append("Files")
     for label, path in (*((f"cross-validation {s.name}", s.path) for s in rv.configurations),
                         *((f"ensemble {s.name}", s.path) for s in rv.ensembles),
@@ -111,7 +141,8 @@ def results_lines(rv: ResultsView) -> list[str]:
 
 
 def results_bar(snap) -> str:
-    """One line under the runs table once a stage has produced something ('' before)."""
+    """The line (two at 80 columns) under the runs table once a stage has produced something
+    ('' before): the figures first, the postprocessing words last, where a cut costs least."""
     rv = snap.results
     if rv is None or rv.empty:
         return ""
@@ -120,13 +151,13 @@ def results_bar(snap) -> str:
         parts.append("crossval " + ", ".join(f"{s.name} {_f(s.foreground_dice)}"
                                              for s in rv.configurations))
     if rv.chosen:
-        parts.append(f"chosen {' + '.join(rv.chosen)} {_f(rv.chosen_dice)}")
+        parts.append(f"chosen {'+'.join(rv.chosen)} {_f(rv.chosen_dice)}")
+    if rv.predicted_cases:
+        parts.append(f"test {_f(rv.test.foreground_dice)} ({rv.predicted_cases} cases)"
+                     if rv.test else f"test {rv.predicted_cases} cases predicted")
     if rv.postprocessing:
         parts.append(f"postprocessing: {rv.postprocessing}")
-    if rv.predicted_cases:
-        parts.append(f"test {rv.predicted_cases} cases"
-                     + (f" {_f(rv.test.foreground_dice)}" if rv.test else ""))
-    return "Results: " + " · ".join(parts) + " · v: details"
+    return "Results (v): " + " · ".join(parts)
 
 
 def supervisors_table(rows: list[dict]):

@@ -91,7 +91,7 @@ class Engine:
                                self.scheduler, clock, exp.watchdog.grace_period_s,
                                writable=not read_only)
         self.views = Views(self.runs, self.backend, exp, self.settings, self.decisions,
-                           ResultsReader(self.layout, list(exp.configurations)),
+                           ResultsReader(self.kind.results_source()),
                            self.scheduler.missing_gpus, self._conditions,
                            watching=not read_only)
         self.sampler = sampler if sampler is not None else NvmlSampler(clock=clock)

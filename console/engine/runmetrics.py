@@ -89,6 +89,12 @@ class RunMetrics:
         self.lr = _num(ev.get("lr"))
         if self.ema_dice is not None and (self.best_dice is None or self.ema_dice > self.best_dice):
             self.best_dice = self.ema_dice
+        # the trainer's own figures where its epochs carry them (nnU-Net: a variant may change
+        # the batch or the iterations the start event was told)
+        if isinstance(ev.get("effective_batch"), int) and ev["effective_batch"] > 0:
+            self.effective_batch = ev["effective_batch"]
+        if isinstance(ev.get("iterations_per_epoch"), int) and ev["iterations_per_epoch"] > 0:
+            self.iterations_per_epoch = ev["iterations_per_epoch"]
         es = _num(ev.get("epoch_s"))
         self.epoch_time_s = es
         if es is not None:

@@ -1,7 +1,7 @@
 """Trainer kinds (docs/trainers.md): how an experiment's jobs are built and launched.
 
 The engine asks the experiment's kind for its job graph and, per launch, for the argument list,
-the extra environment and whether it resumes. foldwatch's own trainer, nnU-Net v2 and any
+the extra environment and whether it resumes, and where its results are read. foldwatch's own trainer, nnU-Net v2 and any
 command differ only here; scheduling, watchdog, tailing and views are shared.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 from console.kinds.jobs import Job
+from console.kinds.results import ResultsSource
 from contracts.experiment import Experiment
 
 
@@ -22,6 +23,8 @@ class Launch(NamedTuple):
 class Kind(Protocol):
     def build_jobs(self) -> list[Job]: ...
     def launch(self, job: Job, device: str, overrides: dict | None) -> Launch: ...
+    # where its pipeline writes results, for the views (console/kinds/results.py)
+    def results_source(self) -> ResultsSource: ...
 
 
 def kind_for(exp: Experiment, *, launching: bool = True) -> Kind:

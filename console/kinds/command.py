@@ -14,6 +14,7 @@ from pathlib import Path
 
 from console.kinds.jobs import Job
 from console.kinds import Launch
+from console.kinds.results import NoResults
 from console.runner.sources import newest_match
 from contracts.experiment import Experiment, run_name
 
@@ -66,3 +67,7 @@ class CommandKind:
             argv += ["--epochs", str(s.epochs)]
         env = {"PYTHONUNBUFFERED": "1", **s.env}
         return Launch(argv + ["--"] + program, env, ckpt is not None)
+
+    def results_source(self) -> NoResults:
+        """Only folds: no pipeline stage writes results (docs/trainers.md)."""
+        return NoResults(self.exp.layout)

@@ -8,6 +8,7 @@ import sys
 
 from console.kinds.jobs import Job, build_jobs
 from console.kinds import Launch
+from console.kinds.results import LayoutResults
 from contracts.experiment import Experiment
 from contracts.layout import run_files
 
@@ -32,3 +33,6 @@ class FoldwatchKind:
         argv = trainer_prefix() + job.argv(self.exp.source, resume=resume,
                                            overrides=overrides if job.kind == "fold" else None)
         return Launch(argv, {}, resume)
+
+    def results_source(self) -> LayoutResults:
+        return LayoutResults(self.exp.layout, list(self.exp.configurations))

@@ -25,6 +25,9 @@ from contracts.errors import ConfigError
 from contracts.experiment import CASCADE, LOWRES, Experiment, run_name
 
 ROOTS = {"raw": "nnUNet_raw", "preprocessed": "nnUNet_preprocessed", "results": "nnUNet_results"}
+# nnUNetTrainer's num_iterations_per_epoch; no trainer variant of nnunetv2 2.8.1 changes it (a
+# custom one may: the fold logs its own figure, console/runner/nnunet_log.py)
+NNUNET_ITERATIONS = 250
 PREPROCESSED_AS = {"3d_cascade_fullres": "3d_fullres"}   # the cascade trains on 3d_fullres data
 
 
@@ -97,6 +100,10 @@ class NnunetKind(NnunetPrediction):
         m = re.search(r"_(\d+)epochs$", self.s.trainer)
         return int(m.group(1)) if m else 1000       # nnUNetTrainer's num_epochs
 
+    def results_source(self):
+        from console.kinds.nnunet_results import NnunetResults
+        return NnunetResults(self)
+
     # -- the graph ---------------------------------------------------------------------------
     def build_jobs(self) -> list[Job]:
         lay, p = self.exp.layout, self.exp.pipeline
@@ -162,7 +169,8 @@ class NnunetKind(NnunetPrediction):
         dev = "cuda" if device.startswith("gpu") else "cpu"
         build = {"plan": self._plan, "train": self._fold, "find-best": self._find_best,
                  "predict": self._predict, "ensemble-prev-stage": self._ensemble_prev_stage,
-                 "ensemble": self._ensemble, "postprocess": self._postprocess}[job.command]
+                 "ensemble": self._ensemble, "postprocess": self._postprocess,
+                 "evaluate": self._evaluate_test}[job.command]
         argv, resume = build(job, dev)
         return Launch(argv, self.env(job), resume)
 
@@ -208,10 +216,30 @@ class NnunetKind(NnunetPrediction):
         argv = runner() + ["--run-dir", str(job.run_dir), "--configuration", cfg, "--fold",
                            str(k), "--device", dev, "--epochs", str(self.epochs_hint()),
                            "--metrics", "nnunet", "--nnunet-dir", folder,
-                           "--workers-env", "nnUNet_n_proc_DA", "--retry-arg=--c"]
-        if s.iterations_per_epoch:
-            argv += ["--iterations", str(s.iterations_per_epoch)]
+                           "--workers-env", "nnUNet_n_proc_DA", "--retry-arg=--c",
+                           "--iterations", str(s.iterations_per_epoch or NNUNET_ITERATIONS)]
+        batch = self.planned_batch(cfg)
+        if batch:
+            argv += ["--batch-size", str(batch)]
         return argv + ["--"] + program, resume
+
+    def planned_batch(self, cfg: str) -> int | None:
+        """The configuration's batch_size in nnU-Net's plans (`inherits_from` followed, as
+        nnU-Net's PlansManager does); None before the plans exist."""
+        found = glob.glob(str(self.roots["preprocessed"] / self.dataset_glob()
+                              / f"{self.s.plans}.json")) if "preprocessed" in self.roots else []
+        try:
+            configurations = json.loads(Path(found[0]).read_text())["configurations"]
+        except (IndexError, OSError, ValueError, KeyError, TypeError):
+            return None
+        seen: set[str] = set()
+        while isinstance(configurations.get(cfg), dict) and cfg not in seen:
+            seen.add(cfg)
+            c = configurations[cfg]
+            if isinstance(c.get("batch_size"), int):
+                return c["batch_size"]
+            cfg = c.get("inherits_from")
+        return None
 
     def _find_best(self, job: Job, dev: str):
         s = self.s

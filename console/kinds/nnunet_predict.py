@@ -1,9 +1,11 @@
 """`trainer: nnunetv2`'s test-set stages: one nnUNetv2_predict per configuration and fold, the
-cascade's first-stage ensemble, the final ensemble and postprocessing (docs/trainers.md).
+cascade's first-stage ensemble, the final ensemble, postprocessing and, when the dataset has
+test labels (labelsTs), nnU-Net's evaluation of the final predictions (docs/trainers.md).
 
 With 3d_lowres and 3d_cascade_fullres in the experiment the graph is
 predict-3d_lowres-fold<k> -> ensemble-3d_lowres (segmentations) ->
-predict-3d_cascade_fullres-fold<k> (-prev_stage_predictions) -> ensemble -> postprocess.
+predict-3d_cascade_fullres-fold<k> (-prev_stage_predictions) -> ensemble -> postprocess
+-> evaluate-test.
 Every stage decides when it launches, from find-best's inference_information.json, whether it
 runs or completes at once with the reason. Nothing here imports nnU-Net.
 """
@@ -20,6 +22,7 @@ from console.kinds.jobs import Job
 from contracts.experiment import CASCADE, LOWRES
 
 PREV_ENSEMBLE = f"ensemble-{LOWRES}"   # the cascade's first stage, ensembled over its folds
+EVALUATE_TEST = "evaluate-test"        # nnUNetv2_evaluate_folder on the final predictions
 
 
 def tool(name: str) -> str:
@@ -56,6 +59,19 @@ class NnunetPrediction:
         if self.exp.test_images:
             return self.exp.resolve(self.exp.test_images)
         found = glob.glob(str(self.roots["raw"] / self.dataset_glob() / "imagesTs"))
+        return Path(found[0]) if found else None
+
+    def test_labels(self) -> Path | None:
+        """The dataset's labelsTs, which the final predictions are evaluated against; none when
+        `test_images:` names another folder (its labels are not known)."""
+        if self.exp.test_images or "raw" not in self.roots:
+            return None
+        found = glob.glob(str(self.roots["raw"] / self.dataset_glob() / "labelsTs"))
+        return Path(found[0]) if found and Path(found[0]).is_dir() else None
+
+    def raw_dataset_json(self) -> Path | None:
+        found = glob.glob(str(self.roots["raw"] / self.dataset_glob() / "dataset.json")) \
+            if "raw" in self.roots else []
         return Path(found[0]) if found else None
 
     def inference_information(self) -> dict | None:
@@ -96,9 +112,14 @@ class NnunetPrediction:
                                 depends_on=tuple(predict_key(LOWRES, k) for k in folds)))
         jobs.append(Job("ensemble", "stage", "ensemble", lay.stage_dir("ensemble"),
                         depends_on=tuple(predicts)))
+        last = "ensemble"
         if p.postprocess and p.find_best:
             jobs.append(Job("postprocess", "stage", "postprocess", lay.stage_dir("postprocess"),
                             depends_on=("ensemble",)))
+            last = "postprocess"
+        if self.test_labels() is not None:
+            jobs.append(Job(EVALUATE_TEST, "stage", "evaluate", lay.stage_dir(EVALUATE_TEST),
+                            depends_on=(last,)))
         return jobs
 
     # -- launches ------------------------------------------------------------------------------
@@ -155,6 +176,51 @@ class NnunetPrediction:
         if plans:
             argv += ["-plans_json", plans]
         return self._stage(job) + argv, False
+
+    def _evaluate_test(self, job: Job, dev: str):
+        labels, pred = self.test_labels(), self.exp.layout.predictions
+        if labels is None:
+            return self._skip(job, "no test labels (labelsTs) to evaluate the predictions against")
+        dataset_json = self.raw_dataset_json()
+        ending = ".nii.gz"
+        if dataset_json is not None:
+            try:
+                ending = json.loads(dataset_json.read_text()).get("file_ending") or ending
+            except (OSError, ValueError, AttributeError):
+                pass
+        cases = sorted(p.name for p in pred.glob(f"*{ending}") if not p.name.startswith(".")) \
+            if pred.is_dir() else []
+        if not cases:
+            return self._skip(job, "nothing was predicted, so there is nothing to evaluate")
+        plans = self._plans_json()
+        if dataset_json is None or plans is None:
+            return self._skip(job, "nnU-Net's dataset.json or plans.json was not found "
+                              f"(raw dataset: {dataset_json}, trained model: {plans})")
+        need = []
+        missing = [c for c in cases if not (labels / c).exists()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            need.append(f"--require={labels / missing[0]}={labels} has no label for "
+                        f"{len(missing)} predicted test case(s) ({shown}): add their labels, "
+                        "or move labelsTs aside to predict without a test-set evaluation")
+        # --chill: labels of cases that were not predicted are left out, not an error
+        argv = [tool("nnUNetv2_evaluate_folder"), str(labels), str(pred), "-djfile",
+                str(dataset_json), "-pfile", str(plans), "-o", str(pred / "summary.json"),
+                "--chill"] + self._np()
+        return self._stage(job, *need) + argv, False
+
+    def _plans_json(self) -> Path | None:
+        """The plans the chosen model was trained with (find-best names one), else the first
+        configuration's."""
+        best = (self.inference_information() or {}).get("best_model_or_ensemble") or {}
+        some = best.get("some_plans_file")
+        if isinstance(some, str) and Path(some).exists():
+            return Path(some)
+        for cfg in [*self.chosen_configurations(), *self.exp.configurations]:
+            found = glob.glob(f"{self.model_dir_glob(cfg)}/plans.json")
+            if found:
+                return Path(found[0])
+        return None
 
     def _predict_np(self) -> list[str]:
         n = self.s.predict_processes

@@ -69,6 +69,9 @@ class RunView:
     val_dice_per_class: list[float | None] | None = None   # the last pseudo-Dice per class
     run_dir: str | None = None                # the run's folder (metrics.jsonl, *.log)
     outcome: str | None = None                # a finished stage's result, one line
+    outcome_dice: float | None = None         # its headline foreground Dice (val Dice column)
+    outcome_model: str | None = None          # the chosen model it is about, "2d+3d_fullres"
+    outcome_cases: int | None = None          # the test cases it produced or evaluated
     run_now: bool = False                     # the user asked for it ahead of the queue
     job: dict | None = None                   # batch job (Slurm): job_id, state, reason, node
     host: str | None = None                   # where its process runs

@@ -8,15 +8,23 @@ from console.protocol.fmt import duration, num, seconds
 
 # (key, header, definition). Keys are also the --json "columns" names.
 COLUMNS: list[tuple[str, str, str]] = [
-    ("config", "Config", "configuration (2d, 3d_fullres, ...); '-' for a stage of the whole experiment"),
+    ("config", "Config", "configuration (2d, 3d_fullres, ...); a completed find-best and the "
+                         "test-set stages after it: the chosen model (2d+3d_fullres: their "
+                         "ensemble); '-' for other stages of the whole experiment"),
     ("fold", "Fold/stage", "cross-validation fold, or the pipeline stage"),
     ("state", "State", "queued, starting, running, stalled, backoff, waiting (for disk space), "
                        "completed, failed, stopped; dead: its process is gone while no "
                        "supervisor watched (`foldwatch up` judges it)"),
     ("device", "Device", "where it runs: gpu3, cpu1 (a CPU slot), or a Slurm node"),
-    ("epoch", "Epoch", "epochs done / epochs (stages: items done / items)"),
-    ("val_dice", "val Dice", "the last epoch's pseudo-Dice: mean over foreground classes of "
-                             "2TP/(2TP+FP+FN) summed over the validation patches (nnU-Net)"),
+    ("epoch", "Epoch", "epochs done / epochs (stages: items done / items; a completed "
+                       "test-set stage: the cases it predicted or evaluated)"),
+    ("val_dice", "val Dice", "folds: the last epoch's pseudo-Dice: mean over foreground "
+                             "classes of 2TP/(2TP+FP+FN) summed over the validation patches "
+                             "(nnU-Net). Completed stages: the foreground mean Dice of what "
+                             "they made: crossval, the configuration's cross-validation; "
+                             "find-best, the chosen model's; postprocess, the chosen model's "
+                             "cross-validation after postprocessing; predict (with test "
+                             "labels) and evaluate, the test set's"),
     ("ema", "EMA", "exponential moving average of val Dice: 0.9 x previous + 0.1 x new"),
     ("best", "best EMA", "the highest EMA so far; best.pt is the checkpoint at that epoch "
                          "(nnU-Net's 'best EMA pseudo Dice')"),
@@ -35,7 +43,7 @@ STATE_STYLE = {"queued": "dim", "starting": "cyan", "running": "green", "stalled
                "backoff": "yellow", "waiting": "yellow", "completed": "bold blue",
                "failed": "bold red", "stopped": "magenta", "dead": "bold red"}
 STAGE_NAMES = ("plan", "preprocess", "crossval", "find-best", "predict", "ensemble",
-               "postprocess")
+               "postprocess", "evaluate")
 
 
 def cells(r: RunView) -> dict[str, str]:
@@ -46,8 +54,11 @@ def cells(r: RunView) -> dict[str, str]:
         stage = next((s for s in STAGE_NAMES if r.key.startswith(s)), r.label)
         # nnU-Net's per-fold stages (predict-3d_lowres-fold2): the fold beside the stage
         config, fold = r.configuration or "-", stage if r.fold is None else f"{stage} {r.fold}"
+        config = r.outcome_model or config
     if r.epochs:
         epoch = f"{r.epoch or 0}/{r.epochs}"
+    elif r.outcome_cases is not None:
+        epoch = f"{r.outcome_cases} cases"
     elif r.progress:
         epoch = f"{r.progress[0]}/{r.progress[1]}"
     else:
@@ -55,7 +66,8 @@ def cells(r: RunView) -> dict[str, str]:
     active = r.state in ("starting", "running", "stalled")
     return {
         "config": config, "fold": fold, "state": r.state, "device": r.device or "-",
-        "epoch": epoch, "val_dice": num(r.val_dice), "ema": num(r.ema_dice),
+        "epoch": epoch, "val_dice": num(r.val_dice if r.kind == "fold" else r.outcome_dice),
+        "ema": num(r.ema_dice),
         "best": num(r.best_dice), "loss": num(r.train_loss),
         "speed": "-" if r.samples_per_s is None else f"{r.samples_per_s:.1f}",
         "epoch_s": seconds(r.epoch_s),

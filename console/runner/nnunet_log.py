@@ -4,8 +4,11 @@ nnU-Net's trainer prints, per epoch: `Epoch N`, `Current learning rate: x`, `tra
 `val_loss x`, `Pseudo dice [np.float32(a), ...]`, `Epoch time: x s` and, when the EMA of the
 mean pseudo Dice improves, `Yayy! New best EMA pseudo Dice: x`. foldwatch's own entry point
 (trainer.external.nnunet_fold) adds `foldwatch checkpoint <kind> epoch <n> <path>` after each
-save. An epoch is announced when the next `Epoch` line, `Training done.` or the end of the run
-shows that nothing more of it follows, so its checkpoint events come first.
+save, and `foldwatch training batch_size <b> iterations_per_epoch <n>` once the trainer is
+initialised: every later epoch carries them as `effective_batch` and `iterations_per_epoch`
+(the trainer's own figures, a variant's included), from which samples/s is computed. An
+epoch is announced when the next `Epoch` line, `Training done.` or the end of the run shows
+that nothing more of it follows, so its checkpoint events come first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ _DICE = re.compile(r"^Pseudo dice \[(.*)\]")
 _TIME = re.compile(r"^Epoch time: " + _NUM + r" s")
 _BEST = re.compile(r"^Yayy! New best EMA pseudo Dice: " + _NUM)
 _CKPT = re.compile(r"^foldwatch checkpoint (latest|best|final) epoch (\d+) (.+?)\s*$")
+_TRAINING = re.compile(r"^foldwatch training batch_size (\d+) iterations_per_epoch (\d+)\s*$")
 _SPLIT = re.compile(r"^This split has (\d+) training and (\d+) validation cases")
 _PREDICT = re.compile(r"^predicting (\S+)")
 _MEAN_VAL = re.compile(r"^Mean Validation Dice:\s+" + _NUM)
@@ -52,6 +56,7 @@ class NnunetLogParser:
         self.validation_done = 0
         self.mean_validation_dice: float | None = None
         self.training_done = False
+        self.training: dict[str, int] = {}   # effective_batch, iterations_per_epoch
 
     def feed(self, raw: str) -> list[tuple[str, dict]]:
         line = _STAMP.sub("", raw.rstrip("\n")).strip()
@@ -65,6 +70,9 @@ class NnunetLogParser:
         elif m := _CKPT.match(line):
             out.append(("checkpoint", {"kind": m.group(1), "epoch": int(m.group(2)),
                                        "path": m.group(3)}))
+        elif m := _TRAINING.match(line):
+            self.training = {"effective_batch": int(m.group(1)),
+                             "iterations_per_epoch": int(m.group(2))}
         elif line.startswith("Training done."):
             out += self.flush()
             self.training_done = True
@@ -112,4 +120,4 @@ class NnunetLogParser:
                              else 0.9 * self.ema + 0.1 * e["val_dice"])
         if e["ema_dice"] is not None:
             self.ema = e["ema_dice"]
-        return [("epoch", e)]
+        return [("epoch", {**e, **self.training})]

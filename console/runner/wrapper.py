@@ -40,7 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fold", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--iterations", type=int, help="iterations per epoch, for the start event")
+    p.add_argument("--batch-size", type=int, help="samples per iteration, for the start event "
+                   "(samples/s = batch x iterations / epoch time)")
     p.add_argument("--metrics", choices=("jsonl", "pattern", "nnunet", "none"), default="none")
     p.add_argument("--pattern")
     p.add_argument("--first-epoch", type=int, default=0)
@@ -105,7 +107,8 @@ class Runner:
         self.emit("start", {"configuration": a.configuration, "fold": a.fold, "pid": os.getpid(),
                             "host": os.uname().nodename, "device": a.device, "attempt": attempt,
                             "resumed_from": resumed, "epochs": a.epochs,
-                            "iterations_per_epoch": a.iterations, "batch_size": None,
+                            "iterations_per_epoch": a.iterations, "batch_size": a.batch_size,
+                            "effective_batch": a.batch_size,
                             "program": a.command[:12]})
 
     # -- the program ---------------------------------------------------------------------------

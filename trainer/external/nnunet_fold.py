@@ -11,7 +11,10 @@ and a subclass made at runtime
   weights trained so far (the epoch in progress is redone on resume) and exits 0,
 - writes every checkpoint atomically and announces it in the training log with a line the
   foldwatch runner reads (`foldwatch checkpoint <kind> epoch <n> <path>`),
-- can shorten num_epochs / iterations for tests and smoke runs.
+- can shorten num_epochs / iterations for tests and smoke runs,
+- logs the batch size and iterations per epoch it trains with (`foldwatch training batch_size
+  <b> iterations_per_epoch <n>`): a trainer variant may change either, and the runner's
+  samples/s needs them.
 
 nnU-Net's own lookup (`recursive_find_trainer_class_by_name`) imports every variant module;
 with a CPU build of torch one of them fails on "operator torchvision::nms does not exist".
@@ -30,6 +33,7 @@ from pathlib import Path
 from contracts import exitcodes
 
 MARKER = "foldwatch checkpoint"      # console.runner.nnunet_log parses these lines
+TRAINING_MARKER = "foldwatch training"
 STOPPED_MARKER = "foldwatch stopped"
 
 
@@ -98,6 +102,12 @@ def supervised_subclass(base, *, epochs: int | None, iterations: int | None,
                 kind = path.stem.replace("checkpoint_", "")
                 self.print_to_log_file(f"{MARKER} {kind} epoch {self.current_epoch + 1} {path}",
                                        also_print_to_console=False)
+
+        def on_train_start(self):
+            super().on_train_start()     # initialize(): the batch size is set from here on
+            self.print_to_log_file(f"{TRAINING_MARKER} batch_size {self.batch_size} "
+                                   f"iterations_per_epoch {self.num_iterations_per_epoch}",
+                                   also_print_to_console=False)
 
         def train_step(self, batch: dict) -> dict:
             out = super().train_step(batch)

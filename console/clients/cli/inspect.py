@@ -57,7 +57,8 @@ def status(exp_path: Path, as_json: bool) -> int:
         c.print(f"[bold red]![/] {notice}", markup=True, highlight=False)
     c.print(runs_table(snap, title=f"{exp.experiment}"))
     if snap.results is not None and not snap.results.empty:
-        c.print("\n".join(results_lines(snap.results)), markup=False, highlight=False)
+        c.print("\n".join(results_lines(snap.results, width=c.width)), markup=False,
+                highlight=False)
     return 0
 
 

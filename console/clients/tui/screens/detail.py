@@ -195,7 +195,8 @@ class DetailScreen(Screen):
         self.query_one("#detail-summary", Static).update(
             summary_text(run, self.key, points, snap.class_names))
         if run is not None and run.kind == "stage":
-            lines = results_lines(snap.results) if snap.results else [
+            lines = results_lines(snap.results, width=max(40, self.app.size.width - 4)) \
+                if snap.results else [
                 "no results yet: the stages write them as they complete"]
             self.query_one("#detail-side", Static).update(Text("\n".join(lines[:40])))
         else:

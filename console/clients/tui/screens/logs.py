@@ -1,9 +1,18 @@
 """Log viewer (t): a run's or stage's stdout.log and stderr.log; follows the tail, scrolls,
-searches. Only the last WINDOW bytes are loaded when it opens, then what is appended."""
+searches. Only the last WINDOW bytes are loaded when it opens, then what is appended.
+
+Long lines (a traceback's, nnU-Net's plans) wrap at the window's width; `w` switches to one
+screen line per log line, scrolled sideways with the arrow keys (ctrl+PgUp/PgDn: a page).
+Either way a search finds the log line and scrolls to its first screen line.
+"""
 
 from __future__ import annotations
 
+import re
+from bisect import bisect_right
 from pathlib import Path
+
+from rich.cells import cell_len, chop_cells
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -15,6 +24,26 @@ from console.store.logtail import TextTail
 
 MAX_LINES = 20_000
 STREAMS = ("stdout", "stderr")
+_CONTROL = re.compile("[\u0000-\u0014]")     # what Log itself shows as a replacement mark
+
+
+def split_lines(lines: list[str]) -> list[str]:
+    """Log lines as the viewer counts them: a carriage return (a progress bar redrawing)
+    starts another line, as Log itself would split it."""
+    out: list[str] = []
+    for ln in lines:
+        out += ln.splitlines() or [""]
+    return out
+
+
+def screen_lines(line: str, width: int | None) -> list[str]:
+    """One log line as screen lines: cut into pieces of `width` cells when wrapping (None:
+    the line whole). Never empty: Log drops an empty line, and every log line must keep a
+    screen line for the search to find."""
+    text = _CONTROL.sub("\ufffd", line.expandtabs())
+    if width is None or cell_len(text) <= width:
+        return [text or " "]
+    return chop_cells(text, width)
 
 
 class LogScreen(Screen):
@@ -24,12 +53,17 @@ class LogScreen(Screen):
                 Binding("n", "next_match", "Next match"),
                 Binding("N", "next_match(-1)", "Previous", show=False),
                 Binding("f", "follow", "Follow"),
+                Binding("w", "wrap", "Wrap"),
                 Binding("j", "scroll(1)", show=False), Binding("k", "scroll(-1)", show=False)]
 
     def __init__(self, key: str, run_dir: str | None, stream: str = "stdout") -> None:
         super().__init__()
         self.key, self.run_dir, self.stream = key, run_dir, stream
         self.lines: list[str] = []
+        self.starts: list[int] = []      # each log line's first screen line in the Log
+        self.shown = 0                   # screen lines written to the Log
+        self.wrap = True
+        self.width: int | None = None    # what the shown lines were wrapped at
         self.tail: TextTail | None = None
         self.query_text = ""
         self.match = -1
@@ -38,7 +72,7 @@ class LogScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="≡")
         yield Static(id="log-status", markup=False)
-        yield Log(id="log", max_lines=MAX_LINES, auto_scroll=True)
+        yield Log(id="log", auto_scroll=True)     # trimmed here, by log lines
         yield Input(placeholder="search (Enter finds, n next, N previous, Esc closes)",
                     id="log-search", classes="hidden")
         yield Footer()
@@ -55,9 +89,49 @@ class LogScreen(Screen):
     def _open(self) -> None:
         self.lines = []
         self.match = -1
-        self.query_one(Log).clear()
+        self._redraw()
         self.tail = TextTail(self.path) if self.path else None
         self.refresh_data()
+
+    # -- screen lines ------------------------------------------------------------------------
+    def _wrap_width(self) -> int | None:
+        if not self.wrap:
+            return None
+        width = self.query_one(Log).scrollable_content_region.width
+        # before the first layout: the window's width less the scrollbar, corrected on resize
+        return width if width > 0 else max(20, self.app.size.width - 2)
+
+    def _write(self, lines: list[str]) -> None:
+        """Append log lines to the Log as screen lines, keeping where each one starts."""
+        out: list[str] = []
+        for ln in lines:
+            self.starts.append(self.shown + len(out))
+            out += screen_lines(ln, self.width)
+        self.shown += len(out)
+        if out:
+            self.query_one(Log).write_lines(out)
+
+    def _redraw(self) -> None:
+        """Write every loaded line again (a new width, wrapping switched, lines trimmed),
+        keeping the top log line on screen unless following."""
+        log = self.query_one(Log)
+        top = self._line_at(int(log.scroll_y))
+        log.clear()
+        self.starts, self.shown = [], 0
+        self.width = self._wrap_width()
+        log.auto_scroll = self.follow
+        self._write(self.lines)
+        if not self.follow and self.starts:
+            log.scroll_to(y=self.starts[min(top, len(self.starts) - 1)], animate=False)
+
+    def _line_at(self, y: int) -> int:
+        """The log line shown on screen line `y`."""
+        return max(0, bisect_right(self.starts, y) - 1)
+
+    def on_resize(self) -> None:
+        # the first Resize comes before the Log is mounted: _open wraps at the fallback width
+        if self.query(Log) and self.wrap and self._wrap_width() != self.width:
+            self._redraw()
 
     def refresh_data(self) -> None:
         if self.tail is not None:
@@ -76,25 +150,34 @@ class LogScreen(Screen):
         log = self.query_one(Log)
         if reset:
             self.lines = []
-            log.clear()
+            self._redraw()
+        lines = split_lines(lines)
         if lines:
-            self.lines = (self.lines + lines)[-MAX_LINES:]
+            self.lines += lines
             log.auto_scroll = self.follow
-            log.write_lines(lines)
+            if len(self.lines) > MAX_LINES:
+                # a tenth below the limit, so a busy log is not rewritten on every read
+                self.lines = self.lines[-(MAX_LINES - MAX_LINES // 10):]
+                self.match = -1
+                self._redraw()
+            else:
+                self._write(lines)
         self._status()
 
     def _status(self) -> None:
         where = str(self.path) if self.path else "no run folder known for this run"
-        parts = [f"{self.stream}: {where}", f"{len(self.lines)} lines"]
+        parts = [f"{self.stream}: {len(self.lines)} lines"]
         if self.tail is not None and self.tail.skipped:
             parts.append(f"first {self.tail.skipped // 1024} KiB not loaded")
         if self.tail is not None and self.tail.inode is None:
             parts.append("(no such file yet)")
         parts.append("following" if self.follow else "paused (f follows)")
+        parts.append("wrapped (w: unwrap)" if self.wrap else "←/→ scroll (w: wrap)")
         if self.query_text:
             hits = self._hits()
             parts.append(f"'{self.query_text}': {len(hits)} matches"
                          + (f", at line {self.match + 1}" if self.match >= 0 else ""))
+        parts.append(where)             # last: a long path may take a second line
         self.query_one("#log-status", Static).update(" · ".join(parts))
 
     def _hits(self) -> list[int]:
@@ -119,6 +202,11 @@ class LogScreen(Screen):
         log.auto_scroll = self.follow
         if self.follow:
             log.scroll_end(animate=False)
+        self._status()
+
+    def action_wrap(self) -> None:
+        self.wrap = not self.wrap
+        self._redraw()
         self._status()
 
     def action_scroll(self, lines: int) -> None:
@@ -151,5 +239,5 @@ class LogScreen(Screen):
         self.follow = False
         log = self.query_one(Log)
         log.auto_scroll = False
-        log.scroll_to(y=max(0, self.match - 2), animate=False)
+        log.scroll_to(y=max(0, self.starts[self.match] - 2), animate=False)
         self._status()

@@ -25,10 +25,14 @@ class ResultsScreen(Screen):
         self.sub_title = "results"
         self.refresh_data()
 
+    def on_resize(self) -> None:
+        self.refresh_data()             # the tables are laid out for the width
+
     def refresh_data(self) -> None:
         snap = self.app.snapshot
         if snap is None or snap.results is None:
             text = "no results: the engine has not read any yet"
         else:
-            text = "\n".join(results_lines(snap.results))
+            # padding and a vertical scrollbar: 4 columns
+            text = "\n".join(results_lines(snap.results, width=max(40, self.app.size.width - 4)))
         self.query_one("#results-text", Static).update(text)
