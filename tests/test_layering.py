@@ -17,7 +17,7 @@ ALLOWED = {
     "gpu": set(),
     "backends": {"protocol"},
     "runner": set(),
-    "kinds": {"runner"},
+    "kinds": {"runner", "protocol"},          # protocol: the results views a kind reads
     "engine": {"protocol", "store", "gpu", "backends", "kinds"},
     "bridges": {"protocol", "store"},
     "supervisor": {"protocol", "store", "engine", "bridges"},

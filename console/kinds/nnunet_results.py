@@ -21,17 +21,13 @@ from __future__ import annotations
 import glob
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from console.kinds.nnunet_predict import EVALUATE_TEST, PREV_ENSEMBLE
+from console.kinds.nnunet_predict import EVALUATE_TEST, PREV_ENSEMBLE, NnunetPrediction
 from console.kinds.results import (StageResult, SummaryFiles, chosen_model, find_best_result,
                                    label_names)
 from console.protocol.fmt import num
 from console.protocol.model import ResultsView
 from contracts.layout import summary_key
-
-if TYPE_CHECKING:
-    from console.kinds.nnunet import NnunetKind
 
 LARGEST = "remove_all_but_largest_component_from_segmentation"   # nnU-Net's function name
 _PREDICT_KEY = re.compile(r"^predict-(.+)-fold(\d+)$")
@@ -78,7 +74,7 @@ def postprocessing_words(post: dict, names: dict[str, str], regions: bool) -> st
 class NnunetResults:
     """The Results view and stage results of an nnunetv2 experiment."""
 
-    def __init__(self, kind: "NnunetKind") -> None:
+    def __init__(self, kind: NnunetPrediction) -> None:
         self.kind = kind
         self.exp = kind.exp
         self.files = SummaryFiles()
