@@ -85,3 +85,40 @@ def test_up_in_a_terminal_quits_leaving_runs_running(tmp_path, monkeypatch):
                        env=env, capture_output=True, timeout=60)
         subprocess.run([sys.executable, "-m", "console.clients.cli", "down", str(exp)], cwd=REPO,
                        env=env, capture_output=True, timeout=60)
+
+
+def test_q_with_folds_queued_and_the_pipeline_finishes_with_no_window(tmp_path, monkeypatch):
+    """One CPU slot, three folds: `q` while two are still queued; they start, and the
+    pipeline's stages run after them, with no window open."""
+    import json
+    from contracts.experiment import load_experiment
+    use_fake_trainer(monkeypatch, tmp_path, {"*": {"rate": 0.3}})
+    exp = write_experiment(tmp_path, folds=(0, 1, 2), epochs=4, devices={"cpu_slots": 1})
+    env = {**os.environ, "TERM": "xterm-256color", "FOLDWATCH_NO_NVML": "1",
+           "PYTHONPATH": str(REPO)}
+    home = load_experiment(exp).layout.supervisor_home()
+
+    def runs():
+        try:
+            return {r["key"]: r["state"] for r in
+                    json.loads(home.snapshot.read_text())["snapshot"]["runs"]}
+        except (OSError, ValueError):
+            return {}
+    proc, master = _open_console(exp, env)
+    try:
+        _read_until(master, proc, None, until=lambda: runs().get("2d/0") == "running")
+        assert runs()["2d/1"] == "queued" and runs()["2d/2"] == "queued"
+        os.write(master, b"q")
+        _read_until(master, proc, b"`foldwatch down` to stop supervising")
+        assert proc.wait(timeout=20) == 0
+        deadline = time.monotonic() + 180
+        while set(runs().values()) != {"completed"}:
+            assert time.monotonic() < deadline, runs()
+            time.sleep(0.2)
+        assert {"crossval-2d", "find-best", "predict"} <= set(runs())
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([sys.executable, "-m", "console.clients.cli", "down", str(exp)], cwd=REPO,
+                       env=env, capture_output=True, timeout=60)

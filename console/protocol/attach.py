@@ -120,8 +120,9 @@ def _end_hung(p: pr.Presence, home: SupervisorHome) -> None:
 
 def ensure(exp_path: Path, home: SupervisorHome, *, explicit: bool, by: str,
            runs: list[str] | None = None, hold: bool = False, exit_when_idle: bool = False,
-           chaos: float | None = None) -> tuple[pr.Presence, bool]:
-    """(the supervisor's presence, True when this call started it).
+           chaos: float | None = None, wait: bool = True) -> tuple[pr.Presence, bool]:
+    """(the supervisor's presence, True when this call started it); `wait=False`: do not
+    wait for its first tick (it is then "starting").
 
     `explicit` (`foldwatch up`, an action): start one unless one is alive, and want
     supervision from now on. Otherwise only restart one that is gone while wanted and last
@@ -147,4 +148,6 @@ def ensure(exp_path: Path, home: SupervisorHome, *, explicit: bool, by: str,
         log_from = 0
     proc = start(supervisor_argv(exp_path, runs=runs, hold=hold, exit_when_idle=exit_when_idle,
                                  chaos=chaos), home, env)
+    if not wait:
+        return pr.Presence("starting", proc.pid), True
     return wait_until_up(home, proc, log_from), True

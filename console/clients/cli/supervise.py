@@ -108,9 +108,10 @@ def ls(as_json: bool) -> int:
         home = SupervisorHome(Path(entry["home"]))
         p = pr.presence(home)
         if pr.restart_due(p, pr.read_intent(home)) and Path(entry.get("file", "")).exists():
-            try:
-                p, _ = attach.ensure(Path(entry["file"]), home, explicit=False, by="ls")
-            except UserError as e:
+            try:              # started again, not waited for: one slow start holds up no row
+                p, _ = attach.ensure(Path(entry["file"]), home, explicit=False, by="ls",
+                                     wait=False)
+            except (UserError, OSError) as e:
                 p.reason = str(e).splitlines()[0]
         if p.state == "never":
             continue
