@@ -78,6 +78,18 @@ def test_the_trainers_batch_and_iterations_give_nnunet_folds_their_samples_per_s
     assert m.samples_per_s == 12 * 100 / 20.0 and m.history[-1].samples_per_s == 60.0
 
 
+def test_entry_point_warnings_in_nnunets_log_become_warning_events():
+    """trainer.external.nnunet_fold writes `foldwatch warning ...` with nnU-Net's
+    print_to_log_file (time stamp first) when its W&B logger could not start."""
+    p = NnunetLogParser()
+    p.feed("Epoch 3")
+    out = p.feed("2026-12-07 05:36:58.123456: foldwatch warning W&B could not start "
+                 "(ServerResponseError: run ID abc is in use); this attempt trains without W&B ")
+    assert out == [("warning", {"message": "W&B could not start (ServerResponseError: run ID "
+                                           "abc is in use); this attempt trains without W&B"})]
+    assert p.epoch is not None and p.epoch["epoch"] == 3          # the epoch goes on
+
+
 def _nn(tmp: Path, **extra) -> dict:
     return {"experiment": "nn", "trainer": "nnunetv2", "results": str(tmp / "r"),
             "configurations": {"3d_lowres": {}, "3d_cascade_fullres": {}},

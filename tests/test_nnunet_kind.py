@@ -2,14 +2,17 @@
 the engine: plan_and_preprocess, two 2d folds (one killed with SIGKILL mid-training and
 resumed with --c by the watchdog), find-best, one prediction per fold, ensemble,
 postprocessing and the test set's evaluation against labelsTs; with export.wandb, nnU-Net's
-own W&B logger writes each fold's offline run; the Results view and the stage rows carry what
+own W&B logger writes each fold's offline run, also when foldwatch was started by a process
+that left its W&B service to it (WANDB_SERVICE); the Results view and the stage rows carry what
 nnU-Net wrote. Takes a few minutes on a 2-core machine (docs/trainers.md)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +27,10 @@ from console.engine.core import Engine
 from console.protocol.vocabulary import cells
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
-from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success, sigkill_mid_training
+from engine_helpers import REPO, cpu_sampler, poll_until, run_to_success
 from nnunet_fixture import make_tiny_dataset
 from wandb_reader import leet_records
+from wandb_service import foreign_service, wandb_processes
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nnunetv2") is None,
                                 reason="needs the nnunet extra (pip install '.[nnunet]')")
@@ -61,21 +65,18 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
     data = yaml.safe_load(path.read_text())
     data["export"] = {"tensorboard": True, "wandb": {"mode": "offline", "project": "tiny-cv"}}
     path.write_text(yaml.safe_dump(data))
-    eng = Engine(path, sampler=cpu_sampler())
-    stopped, victim = eng.runs["2d/0"], eng.runs["2d/1"]
-    try:
-        # a graceful stop of fold 0 (SIGTERM) ...
-        poll_until(eng, lambda s: (stopped.metrics.epoch or 0) >= 2 and stopped.handle is not None,
-                   timeout=400, every=0.1)
-        done_at_stop = stopped.metrics.epoch
-        eng.stop("2d/0")
-        poll_until(eng, lambda s: stopped.state == "stopped", timeout=120, every=0.1)
-        eng.resume("2d/0")
-        # ... and a SIGKILL of fold 1 (the runner, nnU-Net and its workers)
-        done_at_kill = sigkill_mid_training(eng, victim, 2, EPOCHS - 1, timeout=400)
-        snap = run_to_success(eng, timeout=600)
-    finally:
-        eng.close()
+    # W&B's service of the process that started foldwatch, with a run open: inherited by every
+    # fold, it made a killed or stopped attempt's run "in use" for the resumed one
+    with foreign_service(tmp_path / "foreign-wandb") as token:
+        monkeypatch.setenv("WANDB_SERVICE", token)
+        eng = Engine(path, sampler=cpu_sampler())
+        stopped, victim = eng.runs["2d/0"], eng.runs["2d/1"]
+        try:
+            done_at_stop, done_at_kill = stop_and_kill(eng, stopped, victim)
+            snap = run_to_success(eng, timeout=600)
+        finally:
+            eng.close()
+            monkeypatch.delenv("WANDB_SERVICE")
 
     # stop: checkpoint saved at the signal, status stopped, resumed with nothing lost
     ends = events(stopped.job.run_dir, "end")
@@ -89,6 +90,7 @@ def test_nnunet_workflow_through_the_engine_with_a_kill_and_a_stop(tmp_path, mon
     starts = events(victim.job.run_dir, "start")
     assert len(starts) == 2 and starts[1]["resumed_from"] >= done_at_kill
     for run in (stopped, victim):
+        assert events(run.job.run_dir, "warning") == []        # W&B logged every attempt
         epochs = [e["epoch"] for e in events(run.job.run_dir, "epoch")]
         assert epochs[-1] == EPOCHS - 1
         assert len(epochs) - len(set(epochs)) <= 1, f"epochs done twice: {epochs}"
@@ -168,6 +170,34 @@ def check_results_of_nnunet(tmp: Path, eng, snap) -> None:
         last = events(run_dir, "epoch")[-1]
         assert (last["effective_batch"], last["iterations_per_epoch"]) == (batch, 4)
         assert rows[f"2d/{k}"].samples_per_s == pytest.approx(batch * 4 / last["epoch_s"])
+
+
+def stop_and_kill(eng, stopped, victim) -> tuple[int, int]:
+    """A graceful stop of fold 0 (SIGTERM), then a SIGKILL of fold 1's process group (the
+    runner, nnU-Net and its workers), each mid-training; the epochs done at each. Each fold
+    runs its own W&B service, and none of a stopped or killed attempt's outlives it."""
+    def training(run, k):
+        return lambda s: (run.metrics.epoch or 0) >= 2 and run.handle is not None \
+            and (k is None or run.metrics.epoch < k)
+
+    def gone(run, services):
+        return lambda s: not set(services) & set(wandb_processes(run.job.run_dir))
+
+    poll_until(eng, training(stopped, None), timeout=400, every=0.1)
+    done_at_stop, services = stopped.metrics.epoch, wandb_processes(stopped.job.run_dir)
+    assert "wandb-core" in services.values(), "fold 0 uses a W&B service that is not its own"
+    eng.stop("2d/0")
+    poll_until(eng, lambda s: stopped.state == "stopped", timeout=120, every=0.1)
+    poll_until(eng, gone(stopped, services), timeout=60, every=0.1)
+    eng.resume("2d/0")
+    poll_until(eng, training(victim, EPOCHS - 1), timeout=400, every=0.1)
+    done_at_kill, services = victim.metrics.epoch, wandb_processes(victim.job.run_dir)
+    assert "wandb-core" in services.values(), "fold 1 uses a W&B service that is not its own"
+    os.killpg(victim.handle.pid, signal.SIGKILL)
+    # W&B starts its service in a session of its own, out of reach of the group's SIGKILL: it
+    # ends itself when the fold process is gone (wandb-core --pid)
+    poll_until(eng, gone(victim, services), timeout=60, every=0.1)
+    return done_at_stop, done_at_kill
 
 
 def check_wandb_by_nnunet(tmp: Path, eng, path: Path, resumed: dict[int, int]) -> None:

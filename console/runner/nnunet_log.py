@@ -4,11 +4,13 @@ nnU-Net's trainer prints, per epoch: `Epoch N`, `Current learning rate: x`, `tra
 `val_loss x`, `Pseudo dice [np.float32(a), ...]`, `Epoch time: x s` and, when the EMA of the
 mean pseudo Dice improves, `Yayy! New best EMA pseudo Dice: x`. foldwatch's own entry point
 (trainer.external.nnunet_fold) adds `foldwatch checkpoint <kind> epoch <n> <path>` after each
-save, and `foldwatch training batch_size <b> iterations_per_epoch <n>` once the trainer is
-initialised: every later epoch carries them as `effective_batch` and `iterations_per_epoch`
-(the trainer's own figures, a variant's included), from which samples/s is computed. An
-epoch is announced when the next `Epoch` line, `Training done.` or the end of the run shows
-that nothing more of it follows, so its checkpoint events come first.
+save, `foldwatch training batch_size <b> iterations_per_epoch <n>` once the trainer is
+initialised (every later epoch carries them as `effective_batch` and `iterations_per_epoch`:
+the trainer's own figures, a variant's included, from which samples/s is computed), and
+`foldwatch warning <message>` when it carried on without something (nnU-Net's W&B logger),
+which becomes a `warning` event. An epoch is announced when the next `Epoch` line,
+`Training done.` or the end of the run shows that nothing more of it follows, so its
+checkpoint events come first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _TIME = re.compile(r"^Epoch time: " + _NUM + r" s")
 _BEST = re.compile(r"^Yayy! New best EMA pseudo Dice: " + _NUM)
 _CKPT = re.compile(r"^foldwatch checkpoint (latest|best|final) epoch (\d+) (.+?)\s*$")
 _TRAINING = re.compile(r"^foldwatch training batch_size (\d+) iterations_per_epoch (\d+)\s*$")
+_WARNING = re.compile(r"^foldwatch warning (.+?)\s*$")
 _SPLIT = re.compile(r"^This split has (\d+) training and (\d+) validation cases")
 _PREDICT = re.compile(r"^predicting (\S+)")
 _MEAN_VAL = re.compile(r"^Mean Validation Dice:\s+" + _NUM)
@@ -73,6 +76,8 @@ class NnunetLogParser:
         elif m := _TRAINING.match(line):
             self.training = {"effective_batch": int(m.group(1)),
                              "iterations_per_epoch": int(m.group(2))}
+        elif m := _WARNING.match(line):
+            out.append(("warning", {"message": m.group(1)}))
         elif line.startswith("Training done."):
             out += self.flush()
             self.training_done = True

@@ -16,6 +16,10 @@ and a subclass made at runtime
   <b> iterations_per_epoch <n>`): a trainer variant may change either, and the runner's
   samples/s needs them.
 
+nnU-Net's own W&B logger (nnUNet_wandb_enabled) is started after the trainer is built, by
+`nnunet_wandb.start_wandb`: a resume repairs what a failed attempt left, and a W&B failure
+costs the attempt its W&B run, not its training.
+
 nnU-Net's own lookup (`recursive_find_trainer_class_by_name`) imports every variant module;
 with a CPU build of torch one of them fails on "operator torchvision::nms does not exist".
 The stock `nnUNetTrainer` is imported directly, and variants are searched only when named.
@@ -31,6 +35,8 @@ import sys
 from pathlib import Path
 
 from contracts import exitcodes
+from trainer.external.nnunet_wandb import (ENABLED, WARNING_MARKER, own_service, start_wandb,
+                                           wandb_wanted)
 
 MARKER = "foldwatch checkpoint"      # console.runner.nnunet_log parses these lines
 TRAINING_MARKER = "foldwatch training"
@@ -156,6 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    own_service()
     stop: dict[str, int] = {}
     holder: list = []
 
@@ -206,10 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.set_num_threads(1)
     fold = args.fold if args.fold == "all" else int(args.fold)
+    dataset_json = load_json(join(str(folder), "dataset.json"))
+    with_wandb = wandb_wanted()
+    if with_wandb:
+        os.environ[ENABLED] = "0"      # not in the constructor, where a W&B error ends the fold
     trainer = cls(plans=plans, configuration=args.configuration, fold=fold,
-                  dataset_json=load_json(join(str(folder), "dataset.json")),
-                  device=torch.device(args.device))
+                  dataset_json=dataset_json, device=torch.device(args.device))
     trainer.apply_policy()             # before initialize(): the LR schedule reads num_epochs
+    if with_wandb:
+        os.environ[ENABLED] = "1"
+
+        def warn(message: str) -> None:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+            trainer.print_to_log_file(f"{WARNING_MARKER} {message}", also_print_to_console=False)
+
+        # what nnU-Net's constructor logs first (plans without continue_training, popped)
+        start_wandb(trainer, args.c, {"plans": plans, "configuration": args.configuration,
+                                      "fold": fold, "dataset": dataset_json}, warn)
     holder.append(trainer)
     if "signal" in stop:
         trainer._stop_signal = stop["signal"]
