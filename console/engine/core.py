@@ -335,6 +335,33 @@ class Engine:
     def move_aside(self, run: Run) -> str:
         return cleanup.move_aside(self, run)
 
+    def imported(self, keys: list[str]) -> str:
+        """Folds `foldwatch import` just put in place: read again from their folders, and
+        completed when their log says so. [Minimal version for issue #20, on the transfer
+        branch: to be reconciled with the engine refactor.]"""
+        self._check_writable()
+        done, other = [], []
+        for key in keys:
+            run = self.runs.get(key)
+            if run is None:
+                other.append(f"{key}: no such run")
+                continue
+            if run.handle is not None:
+                other.append(f"{key} is {run.state.value} here: not taken")
+                continue
+            run.reset_log()
+            supervision.tail(self, run, self.clock())
+            end = run.metrics.end
+            if end is None or end.get("status") != "completed" or end.get("exit_code", 0) != 0:
+                other.append(f"{key}: its log does not end completed")
+                continue
+            run.restore(S.COMPLETED)
+            run.wanted, run.user_stopped, run.message = True, False, None
+            self.decide(run, "import", "imported from another machine: completed")
+            done.append(key)
+        said = f"imported {', '.join(done)}: completed" if done else "nothing imported"
+        return said + (f"; {'; '.join(other)}" if other else "")
+
     def set_watchdog(self, enabled: bool) -> str:
         self._check_writable()
         if enabled != self.watchdog_enabled:

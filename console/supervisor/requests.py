@@ -79,6 +79,8 @@ ACTIONS: dict[str, tuple[dict[str, Callable], bool, Callable]] = {
     "stop_all": ({"final": _bool("final")}, True,
                  lambda s, a: s.engine.stop_all(a.get("final", True))),
     "down": ({"why": _str("why")}, True, lambda s, a: _down(s, a.get("why"))),
+    # foldwatch import: folds put in place in their run folders (issue #20, minimal version)
+    "imported": ({"keys": _strs("keys")}, True, lambda s, a: s.engine.imported(a["keys"])),
     "epoch_history": ({"key": _str("key")}, False,
                       lambda s, a: encode(s.engine.epoch_history(a["key"]))),
     "stderr_tail": ({"key": _str("key"), "lines": _lines}, False,
