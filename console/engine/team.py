@@ -22,7 +22,10 @@ def foreign(eng: "Engine", key: str) -> bool:
 
 def refresh(eng: "Engine", run, now: float) -> None:
     """A foreign run's state and message from its metrics.jsonl, run.lock and claim."""
-    state, message = foreign_state(run, eng.layout, now, eng.exp.watchdog.stall_timeout_s)
+    waiting = [d for d in run.job.depends_on
+               if d in eng.runs and eng.runs[d].state != S.COMPLETED]
+    state, message = foreign_state(run, eng.layout, now, eng.exp.watchdog.stall_timeout_s,
+                                   waiting)
     run.restore(state)                 # not a transition of ours: what the files say
     run.wanted, run.message = True, message
 
