@@ -324,3 +324,46 @@ def test_a_live_supervisor_holds_the_arriving_fold_and_takes_it_completed(tmp_pa
         assert snapshot_runs(home)["2d/0"]["state"] == "running"
         acts = [(d["run"], d["action"]) for d in decisions(alice)]
         assert ("2d/2", "import") in acts and ("2d/2", "launch") not in acts
+
+
+def _command_experiment(folder: Path, argv: list[str]) -> Path:
+    import yaml
+    folder.mkdir(parents=True)
+    path = folder / "cmd.yaml"
+    path.write_text(yaml.safe_dump({
+        "experiment": "cmd", "trainer": "command", "results": "results", "folds": [0, 1],
+        "configurations": {"unet2d": {}},
+        "command": {"argv": argv, "metrics": "jsonl",
+                    "checkpoints": "{run_dir}/checkpoints/checkpoint_epoch*.pth"}}))
+    return path
+
+
+def test_a_command_fold_travels_with_its_newest_checkpoint(tmp_path, capsys):
+    argv = ["python", "train.py", "--fold", "{fold}"]
+    bob = _command_experiment(tmp_path / "bob", argv)
+    fold = tmp_path / "bob" / "results" / "cmd" / "unet2d" / "fold_1"
+    (fold / "checkpoints").mkdir(parents=True)
+    for e in (1, 2):
+        ckpt = fold / "checkpoints" / f"checkpoint_epoch{e}.pth"
+        ckpt.write_bytes(os.urandom(1000))
+        os.utime(ckpt, (1_700_000_000 + e, 1_700_000_000 + e))
+    (fold / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+        {"t": 1.0, "event": "start", "configuration": "unet2d", "fold": 1, "pid": 1,
+         "host": "bob-ws", "device": "cuda", "attempt": 1, "resumed_from": None, "epochs": 2,
+         "iterations_per_epoch": None, "batch_size": None},
+        {"t": 2.0, "event": "end", "status": "completed", "reason": "completed",
+         "message": None, "error": None, "exit_code": 0}]))
+    out = pack(bob, "unet2d/1", tmp_path / "cmd.tar")
+    names = tarfile.open(out).getnames()
+    assert "runs/unet2d/fold_1/checkpoints/checkpoint_epoch2.pth" in names
+    assert "runs/unet2d/fold_1/checkpoints/checkpoint_epoch1.pth" not in names
+    other = _command_experiment(tmp_path / "carol", ["python", "train_v2.py", "--fold", "{fold}"])
+    rc, said = cli("import", other, out, capsys=capsys)
+    assert rc == 2 and "the command: section differs: argv: the fold was trained with" in said
+    alice = _command_experiment(tmp_path / "alice", argv)
+    rc, said = cli("import", alice, out, capsys=capsys)
+    assert rc == 0, said
+    got = tmp_path / "alice" / "results" / "cmd" / "unet2d" / "fold_1"
+    assert (got / "checkpoints" / "checkpoint_epoch2.pth").read_bytes() == \
+        (fold / "checkpoints" / "checkpoint_epoch2.pth").read_bytes()
+    assert json.loads((got / "origin.json").read_text())["trainer"] == "command"

@@ -134,6 +134,8 @@ FIXES = {
               "other before training (the experiment's `splits:` key pins them; nnU-Net reads "
               "splits_final.json from the preprocessed dataset folder), or train the fold again "
               "here",
+    "command": "The fold was trained by another program or with other arguments: use the "
+               "same experiment file on both machines",
     "fingerprint": "The fold was trained on a different dataset (other cases or other files): "
                    "use the same dataset on both machines",
 }

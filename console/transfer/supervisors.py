@@ -13,6 +13,7 @@ from __future__ import annotations
 from contracts.errors import UserError
 from contracts.experiment import Experiment
 from contracts.layout import SupervisorHome
+from contracts.runlock import probe
 
 from console.protocol import presence as pr
 from console.protocol.client import SupervisorClient
@@ -50,12 +51,20 @@ def active_here(exp: Experiment, keys: list[str]) -> dict[str, str]:
     return out
 
 
+def _owns(exp: Experiment, home: SupervisorHome, key: str) -> bool:
+    """The main supervisor runs every fold; a team member only those it claimed."""
+    if home.dir.parent.name != "consoles":
+        return True
+    holder = probe(exp.layout.claim(key)) or {}
+    return holder.get("console") == home.dir.name
+
+
 def hold_queued(exp: Experiment, keys: list[str]) -> list[str]:
     """Ask live supervisors to take the arriving folds out of their queues; what they said."""
     said = []
     for home in live_homes(exp):
         for key, state in states(home).items():
-            if key in keys and state in QUEUED:
+            if key in keys and state in QUEUED and _owns(exp, home, key):
                 try:
                     said.append(str(_client(exp, home).request("stop", {"key": key,
                                                                          "final": True})))

@@ -97,9 +97,11 @@ def _compare(exp: Experiment, source, keys: list[str], out: Checked,
     for cfg in cfgs:
         if theirs["plan"][cfg] != ours["plan"][cfg]:
             lines = diff.dict_lines(_subject(exp.trainer, theirs_ctx, "plan", cfg),
-                                    _subject(exp.trainer, ours_ctx, "plan", cfg), "plans")
-            problems.append(f"plan digest of {cfg} differs: " + "; ".join(lines)
-                            + f". {diff.FIXES['plan']}")
+                                    _subject(exp.trainer, ours_ctx, "plan", cfg),
+                                    "runs" if exp.trainer == "command" else "plans")
+            what = "the command: section" if exp.trainer == "command" else f"plan digest of {cfg}"
+            problems.append(f"{what} differs: " + "; ".join(lines) + ". "
+                            + diff.FIXES["command" if exp.trainer == "command" else "plan"])
     if theirs["fingerprint"] != ours["fingerprint"]:
         lines = diff.fingerprint_lines(_subject(exp.trainer, theirs_ctx, "fingerprint"),
                                        _subject(exp.trainer, ours_ctx, "fingerprint"))
