@@ -195,6 +195,10 @@ def _plan_commit(exp, source, checked, folds, places, stage: Stage, replace: boo
         pairs.append((stage.path(run_prefix(f.configuration, f.fold)), f.run_dir))
         replaced = []
         for src, dest in pairs:          # nnU-Net's folder first: the run folder commits
+            try:
+                dest.rmdir()             # an empty folder holds nothing to keep
+            except OSError:
+                pass
             aside = jr.aside_path(dest) if replace and (dest.exists() or dest.is_symlink()) \
                 else None
             if aside is not None:
@@ -246,7 +250,14 @@ def import_one(exp: Experiment, path: Path, replace: bool,
             j = _plan_commit(exp, source, checked, folds, places, stage, replace, result)
             result.notes += supervisors.hold_queued(exp, checked.keys)
             committing = True
-            jr.commit(exp.layout.imports_dir, j)
+            try:
+                jr.commit(exp.layout.imports_dir, j)
+            except OSError as e:
+                raise ConfigError(f"{source.where}: putting the folds in place stopped: "
+                                  f"{e.strerror or e} ({e.filename}). The journal "
+                                  f"{jr.journal_path(exp.layout.imports_dir, j.id)} keeps "
+                                  "what is left to do: fix the cause and run `foldwatch "
+                                  "import` again, which finishes it first") from None
         except BaseException:
             if not committing:
                 stage.remove()

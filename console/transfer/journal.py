@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from contracts.errors import ConfigError
 from contracts.jsonio import atomic_write_bytes, atomic_write_json, fsync_dir, read_json
 
 from console.store import faults
@@ -64,7 +65,7 @@ def aside_path(dest: Path) -> Path:
     return target
 
 
-class CannotFinish(Exception):
+class CannotFinish(ConfigError):
     """A step of a journal cannot be done (the destination changed meanwhile)."""
 
 
