@@ -14,6 +14,7 @@ STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_CHECKPOINT = "latest.pt"     # what --resume continues from
+ORIGIN_FILE = "origin.json"         # a fold imported from another machine (contracts.origin)
 
 # Pipeline stage names (run keys and stage folders); folds are "<configuration>/<k>".
 PLAN = "plan"
@@ -140,6 +141,12 @@ class Layout:
     def lock(self) -> Path:
         return self.console_dir / "lock"
 
+    @property
+    def imports_dir(self) -> Path:
+        """`foldwatch import`: its lock, the staging folders and the journal of the commit in
+        progress (a crash is finished or undone by the next import; docs/transfer.md)."""
+        return self.console_dir / "imports"
+
     def claim(self, key: str) -> Path:
         """Team split (--runs): the lock a console holds on one run or stage it owns."""
         return self.console_dir / "claims" / f"{key}.lock"
@@ -211,6 +218,7 @@ def run_files(run_dir: Path) -> dict[str, Path]:
         "checkpoints": run_dir / CHECKPOINTS_DIR,
         "latest": run_dir / CHECKPOINTS_DIR / LATEST_CHECKPOINT,
         "previews": run_dir / "previews",     # a fold's epoch previews (docs/pictures.md)
+        "origin": run_dir / ORIGIN_FILE,      # imported folds: where they were trained
         # Slurm backend: the submission record (intent, then job id) and the batch script.
         "slurm_job": run_dir / "slurm-job.json",
         "slurm_script": run_dir / "slurm-job.sh",

@@ -217,3 +217,31 @@ def test_up_again_keeps_user_stops_continues_other_stops_and_keeps_completed(mak
         assert len(calls(again.layout.fold_dir("2d", 2))) == 1
     finally:
         again.close()
+
+
+def test_a_fold_imported_while_no_supervisor_ran_counts_completed_at_start_up(tmp_path,
+                                                                               monkeypatch):
+    """`foldwatch import` with no supervisor alive: the next one finds the fold folder with
+    its origin.json and a completed log, whatever state.json recorded, and never launches it."""
+    import json
+    from contracts.jsonio import EventWriter
+    use_fake_trainer(monkeypatch, tmp_path, {"*": {"then": "hang", "at": 0}})
+    path = write_experiment(tmp_path, folds=(0, 1), pipeline={
+        "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False})
+    with Engine(path, sampler=cpu_sampler(), autostart=False) as eng:    # queued, not launched
+        lay = eng.layout
+    fold = lay.fold_dir("2d", 1)
+    with EventWriter(fold / "metrics.jsonl") as w:
+        w.write("start", configuration="2d", fold=1, pid=1, host="bob-ws")
+        w.write("end", status="completed", error=None, exit_code=0)
+    (fold / "origin.json").write_text(json.dumps({"version": 1, "key": "2d/1",
+                                                  "trained_on": "bob-ws", "completed": 1.8e9}))
+    eng = Engine(path, sampler=cpu_sampler())
+    try:
+        view = {r.key: r for r in eng.poll().runs}["2d/1"]
+        assert view.state == "completed" and view.origin.startswith("bob-ws, ")
+        assert ("2d/1", "import") in [(d.run_key, d.action) for d in eng.decisions.recent]
+        assert calls(fold) == []                      # never launched
+    finally:
+        eng.stop_all()
+        eng.close()

@@ -20,6 +20,9 @@ ALLOWED = {
     "kinds": {"runner", "protocol"},          # protocol: the results views a kind reads
     "engine": {"protocol", "store", "gpu", "backends", "kinds"},
     "bridges": {"protocol", "store"},
+    # `foldwatch pack`/`import`: fold folders between machines (kinds: where each keeps a
+    # fold; runner: nnU-Net's log); it tells a supervisor through the protocol
+    "transfer": {"protocol", "store", "runner", "kinds"},
     "supervisor": {"protocol", "store", "engine", "bridges"},
     "clients": {"protocol"},                 # text tables, changes, lines
     "clients.tui": {"protocol", "clients", "store"},
@@ -27,7 +30,7 @@ ALLOWED = {
     # the command line is the top: it starts supervisors, validates experiments, and shows
     # an experiment no supervisor ever ran (an offline engine view)
     "clients.cli": {"protocol", "clients", "clients.tui", "clients.web", "store", "engine",
-                    "kinds", "bridges", "supervisor"},
+                    "kinds", "bridges", "supervisor", "transfer"},
 }
 
 

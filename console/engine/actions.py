@@ -9,6 +9,7 @@ from typing import Callable
 from console.backends.base import Backend
 from console.engine import cleanup
 from console.engine.runstate import RunState as S
+from console.engine.logs import LogReader
 from console.engine.runstate import Run
 from console.engine.scheduling import Scheduler
 from console.engine.table import RunTable, Settings
@@ -23,10 +24,10 @@ class ReadOnlyError(ConfigError):
 
 class Actions:
     def __init__(self, runs: RunTable, backend: Backend, decide: Callable, settings: Settings,
-                 scheduler: Scheduler, clock: Callable[[], float], grace_s: float, *,
-                 writable: bool = True) -> None:
+                 scheduler: Scheduler, logs: LogReader, clock: Callable[[], float],
+                 grace_s: float, *, writable: bool = True) -> None:
         self.runs, self.backend, self.decide, self.settings = runs, backend, decide, settings
-        self.scheduler, self.clock, self.grace_s = scheduler, clock, grace_s
+        self.scheduler, self.logs, self.clock, self.grace_s = scheduler, logs, clock, grace_s
         self.writable = writable
 
     def _writable(self) -> None:
@@ -148,3 +149,37 @@ class Actions:
             self.stop(key, final=final)
         return (f"stopping {len(keys)} run(s): {', '.join(keys[:6])}"
                 f"{' …' if len(keys) > 6 else ''}" if keys else "nothing to stop")
+
+    def imported(self, keys: list[str]) -> str:
+        """Folds `foldwatch import` has just put in place (console/transfer): read again from
+        their folders, and completed when their log says so; the pipeline goes on."""
+        done, other = [], []
+        for key in keys:
+            run = self._run(key)
+            if isinstance(run, str):
+                other.append(run)
+                continue
+            if run.handle is not None:
+                other.append(f"{key} is {run.state.value} here: not taken")
+                continue
+            if not import_completed(run, self.logs, self.clock()):
+                other.append(f"{key}: its log does not end completed")
+                continue
+            self.decide(run, "import", f"imported ({run.origin or 'from another machine'}): "
+                        "completed")
+            done.append(key)
+        said = f"imported {', '.join(done)}: completed" if done else "nothing imported"
+        return said + (f"; {'; '.join(other)}" if other else "")
+
+
+def import_completed(run: Run, logs: LogReader, now: float) -> bool:
+    """Read an imported run's folder afresh; completed (True) when its log ends so."""
+    run.reset_log()
+    logs.read(run, now)
+    end = run.metrics.end
+    if end is None or end.get("status") != "completed" or end.get("exit_code", 0) != 0:
+        return False
+    run.restore(S.COMPLETED)
+    run.wanted, run.user_stopped, run.message = True, False, None
+    run.launch = None
+    return True

@@ -13,7 +13,9 @@ import time
 from typing import Callable
 
 from console.backends.base import Backend, Handle
+from console.engine.actions import import_completed
 from console.engine.exits import Adopter, ExitJudge
+from console.engine.logs import LogReader
 from console.engine.runstate import ACTIVE, FINAL
 from console.engine.runstate import RunState as S
 from console.engine.runstate import Run
@@ -34,16 +36,16 @@ def _counters(run: Run, rec: dict) -> None:
 
 class StartUp:
     def __init__(self, runs: RunTable, backend: Backend, decide: Callable, adopter: Adopter,
-                 exits: ExitJudge, team: Team) -> None:
+                 exits: ExitJudge, team: Team, logs: LogReader) -> None:
         self.runs, self.backend, self.decide = runs, backend, decide
-        self.adopter, self.exits, self.team = adopter, exits, team
+        self.adopter, self.exits, self.team, self.logs = adopter, exits, team, logs
 
     def restore(self, saved: dict, autostart: bool, now: float) -> None:
         """Adopt live runs, judge the dead, queue the rest. Whatever state.json says, a run
         folder held by a live process is adopted, never launched."""
         for run in self.runs:
             if self.runs.foreign(run.key):
-                self.team.refresh(run, now)        # someone's run: watched, never launched
+                self.team.refresh(run, now, self.runs)   # someone's: watched, never launched
                 continue
             rec = saved["runs"].get(run.key) or {}
             _counters(run, rec)
@@ -55,6 +57,10 @@ class StartUp:
                 continue
             run.restore(S.QUEUED)
             if self.adopter.holder(run, now):
+                continue
+            if run.origin and state != S.COMPLETED and import_completed(run, self.logs, now):
+                # brought in by `foldwatch import` while no supervisor ran
+                self.decide(run, "import", f"imported ({run.origin}): completed")
                 continue
             self._recorded(run, rec, state, autostart, now)
 
@@ -148,7 +154,7 @@ def offline_view(runs: RunTable, team: Team, settings: Settings, saved: dict,
             run.restore(end["status"])
             run.wanted = True
         elif run.metrics.starts and not state_exists:
-            team.refresh(run, time.time())     # a team split: no supervisor has state.json
+            team.refresh(run, time.time(), runs)   # a team split: no supervisor's state.json
         elif run.metrics.starts:
             run.restore(S.STOPPED)
             run.wanted = True

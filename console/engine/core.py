@@ -88,7 +88,7 @@ class Engine:
         self.scheduler = Scheduler(self.runs, self.backend, self.decide, exp.devices,
                                    self.settings, launcher, self.save_state)
         self.actions = Actions(self.runs, self.backend, self.decide, self.settings,
-                               self.scheduler, clock, exp.watchdog.grace_period_s,
+                               self.scheduler, self.logs, clock, exp.watchdog.grace_period_s,
                                writable=not read_only)
         self.views = Views(self.runs, self.backend, exp, self.settings, self.decisions,
                            ResultsReader(self.kind.results_source()),
@@ -151,8 +151,8 @@ class Engine:
             self.settings.selected_gpus = set(saved["selected_gpus"])
         self.settings.watchdog_enabled = saved.get("watchdog_enabled",
                                                    self.settings.watchdog_enabled)
-        StartUp(self.runs, self.backend, self.decide, adopter, self.exits,
-                self.team).restore(saved, autostart, now)
+        StartUp(self.runs, self.backend, self.decide, adopter, self.exits, self.team,
+                self.logs).restore(saved, autostart, now)
         self.save_state()
 
     def __enter__(self) -> "Engine":
@@ -253,6 +253,9 @@ class Engine:
 
     def restart_from_scratch(self, key: str) -> str:
         return self.actions.restart_from_scratch(key)
+
+    def imported(self, keys: list[str]) -> str:
+        return self.actions.imported(keys)
 
     def set_watchdog(self, enabled: bool) -> str:
         return self.actions.set_watchdog(enabled)

@@ -16,6 +16,7 @@ from console.kinds.jobs import Job
 from console.engine.runmetrics import RunMetrics
 from console.store.tailer import Tailer
 from contracts.layout import run_files
+from contracts.origin import origin_label, read_origin
 
 
 class RunState(str, Enum):
@@ -95,6 +96,7 @@ class Run:
     bugs: list[str] = field(default_factory=list)   # illegal transitions seen (non-strict)
     cluster_stops: int = 0         # cluster stops in a row without a new latest.pt (walltime...)
     cluster_ckpt: float | None = None   # latest.pt's mtime at the last cluster stop
+    origin: str | None = None      # brought in by `foldwatch import`: "HOST, DATE" (origin.json)
 
     @property
     def key(self) -> str:
@@ -123,8 +125,10 @@ class Run:
         self.ckpt_mark = self.metrics.latest_checkpoint_epoch
 
     def reset_log(self) -> None:
+        """Read the run's folder from the start (again): its log, and where it came from."""
         self.metrics = RunMetrics()
         self.tailer = Tailer(run_files(self.job.run_dir)["metrics"], collapse_iter=True)
+        self.origin = origin_label(read_origin(self.job.run_dir))
 
     def to_record(self) -> dict:
         rec = {"state": self.state.value, "wanted": self.wanted, "device": self.device,

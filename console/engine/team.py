@@ -25,9 +25,11 @@ class Team:
     def owns(self, key: str) -> bool:
         return self.claims is None or self.claims.holds(key)
 
-    def refresh(self, run: Run, now: float) -> None:
-        """A foreign run's state and message from its metrics.jsonl, run.lock and claim."""
-        state, message = foreign_state(run, self.layout, now, self.stall_s)
+    def refresh(self, run: Run, now: float, runs: RunTable) -> None:
+        """A foreign run's state and message from its metrics.jsonl, run.lock and claim (a
+        stage's: which of its inputs are not complete yet)."""
+        waiting = [d for d in run.job.depends_on if d in runs and runs[d].state != S.COMPLETED]
+        state, message = foreign_state(run, self.layout, now, self.stall_s, waiting)
         run.restore(state)                 # not a transition of ours: what the files say
         run.wanted, run.message = True, message
 
@@ -38,13 +40,13 @@ class Team:
         for run in runs:
             if self.owns(run.key):
                 continue
-            self.refresh(run, now)
+            self.refresh(run, now, runs)
             if (run.job.kind != "stage" or run.state != S.QUEUED
                     or any(runs[d].state != S.COMPLETED for d in run.job.depends_on
                            if d in runs)
                     or not self.claims.try_claim(run.key)):
                 continue
-            self.refresh(run, now)         # the last holder may have finished it just now
+            self.refresh(run, now, runs)   # the last holder may have finished it just now
             if run.state == S.COMPLETED:
                 continue
             run.restore(S.QUEUED)

@@ -124,7 +124,7 @@ class Views:
             data_wait_frac=m.data_wait_frac, peak_mem_mb=m.peak_mem_mb,
             val_dice_per_class=m.val_dice_per_class, run_dir=str(job.run_dir),
             run_now=run.run_now, host=h.host if h else None,
-            pid_started=h.create_time if h else None)
+            pid_started=h.create_time if h else None, origin=run.origin)
 
     def gpu_views(self, reading: NvmlReading) -> list[GpuView]:
         owner: dict[tuple[int, int], str] = {}

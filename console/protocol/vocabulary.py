@@ -35,7 +35,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("eta", "ETA", "time left for this run: epochs left x smoothed epoch time"),
     ("restarts", "restarts", "times the watchdog restarted it"),
     ("age", "last event", "time since the run last wrote to its metrics log"),
-    ("note", "note", "why it waits, what went wrong, or a stage's result"),
+    ("note", "note", "why it waits, what went wrong, a stage's result, or where an imported "
+                     "fold was trained (imported from HOST, DATE)"),
 ]
 HEADERS = {k: h for k, h, _ in COLUMNS}
 # One colour per state for every table (rich style names).
@@ -88,7 +89,8 @@ def progress_fraction(r: RunView) -> float | None:
 
 
 def note(r: RunView) -> str:
-    """The run's message; a completed stage's outcome; a queued stage's wait."""
+    """The run's message; a completed stage's outcome; a queued stage's wait; an imported
+    fold's origin first."""
     if r.state == "completed" and r.outcome:
         return r.outcome
     text = r.message or ""
@@ -96,4 +98,6 @@ def note(r: RunView) -> str:
         text = f"run now: {text}" if text else "run now: waiting for a free slot"
     elif r.state == "queued" and not text and r.kind == "stage":
         text = "waiting for a free slot"
+    if r.origin:
+        text = f"imported from {r.origin}" + (f"; {text}" if text else "")
     return text

@@ -71,8 +71,10 @@ class Claims:
         self._held.clear()
 
 
-def foreign_state(run, layout: Layout, now: float, stall_s: float) -> tuple[str, str | None]:
-    """(state, message) of a run another console (or nobody) owns, from its files only."""
+def foreign_state(run, layout: Layout, now: float, stall_s: float,
+                  waiting_for: list[str] = ()) -> tuple[str, str | None]:
+    """(state, message) of a run another console (or nobody) owns, from its files only;
+    `waiting_for`: a stage's inputs that are not complete yet."""
     m = run.metrics
     end = m.end
     if end is not None and end.get("status") == "completed" and end.get("exit_code", 0) == 0:
@@ -92,4 +94,12 @@ def foreign_state(run, layout: Layout, now: float, stall_s: float) -> tuple[str,
         return "queued", f"claimed by the console on {claim.get('host') or '?'}"
     if end is not None and end.get("status") == "stopped":
         return "stopped", "stopped; no console claims it"
+    if run.job.kind == "stage" and waiting_for:
+        more = f" (+{len(waiting_for) - 3})" if len(waiting_for) > 3 else ""
+        return "queued", (f"waits for {', '.join(waiting_for[:3])}{more}; runs on the first "
+                          "console that sees its inputs complete (folds trained elsewhere "
+                          "arrive with `foldwatch import`)")
+    if run.job.kind == "fold":
+        return "queued", ("not this console's (--runs): another console trains it, or "
+                          "`foldwatch import` brings it in")
     return "queued", "not claimed here (another console's run)"

@@ -14,7 +14,7 @@ from collections import Counter
 CRASH_EXIT = 86
 POINTS = ("launch:intent", "launch:intent-saved", "launch:submitted", "launch:recorded",
           "save:prev", "save:written", "save:replaced", "write:state", "write:events",
-          "write:requests")
+          "write:requests", "import:staged", "import:journal", "import:aside", "import:placed")
 
 _hits: Counter = Counter()
 _armed: dict[str, tuple[BaseException, int, int]] = {}

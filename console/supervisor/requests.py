@@ -77,6 +77,8 @@ ACTIONS: dict[str, tuple[dict[str, Callable], bool, Callable]] = {
     "stop_all": ({"final": _bool("final")}, True,
                  lambda e, a: e.stop_all(a.get("final", True))),
     "down": ({"why": _str("why")}, True, None),      # ends supervision (handle() below)
+    # foldwatch import: completed folds just put in place in their run folders
+    "imported": ({"keys": _strs("keys")}, True, lambda e, a: e.imported(a["keys"])),
     "epoch_history": ({"key": _str("key")}, False,
                       lambda e, a: encode(e.epoch_history(a["key"]))),
     "stderr_tail": ({"key": _str("key"), "lines": _lines}, False,

@@ -64,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
     sv.add_argument("--read-only", action="store_true",
                     help="a view that cannot act, to share with others")
+    pk = sub.add_parser("pack", help="completed folds into one archive, to import on a "
+                                     "machine that shares no disk with this one")
+    pk.add_argument("experiment", type=Path)
+    pk.add_argument("--runs", metavar="C/K,...", required=True,
+                    help="the folds to pack, e.g. 3d_fullres/2,3d_fullres/3")
+    pk.add_argument("-o", "--output", type=Path, default=None,
+                    help="archive file or folder (default: EXP-RUNS-HOST.tar here)")
+    pk.add_argument("--all-checkpoints", action="store_true",
+                    help="every checkpoint, not only the final and best ones")
+    im = sub.add_parser("import", help="folds packed elsewhere (or nnU-Net fold folders and "
+                                       "export zips) into this experiment, after checking them")
+    im.add_argument("experiment", type=Path)
+    im.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                    help="`foldwatch pack` archives; with trainer: nnunetv2 also nnU-Net fold "
+                         "folders and nnUNetv2_export_model_to_zip zips")
+    im.add_argument("--replace", action="store_true",
+                    help="replace folds that exist here (moved aside as fold_<k>.old-<time>)")
+    im.add_argument("--runs", metavar="C/K,...", default=None,
+                    help="import only these folds of the archives")
     return p
 
 
@@ -108,6 +127,11 @@ def _dispatch(args) -> int:
         if args.command == "status":
             return inspect.status(args.experiment, args.json)
         return inspect.stop(args.experiment, args.run, not args.no_wait)
+    if args.command in ("pack", "import"):
+        from console.clients.cli import transfer
+        if args.command == "pack":
+            return transfer.pack(args.experiment, args.runs, args.output, args.all_checkpoints)
+        return transfer.import_(args.experiment, args.files, args.replace, args.runs)
     if args.command == "export":
         return _export(args.experiment)
     if args.command == "plot":

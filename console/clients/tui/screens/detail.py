@@ -74,6 +74,8 @@ def summary_text(run: RunView | None, key: str, points: list[EpochPoint],
     elif run.outcome:
         t.append(f"\n{run.outcome}", style="bold")
     t.append(f"\nfolder {run.run_dir or '-'}", style="dim")
+    if run.origin:
+        t.append(f"\nimported from {run.origin} (origin.json in the folder)", style="cyan")
     why = run.message if run.kind == "fold" or run.outcome else note(run)
     if why:
         t.append(f"\n{why}", style="yellow")
