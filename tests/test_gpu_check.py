@@ -76,7 +76,8 @@ def test_dry_run_proves_every_step_and_says_what_it_skipped(tmp_path):
     assert trainer["3d_fullres: pipeline"]["value"] > 0
     demo = {f["name"]: f for f in steps["demo"]["figures"]}
     assert demo["wall time"]["unit"] == "s"
-    assert 0 <= demo["test set, 6 cases (ensemble + largest-component postprocessing)"]["value"] <= 1
+    test_set = demo["test set, 6 cases (ensemble + largest-component postprocessing)"]
+    assert test_set["unit"] == "Dice" and 0 <= test_set["value"] <= 1
     assert "| demo | ok |" in md
 
 

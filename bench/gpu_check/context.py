@@ -47,16 +47,7 @@ class Ctx:
         self.nnunet_epochs = state["nnunet_epochs"]
         self.nnunet_iterations = state["nnunet_iterations"]
         self.deadline = deadline
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-        # the supervisors started here note themselves in the work folder, not in the
-        # user's `foldwatch ls`
-        self.env["XDG_STATE_HOME"] = str(self.work / "state")
-        if state["forced_dry"]:        # a GPU machine asked for the dry run: keep off the GPU
-            self.env.update(CUDA_VISIBLE_DEVICES="", FOLDWATCH_NO_NVML="1")
-        if not self.gpu:               # groups run side by side: one core each (the benches'
-            self.env["FOLDWATCH_CPU_THREADS"] = "1"     # own default is 2)
+        self.env = child_env(state)
         self.data = self.work / "data" / "Dataset900_Demo"
         self.t_group = time.monotonic()
 
@@ -82,7 +73,8 @@ class Ctx:
         finally:
             if log:
                 out.close()
-        text = (stdout or b"").decode(errors="replace") if not log else log.read_text(errors="replace")
+        text = (log.read_text(errors="replace") if log
+                else (stdout or b"").decode(errors="replace"))
         print(f"{time.monotonic() - self.t_group:6.1f}s  {short(argv)}: exit {p.returncode} "
               f"after {time.monotonic() - t:.1f} s", flush=True)
         if check and p.returncode != 0:
@@ -113,6 +105,21 @@ class Ctx:
         if not (self.data / "dataset.json").exists():
             raise StepError(f"no demo dataset in {self.data}: the dataset step did not make it "
                             "(see its result)")
+
+
+def child_env(state: dict) -> dict[str, str]:
+    """The environment of every command the check runs."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # the supervisors started here note themselves in the work folder, not in the user's
+    # `foldwatch ls`
+    env["XDG_STATE_HOME"] = str(Path(state["work"]) / "state")
+    if state["forced_dry"]:        # a GPU machine asked for the dry run: keep off the GPU
+        env.update(CUDA_VISIBLE_DEVICES="", FOLDWATCH_NO_NVML="1")
+    if state["mode"] != "gpu":     # groups run side by side: one core each (the benches'
+        env["FOLDWATCH_CPU_THREADS"] = "1"      # own default is 2)
+    return env
 
 
 def short(argv: list[str]) -> str:
@@ -176,7 +183,8 @@ def smi(*query: str) -> list[list[str]] | None:
         return None
     if r.returncode != 0:
         return None
-    return [[f.strip() for f in ln.split(",")] for ln in r.stdout.strip().splitlines() if ln.strip()]
+    return [[f.strip() for f in ln.split(",")] for ln in r.stdout.strip().splitlines()
+            if ln.strip()]
 
 
 def num(text: str | None) -> float | None:

@@ -75,7 +75,8 @@ def step_demo(ctx: Ctx) -> None:
         s.figure("wall time", round(wall, 1), "s", "foldwatch demo DIR --headless, whole "
                  "command: data generation, plan, preprocessing, 10 folds, cross-validation, "
                  "find-best, test prediction" if ctx.gpu else "foldwatch demo --headless with a "
-                 f"demo.yaml of one {DRY_CONFIGURATION} fold for one epoch, on the dry run's dataset")
+                 f"demo.yaml of one {DRY_CONFIGURATION} fold for one epoch, on the dry run's "
+                 "dataset")
         if not s.check("foldwatch demo --headless exit 0", code == 0,
                        "" if code == 0 else tail(log.read_text(errors="replace"))):
             s.finish()

@@ -95,7 +95,8 @@ def step_nnunet(ctx: Ctx) -> None:
     s.figure("foldwatch side, whole run", round(wall, 1), "s",
              "foldwatch up --headless: plan, preprocess + one fold")
     fw_plan = json.loads((folder / "runs" / "foldwatch-side" / "plans" / f"{cfg}.json").read_text())
-    s.check("equal patch and batch", fw_plan["patch_size"] == patch and fw_plan["batch_size"] == batch,
+    s.check("equal patch and batch",
+            fw_plan["patch_size"] == patch and fw_plan["batch_size"] == batch,
             f"foldwatch's plan: patch {fw_plan['patch_size']}, batch {fw_plan['batch_size']}")
     runs = folder / "runs"
     sides = {"nnU-Net": fold_figures(runs / "nnunet-side", f"{cfg}/0", nn_run["run_dir"]),
@@ -114,7 +115,8 @@ def _speed(s: Step, sides: dict, its: int, val: int, batch: int) -> None:
     for name, f in sides.items():
         s.figure(f"{name}: iterations/s", its / f["epoch_s"], "iterations/s",
                  f"{its} training iterations / the median epoch time ({f['epoch_s']:.2f} s, the "
-                 f"trainer's own, {val} validation iterations included) over {len(f['epochs'])} epochs")
+                 f"trainer's own, {val} validation iterations included) over "
+                 f"{len(f['epochs'])} epochs")
         s.figure(f"{name}: samples/s", its * batch / f["epoch_s"], "samples/s",
                  "iterations/s x batch")
         s.figure(f"{name}: launch to first epoch", round(f["first"], 1), "s",

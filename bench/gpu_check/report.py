@@ -98,7 +98,8 @@ def render_markdown(report: dict) -> str:
         L.append(f"Missing packages installed from the carried wheels in {report['install_s']} s.")
     L += ["", "| step | status | s | why |", "|---|---|---:|---|"]
     for s in report["steps"]:
-        L.append(f"| {s['name']} | {s['status']} | {s.get('wall_s') or ''} | {_cell(s.get('why') or '')} |")
+        L.append(f"| {s['name']} | {s['status']} | {s.get('wall_s') or ''} | "
+                 f"{_cell(s.get('why') or '')} |")
     for s in report["steps"]:
         L += ["", f"## {s['name']}: {s['title']}", "", f"**{s['status']}**"
               + (f": {s['why']}" if s.get("why") else "")]

@@ -13,7 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .context import ROOT, Ctx, StepError, killpg, tail
+from .context import ROOT, Ctx, StepError, child_env, fw, killpg, tail
 from .groups import BY_NAME, GROUPS, Group
 from .report import blank, read_step, write_report, write_step
 
@@ -92,6 +92,8 @@ class Runner:
     def _collect(self, run: dict, end: str | None) -> None:
         """The group's step results (a killed or crashed group's steps: failed, saying so)."""
         group, child = run["group"], run["child"]
+        if end or child.returncode:
+            self._put_down(group)
         left_over = cleanup(self.work / group.folder, run["since"])
         log_tail = tail((self.folder / f"{group.name}.log").read_text(errors="replace"))
         steps = []
@@ -109,6 +111,18 @@ class Runner:
                   + (f": {d['why']}" if d.get("why") else ""), flush=True)
         self.results[group.name] = steps
         self.save()
+
+
+    def _put_down(self, group: Group) -> None:
+        """A group killed or crashed before its steps ended their supervision: `foldwatch
+        down` on its experiments, so that no later command starts their supervisors again."""
+        env = child_env(self.state)
+        for exp in sorted((self.work / group.folder).glob("*.yaml")):
+            try:
+                subprocess.run(fw("down", exp), cwd=ROOT, env=env, capture_output=True,
+                               timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def run_group(name: str, state: dict) -> None:

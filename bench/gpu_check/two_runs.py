@@ -154,7 +154,8 @@ def placement(ctx: Ctx, pl: Step, st: dict, folds: dict, keys: list[str]) -> Non
         if ctx.gpu:
             pl.check(f"{k}: CUDA_VISIBLE_DEVICES={ctx.index}, CUDA_DEVICE_ORDER=PCI_BUS_ID",
                      cvd == str(ctx.index) and env.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID",
-                     f"CUDA_VISIBLE_DEVICES={cvd}, CUDA_DEVICE_ORDER={env.get('CUDA_DEVICE_ORDER')}")
+                     f"CUDA_VISIBLE_DEVICES={cvd}, "
+                     f"CUDA_DEVICE_ORDER={env.get('CUDA_DEVICE_ORDER')}")
     if ctx.gpu:
         pl.check(f"runs_per_gpu: 2: both folds on gpu{ctx.index} at once",
                  all(d == f"gpu{ctx.index}" for d in devices.values()),
@@ -172,4 +173,5 @@ def placement(ctx: Ctx, pl: Step, st: dict, folds: dict, keys: list[str]) -> Non
         waits = [e["data_wait_frac"] for e in eps if e.get("data_wait_frac") is not None]
         if waits:
             pl.figure(f"{k} data-wait fraction while sharing", round(statistics.median(waits), 3),
-                      "fraction", "metrics.jsonl epoch.data_wait_frac, median over the epochs so far")
+                      "fraction",
+                      "metrics.jsonl epoch.data_wait_frac, median over the epochs so far")
