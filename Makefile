@@ -57,14 +57,14 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	for b in bench/[!_]*.py; do $(PY) $$b || exit 1; done
 
-# The GPU acceptance run (bench/gpu_check.py; docs/training.md): on an NVIDIA GPU all of it
+# The GPU acceptance run (bench/gpu_check/; docs/training.md): on an NVIDIA GPU all of it
 # in 8 minutes at most, without one the dry run, which says so. Where wheels were carried in
 # .whl/ (a GPU machine without a registry) it runs on python3 and installs them itself.
 CHECK_PY := $(if $(wildcard .whl/*.whl),$(if $(wildcard $(PY)),$(PY),$(PYTHON)),$(PY))
 gpu-check: $(if $(wildcard .whl/*.whl),,$(STAMP))
-	$(CHECK_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+	$(CHECK_PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 # The wheels gpu-check needs on such a machine, downloaded into .whl/ (WHEEL_SET=base: without
 # nnU-Net); prints their total against what a device call may carry.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The wheels bench/gpu_check.py needs on a GPU machine whose python3 (3.12) has torch, numpy,
-# scipy, scikit-image, pandas, pyyaml, rich, psutil, filelock, nvidia-ml-py ... but no package
-# registry: what is missing is downloaded here into .whl/ (gitignored) for CPython 3.12 on
-# manylinux x86_64, without dependencies (each needed one is named below), and the total is
-# checked against the 64 MiB that may travel with the working tree.
+# The wheels the GPU check (python -m bench.gpu_check) needs on a GPU machine whose python3
+# (3.12) has torch, numpy, scipy, scikit-image, pandas, pyyaml, rich, psutil, filelock,
+# nvidia-ml-py ... but no package registry: what is missing is downloaded here into .whl/
+# (gitignored) for CPython 3.12 on manylinux x86_64, without dependencies (each needed one is
+# named below), and the total is checked against the 64 MiB that may travel with the working
+# tree.
 #
 #   bash bench/gpu_wheels.sh [base|all]      (make gpu-wheels; default all)
 #

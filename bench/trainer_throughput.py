@@ -11,7 +11,7 @@ both, the data-wait fraction and the ratio.
         --configuration 3d_cascade_fullres     # an experiment already run (lowres predicted)
 
 `--json FILE` also writes the figures (and, on CUDA, the allocator's peak memory over the
-timed steps and the plan's memory estimate) for bench/gpu_check.py.
+timed steps and the plan's memory estimate) for the GPU check (bench/gpu_check/throughput.py).
 """
 
 from __future__ import annotations

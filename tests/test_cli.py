@@ -140,6 +140,9 @@ def test_lock_read_only_status_and_stop(tmp_path, env):
     assert out.returncode == 0, out.stderr
     assert state_of(exp)["2d/1"]["state"] == "stopped"
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+    # nothing left: the temporary supervisor answers and exits before its first tick is seen
+    again = foldwatch("stop", exp, env=e)
+    assert again.returncode == 0 and "nothing to stop" in again.stdout, again.stderr
 
 
 def test_headless_stop_on_exit_stops_runs(tmp_path, env):

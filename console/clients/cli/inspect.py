@@ -106,8 +106,17 @@ def _with_temporary_supervisor(exp: Experiment, home: SupervisorHome, action: st
     except OSError as e:
         raise UserError(f"cannot ask for the stop: writing to {home.requests} failed: "
                         f"{e.strerror or e}") from None
-    attach.ensure(exp.source, home, explicit=True, by="stop", hold=True, exit_when_idle=True)
-    reply = channel.wait_reply(home.replies, rid, 60.0)
+    try:
+        attach.ensure(exp.source, home, explicit=True, by="stop", hold=True,
+                      exit_when_idle=True)
+    except attach.SupervisorFailed:
+        # with no live run it answers, finds nothing to wait for and exits before its first
+        # tick can be seen: its answer is what counts
+        reply = channel.wait_reply(home.replies, rid, 0.0)
+        if reply is None:
+            raise
+    else:
+        reply = channel.wait_reply(home.replies, rid, 60.0)
     if reply is None:
         raise UserError(f"the temporary supervisor did not answer; see {home.log}")
     if not reply.ok:
