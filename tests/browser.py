@@ -15,13 +15,13 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
+
+from system_helpers import debian_program
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -56,24 +56,7 @@ KEYS = {"?": ("?", "Slash", 191, 8), "s": ("s", "KeyS", 83, 0), "j": ("j", "KeyJ
 
 def install_chromium() -> tuple[str | None, str]:
     """The chromium binary, installing Debian's package when root; else (None, why not)."""
-    exe = shutil.which("chromium")
-    if exe:
-        return exe, "already installed"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "chromium is not installed and this is not a root Debian shell " \
-                     "(apt-get install -y chromium)"
-    from filelock import FileLock
-    with FileLock("/tmp/foldwatch-chromium-install.lock"):   # one install for xdist workers
-        if not shutil.which("chromium"):
-            t0 = time.monotonic()
-            cmd = ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600", "chromium"]
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                return None, f"apt-get install chromium failed: {out.stderr.strip()[-300:]}"
-            print(f"installed chromium in {time.monotonic() - t0:.0f} s")
-    exe = shutil.which("chromium")
-    return (exe, "installed") if exe else (None, "apt-get installed no chromium binary")
+    return debian_program("chromium")
 
 
 class Chromium:

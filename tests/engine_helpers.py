@@ -276,3 +276,25 @@ class Clock:
 
     def advance(self, s: float) -> None:
         self.t += s
+
+
+def real_trainer_experiment(tmp: Path, monkeypatch, name: str, configurations: dict,
+                            folds, pipeline: dict, cpu_slots: int = 1) -> Path:
+    """The demo's experiment file over a freshly generated demo dataset, for the REAL
+    trainer (`python -m trainer`, not the stand-in): tiny configurations, one thread a run."""
+    import subprocess
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
+    monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
+    data = tmp / "data" / "Dataset900_Demo"
+    subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data)], cwd=REPO,
+                   check=True, capture_output=True, timeout=600)
+    exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
+    exp.update(experiment=name, dataset=str(data), results=str(tmp / "results"),
+               folds=list(folds), configurations=configurations, pipeline=pipeline)
+    exp["devices"] = {"cpu_slots": cpu_slots, "cpu_threads_per_run": 1}
+    exp["watchdog"].update(backoff_initial_s=0.2, backoff_max_s=1)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path

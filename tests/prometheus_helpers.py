@@ -5,8 +5,6 @@ through its HTTP API."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -14,6 +12,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from system_helpers import debian_program
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "configs" / "grafana" / "foldwatch.json"
 
@@ -27,26 +27,7 @@ def dashboard_queries() -> list[str]:
 
 def install_prometheus() -> tuple[str | None, str]:
     """The prometheus binary, installing Debian's package when root; else (None, why not)."""
-    exe = shutil.which("prometheus")
-    if exe:
-        return exe, "already installed"
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None, "prometheus is not installed and this is not a root Debian shell " \
-                     "(apt-get install -y prometheus)"
-    from filelock import FileLock
-    with FileLock("/tmp/foldwatch-prometheus-install.lock"):   # one install for xdist workers
-        if not shutil.which("prometheus"):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                   "-o", "DPkg::Lock::Timeout=600", "prometheus"]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0 and "Unable to locate package" in out.stderr:
-                subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                return None, f"apt-get install prometheus failed: {out.stderr.strip()[-300:]}"
-    exe = shutil.which("prometheus")
-    return (exe, "installed") if exe else (None, "apt-get installed no prometheus binary")
+    return debian_program("prometheus")
 
 
 def free_port() -> int:

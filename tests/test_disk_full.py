@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 import yaml
@@ -19,6 +18,7 @@ import yaml
 from console.store import faults
 from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
+from system_helpers import small_disk as tmpfs
 from engine_helpers import actions, calls, cpu_sampler, poll_until, use_fake_trainer, write_experiment
 
 NO_STAGES = {"evaluate": False, "find_best": False, "postprocess": False, "predict_test": False}
@@ -26,20 +26,10 @@ NO_STAGES = {"evaluate": False, "find_best": False, "postprocess": False, "predi
 
 @pytest.fixture
 def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root; the fault-injection test covers ENOSPC")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the fault-injection "
-                    "test covers ENOSPC")
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with tmpfs(tmp_path / "disk", 512) as why_not:
+        if why_not:
+            pytest.skip(f"{why_not}; the fault-injection test covers ENOSPC")
+        yield tmp_path / "disk"
 
 
 def _fill(folder) -> int:

@@ -4,16 +4,13 @@ killed with SIGKILL mid-training and resumed by the watchdog to completion."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
-import yaml
 
 from console.engine.core import Engine
 from contracts.jsonio import iter_jsonl
-from engine_helpers import (REPO, actions, cpu_sampler, run_to_success, sigkill_mid_training,
-                            stop_and_close)
+from engine_helpers import (actions, cpu_sampler, real_trainer_experiment, run_to_success,
+                            sigkill_mid_training, stop_and_close)
 
 TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_per_epoch": 3,
                "val_iterations": 1, "base_features": 4, "max_features": 16, "num_workers": 0,
@@ -23,21 +20,8 @@ TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 3, "iterations_p
 @pytest.mark.skipif(importlib.util.find_spec("trainer.evaluation.metrics") is None,
                     reason="fold validation needs trainer/metrics.py (pipeline branch)")
 def test_real_trainer_killed_mid_training_is_resumed_to_completion(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
-    data = tmp_path / "data" / "Dataset900_Demo"
-    subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data)], cwd=REPO,
-                   check=True, capture_output=True, timeout=600)
-    exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
-    exp.update(experiment="itest", dataset=str(data), results=str(tmp_path / "results"),
-               folds=[0], configurations=TINY,
-               pipeline={"evaluate": False, "find_best": False, "postprocess": False,
-                         "predict_test": False})
-    exp["devices"] = {"cpu_slots": 1, "cpu_threads_per_run": 1}
-    exp["watchdog"].update(backoff_initial_s=0.5, backoff_max_s=1)
-    path = tmp_path / "itest.yaml"
-    path.write_text(yaml.safe_dump(exp))
+    path = real_trainer_experiment(tmp_path, monkeypatch, "itest", TINY, (0,), {
+        "evaluate": False, "find_best": False, "postprocess": False, "predict_test": False})
     eng = Engine(path, sampler=cpu_sampler())
     try:
         sigkill_mid_training(eng, eng.runs["2d/0"], 1, timeout=900, every=0.2)

@@ -8,20 +8,16 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import psutil
-import pytest
-import yaml
 
 from console.protocol import attach
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl
 from contracts.runlock import probe
-from engine_helpers import REPO
+from engine_helpers import real_trainer_experiment
 from supervisor_helpers import end_supervision, foldwatch, wait_for
 
 TINY = {"2d": {"patch_size": "auto", "batch_size": 4, "epochs": 6, "iterations_per_epoch": 3,
@@ -65,22 +61,8 @@ def _launches(events) -> int:
 
 
 def test_supervisor_killed_at_random_instants_never_runs_a_trainer_twice(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
-    monkeypatch.delenv("FOLDWATCH_TRAINER", raising=False)
-    data = tmp_path / "data" / "Dataset900_Demo"
-    subprocess.run([sys.executable, "-m", "trainer", "make-demo-data", str(data)], cwd=REPO,
-                   check=True, capture_output=True, timeout=600)
-    exp = yaml.safe_load((REPO / "configs/demo.yaml").read_text())
-    exp.update(experiment="chaos", dataset=str(data), results=str(tmp_path / "results"),
-               folds=[0, 1], configurations=TINY,
-               pipeline={"evaluate": True, "find_best": False, "postprocess": False,
-                         "predict_test": False})
-    exp["devices"] = {"cpu_slots": 1, "cpu_threads_per_run": 1}
-    exp["watchdog"].update(backoff_initial_s=0.2, backoff_max_s=1)
-    path = tmp_path / "chaos.yaml"
-    path.write_text(yaml.safe_dump(exp))
+    path = real_trainer_experiment(tmp_path, monkeypatch, "chaos", TINY, (0, 1), {
+        "evaluate": True, "find_best": False, "postprocess": False, "predict_test": False})
     lay = load_experiment(path).layout
     home = lay.supervisor_home()
     seed = int(os.environ.get("FOLDWATCH_CHAOS_SEED") or time.time())

@@ -1,6 +1,5 @@
 """Trainer crash safety: checkpoint-then-announce under kill -9, one process per fold, disk full."""
 
-import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
 from contracts.runlock import RunLock
 from train_fixture import ROOT, train_cmd, trainer_env, write_experiment
+from system_helpers import small_disk
 
 CFG = dict(epochs=2, ipe=2, val_iterations=1, num_workers=0)
 
@@ -83,24 +83,6 @@ def test_second_trainer_for_a_held_fold_exits_busy_and_writes_nothing(tmp_path, 
     assert before == after and not (fold / "metrics.jsonl").exists()
 
 
-@contextlib.contextmanager
-def _small_disk(where: Path, size_kb: int):
-    """A real tmpfs of `size_kb` mounted at `where` (root only); yields False when impossible."""
-    where.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        yield False
-        return
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(where)],
-                       capture_output=True)
-    if r.returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_disk_full_during_training_exits_74_and_keeps_the_checkpoint(killed_after_checkpoint,
                                                                      tmp_path):
     exp = _copy(killed_after_checkpoint, tmp_path)   # epoch 0 trained and checkpointed
@@ -109,17 +91,17 @@ def test_disk_full_during_training_exits_74_and_keeps_the_checkpoint(killed_afte
     ckpts.rename(ckpts.with_name("saved"))
     # A disk with room for the two existing checkpoints and half of a third: epoch 1's
     # atomic save (a whole second copy next to the old one) cannot fit.
-    with _small_disk(ckpts, size_kb=(size * 5 // 2) // 1024 + 4) as mounted:
+    with small_disk(ckpts, size_kb=(size * 5 // 2) // 1024 + 4) as why_not:
         for p in ckpts.with_name("saved").iterdir():
             (ckpts / p.name).write_bytes(p.read_bytes())
-        fault = {} if mounted else {"FOLDWATCH_FAULT": "checkpoint-write:1:enospc"}
+        fault = {} if why_not is None else {"FOLDWATCH_FAULT": "checkpoint-write:1:enospc"}
         r = _train(exp, "--resume", "--skip-validation", **fault)
         assert r.returncode == exitcodes.NO_SPACE, r.stderr
         assert "Traceback" not in r.stderr and "no space left on" in r.stderr
         end = list(iter_jsonl(_fold(exp) / "metrics.jsonl"))[-1]
         assert end["event"] == "end" and end["reason"] == "no_space" and validate_event(end) == []
         assert str(ckpts) in end["message"] and "MB free" in end["message"]
-        if mounted:
+        if why_not is None:                     # a real full disk: it names the size
             assert "checkpoint needs ~" in end["message"]
         state = torch.load(ckpts / "latest.pt", weights_only=True)   # still loadable
         assert state["epoch"] == 1
@@ -130,8 +112,8 @@ def test_real_enospc_while_writing_is_no_space_and_previous_file_survives(tmp_pa
     from contracts.errors import NoSpaceError
     from trainer.training import checkpoint as ck
     where = tmp_path / "disk"
-    with _small_disk(where, size_kb=256) as mounted:
-        if not mounted:
+    with small_disk(where, size_kb=256) as why_not:
+        if why_not:
             pytest.skip("needs root to mount a small tmpfs (the fault seam covers the rest)")
         base = {"format": 1, "optimizer": {}, "epoch": 1, "iter": 0, "finished": False,
                 "history": [], "partial": {}, "torch_rng": torch.get_rng_state(),

@@ -21,6 +21,7 @@ from contracts import digests
 from contracts.runlock import RunLock
 from engine_helpers import REPO
 from transfer_fixture import CASES, completed_fold, experiment
+from system_helpers import small_disk as tmpfs
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -248,19 +249,10 @@ def test_a_crash_mid_import_is_finished_or_undone_by_the_next_import(machines, t
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs for alice's results (root only; skipped, saying why, elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with tmpfs(tmp_path / "disk", 1024) as why_not:
+        if why_not:
+            pytest.skip(why_not)
+        yield tmp_path / "disk"
 
 
 def _leave_free(folder: Path, free: int) -> None:

@@ -201,5 +201,6 @@ def test_a_console_that_cannot_start_ends_its_tab_not_the_server(served, tmp_pat
                 return msg.type
     assert asyncio.run(open_tab()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     wait_for(lambda: "not found" in s.output, 30, "the console's error in the server output")
-    assert s.proc.poll() is None and s.tabs() == []
+    wait_for(lambda: s.tabs() == [], 30, "the failed console's process to end")
+    assert s.proc.poll() is None
     (tmp_path / "moved.yaml").rename(tmp_path / "exp.yaml")

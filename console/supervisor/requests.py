@@ -15,46 +15,39 @@ from console.protocol.codec import encode
 from contracts.errors import UserError
 
 
-def _str(name: str):
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(name: str, ok: Callable[[object], bool], what: str, optional: bool = False):
+    """An argument check: the value when `ok(value)` (or None when optional), else
+    ValueError saying what `name` must be."""
     def check(v):
-        if not isinstance(v, str):
-            raise ValueError(f"{name} must be text")
-        return v
+        if (v is None and optional) or ok(v):
+            return v
+        raise ValueError(f"{name} must be {what}" + (" or null" if optional else ""))
     return check
+
+
+def _str(name: str):
+    return _check(name, lambda v: isinstance(v, str), "text")
 
 
 def _bool(name: str):
-    def check(v):
-        if not isinstance(v, bool):
-            raise ValueError(f"{name} must be true or false")
-        return v
-    return check
+    return _check(name, lambda v: isinstance(v, bool), "true or false")
 
 
 def _ints(name: str, optional: bool = False):
-    def check(v):
-        if v is None and optional:
-            return None
-        if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                               for i in v):
-            raise ValueError(f"{name} must be a list of integers" + (" or null" if optional
-                                                                      else ""))
-        return v
-    return check
+    return _check(name, lambda v: isinstance(v, list) and all(map(_int, v)),
+                  "a list of integers", optional)
 
 
 def _strs(name: str):
-    def check(v):
-        if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
-            raise ValueError(f"{name} must be a list of names")
-        return v
-    return check
+    return _check(name, lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
+                  "a list of names")
 
 
-def _lines(v):
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2000:
-        raise ValueError("lines must be an integer from 1 to 2000")
-    return v
+_lines = _check("lines", lambda v: _int(v) and 1 <= v <= 2000, "an integer from 1 to 2000")
 
 
 # action -> (argument checks, whether it acts, the call)
