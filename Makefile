@@ -24,8 +24,11 @@ demo: $(STAMP)
 
 # The Slurm tests start a one-node cluster themselves (tests/slurm_cluster.sh: as root it
 # installs the Debian packages when missing) and skip, saying why, when they cannot.
+# One worker per core; tests/conftest.py orders the longest first and groups the tests that
+# share a cluster or a module fixture (loadgroup, in that order: --no-loadscope-reorder).
+XDIST := -n auto --dist loadgroup --no-loadscope-reorder
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # A one-node Slurm on this machine to try backend: slurm by hand (docs/slurm.md).
 slurm-up:
