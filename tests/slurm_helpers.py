@@ -24,9 +24,14 @@ def _cluster(action: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """SLURM_CONF of a running test cluster (started here, stopped at the end if we did)."""
-    was_up = _cluster("status").returncode == 0
-    p = _cluster("up")
+    """SLURM_CONF of a running test cluster (started here, stopped at the end if we did).
+
+    Under xdist every Slurm test runs on one worker (tests/conftest.py groups them); the
+    lock keeps two sessions that start at once from both starting daemons."""
+    from filelock import FileLock
+    with FileLock(f"{STATE_DIR}.lock"):
+        was_up = _cluster("status").returncode == 0
+        p = _cluster("up")
     if p.returncode != 0:
         lines = (p.stderr or p.stdout).strip().splitlines()
         pytest.skip(lines[-1] if lines else f"tests/slurm_cluster.sh up failed ({p.returncode})")

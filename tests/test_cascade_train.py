@@ -10,7 +10,7 @@ import torch
 
 from cascade_fixture import write_cascade_experiment
 from contracts.jsonio import iter_jsonl
-from train_fixture import ROOT, run_train, train_cmd, trainer_env
+from train_fixture import ROOT, run_train_here, train_cmd, trainer_env
 
 CASCADE = "3d_cascade_fullres"
 # inline data loading (num_workers 0): exact resume with worker processes is
@@ -23,8 +23,9 @@ def _fold(exp, k=0):
 
 
 def test_cascade_fold_trains_on_lowres_predictions_and_resumes_exactly(tmp_path):
+    # the reference and the resume in this process (run_train_here); the stop hits a process
     straight = write_cascade_experiment(tmp_path / "a", **CFG)
-    r = run_train(straight, "--skip-validation", configuration=CASCADE)
+    r = run_train_here(straight, "--skip-validation", configuration=CASCADE)
     assert r.returncode == 0, r.stderr
     prev_dir = straight.parent / f"results/tiny/preprocessed/{CASCADE}/previous_stage"
     prev = np.load(prev_dir / "case_000_prev.npy")
@@ -46,7 +47,7 @@ def test_cascade_fold_trains_on_lowres_predictions_and_resumes_exactly(tmp_path)
     p.send_signal(signal.SIGTERM)
     p.communicate(timeout=120)
     assert p.returncode == 0
-    r = run_train(exp, "--resume", configuration=CASCADE)          # trains on, then validates
+    r = run_train_here(exp, "--resume", configuration=CASCADE)     # trains on, then validates
     assert r.returncode == 0, r.stderr
     a = torch.load(_fold(straight) / "checkpoints/final.pt", weights_only=True)["model"]
     b = torch.load(_fold(exp) / "checkpoints/final.pt", weights_only=True)["model"]

@@ -41,7 +41,8 @@ def test_cascade_test_set_prediction_through_the_engine(tmp_path, monkeypatch):
             "nnunet": {"dataset": 901, **roots, "plans": "nnUNetPlans_tiny",
                        "gpu_memory_target_gb": 0.005, "epochs": 1, "iterations_per_epoch": 2,
                        "val_iterations": 1, "workers": 0, "processes": 1, "predict_processes": 0,
-                       "stagger_folds": False, "verify_dataset_integrity": False},
+                       "stagger_folds": False, "verify_dataset_integrity": False,
+                       "tta": False},   # 8x fewer passes; test_nnunet_kind keeps nnU-Net's TTA
             "pipeline": {"find_best": False, "postprocess": False},
             "devices": {"cpu_slots": 2, "cpu_threads_per_run": 1},
             "watchdog": {"backoff_initial_s": 0.5, "backoff_max_s": 1, "grace_period_s": 20,
@@ -73,6 +74,8 @@ def test_cascade_test_set_prediction_through_the_engine(tmp_path, monkeypatch):
         argv = launches[f"predict-{CAS}-fold{k}"]
         assert argv[argv.index("-prev_stage_predictions") + 1] == str(preds / LOW / "ensemble")
         assert "-prev_stage_predictions" not in launches[f"predict-{LOW}-fold{k}"]
+        assert all("--disable_tta" in launches[f"predict-{c}-fold{k}"] and
+                   "--disable-tta" in launches[f"{c}/{k}"] for c in (LOW, CAS))
     final = launches["ensemble"]
     assert sorted(final[final.index("-i") + 1:final.index("-o")]) == [
         str(preds / c / f"fold_{k}") for c in (CAS, LOW) for k in (0, 1)]

@@ -224,6 +224,13 @@ def test_planner_and_process_options(tmp_path):
     (tmp_path / "raw" / "Dataset007_X" / "imagesTs").mkdir(parents=True)
     program, _, _ = _launch(kind, jobs[f"predict-{LOW}-fold0"])
     assert (_opt(program, "-npp"), _opt(program, "-nps")) == ("0", "0")   # sequential
+    assert "--disable_tta" not in program                                 # tta: true
+    assert "--disable-tta" not in _launch(kind, jobs[f"{LOW}/0"])[0]
+    data["nnunet"]["tta"] = False
+    off = kind_for(load_experiment(_write(tmp_path, data)))
+    assert "--disable_tta" in _launch(off, jobs[f"predict-{CAS}-fold1"])[0]
+    assert "--disable-tta" in _launch(off, jobs[f"{CAS}/1"])[0]
+    del data["nnunet"]["tta"]
     del data["nnunet"]["gpu_memory_target_gb"], data["nnunet"]["processes"]
     kind = kind_for(load_experiment(_write(tmp_path, data)))
     program, _, _ = _launch(kind, jobs["plan"])

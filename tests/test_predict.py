@@ -15,12 +15,22 @@ import yaml
 from contracts.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
+FOLDS = [0, 1]
 
 
 def trainer(*args, expect=0):
     r = subprocess.run([sys.executable, "-m", "trainer", *map(str, args)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600,
                        env={**__import__("os").environ, "FOLDWATCH_CPU_THREADS": "1"})
+    assert r.returncode == expect, r.stdout + r.stderr
+    return r
+
+
+def here(*args, expect=0):
+    """trainer() in this process (train_fixture.trainer_here): the refusals and reruns need
+    no interpreter start; the prediction whose files are checked runs as a process."""
+    from train_fixture import trainer_here
+    r = trainer_here(*args)
     assert r.returncode == expect, r.stdout + r.stderr
     return r
 
@@ -32,8 +42,9 @@ def planned(tmp_path_factory):
     trainer("make-demo-data", data, "--train", "5", "--test", "2")
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     cfg = dict(demo["configurations"]["3d_fullres"], tta_mirroring=False)
+    # two folds: the fold ensemble is the same code for two as for five, at 2/5 of the passes
     exp = {"experiment": "p", "dataset": str(data), "results": str(tmp / "results"),
-           "configurations": {"3d_fullres": cfg}}
+           "folds": FOLDS, "configurations": {"3d_fullres": cfg}}
     path = tmp / "p.yaml"
     path.write_text(yaml.safe_dump(exp))
     trainer("plan", "--experiment", path)
@@ -59,9 +70,9 @@ def _fake_final_checkpoints(path: Path, folds) -> None:
 
 def test_predict_keeps_each_input_geometry_and_scores_test_labels(planned):
     exp = load_experiment(planned)
-    r = trainer("predict", "--experiment", planned, expect=2)      # no checkpoints yet
+    r = here("predict", "--experiment", planned, expect=2)      # no checkpoints yet
     assert "final.pt" in r.stderr and "Traceback" not in r.stderr
-    _fake_final_checkpoints(planned, range(5))
+    _fake_final_checkpoints(planned, FOLDS)
     trainer("predict", "--experiment", planned, "--save-probabilities")
     out = exp.layout.predictions
     images = sorted((exp.dataset_path / "imagesTs").glob("*_0000.nii.gz"))
@@ -88,13 +99,13 @@ def test_predict_keeps_each_input_geometry_and_scores_test_labels(planned):
     assert [e["done"] for e in events if e["event"] == "progress"][-1] == 2
     # a second run keeps what is there; --overwrite redoes it
     before = (out / f"{case}.nii.gz").stat().st_mtime_ns
-    r = trainer("predict", "--experiment", planned)
+    r = here("predict", "--experiment", planned)
     assert "kept" in r.stderr and (out / f"{case}.nii.gz").stat().st_mtime_ns == before
-    trainer("predict", "--experiment", planned, "--overwrite")
+    here("predict", "--experiment", planned, "--overwrite")
     assert (out / f"{case}.nii.gz").stat().st_mtime_ns != before
 
 
 def test_predict_input_folder_without_images_is_a_dataset_error(planned, tmp_path):
-    _fake_final_checkpoints(planned, range(5))
-    r = trainer("predict", "--experiment", planned, "-i", tmp_path, "-o", tmp_path / "o", expect=3)
+    _fake_final_checkpoints(planned, FOLDS)
+    r = here("predict", "--experiment", planned, "-i", tmp_path, "-o", tmp_path / "o", expect=3)
     assert "_0000" in r.stderr

@@ -10,7 +10,7 @@ from contracts.events import validate_event
 from contracts.experiment import load_experiment
 from contracts.jsonio import iter_jsonl, read_json
 from demo_fixture import demo_experiment
-from train_fixture import run_train
+from train_fixture import run_train_here   # `python -m trainer train` in this process
 
 TINY = {"3d_fullres": {"patch_size": "auto", "batch_size": 2, "epochs": 1,
                        "iterations_per_epoch": 2, "val_iterations": 1, "base_features": 4,
@@ -23,7 +23,7 @@ def demo(tmp_path_factory):
 
 
 def test_demo_fold_trains_and_validates_in_original_geometry(demo):
-    r = run_train(demo, timeout=600)
+    r = run_train_here(demo)
     assert r.returncode == 0, r.stderr
     exp = load_experiment(demo)
     layout = exp.layout
@@ -76,7 +76,7 @@ def test_interrupted_validation_is_redone_alone_on_resume(demo):
     for ext in (".nii.gz", ".npz"):
         (vdir / f"{val_cases[-1]}{ext}").unlink()
     n = len(list(iter_jsonl(fold_dir / "metrics.jsonl")))
-    r = run_train(demo, "--resume", timeout=600)
+    r = run_train_here(demo, "--resume")
     assert r.returncode == 0, r.stderr
     new = list(iter_jsonl(fold_dir / "metrics.jsonl"))[n:]
     assert not [e for e in new if e["event"] in ("iter", "epoch")]

@@ -1,4 +1,8 @@
-"""A fold trains end to end in a real subprocess; its log follows the contract; exit codes."""
+"""A fold trains end to end in a real subprocess; its log follows the contract; exit codes.
+
+The refusals and overrides run `python -m trainer train`'s entry point in this process
+(run_train_here: no torch/MONAI import per run); the first test and the exit codes 2 and 3
+stay real processes, so what the console sees of a trainer process is checked for real."""
 
 import json
 
@@ -7,7 +11,7 @@ import torch
 from contracts.events import validate_event
 from contracts.jsonio import iter_jsonl
 from pictures_helpers import assert_fold_pictures
-from train_fixture import run_train, write_experiment
+from train_fixture import run_train, run_train_here, write_experiment
 
 
 def _events(exp):
@@ -45,13 +49,13 @@ def test_fold_trains_and_log_follows_contract(tmp_path):
 
 def test_refuses_to_overwrite_without_resume_and_resume_of_finished_run(tmp_path):
     exp = write_experiment(tmp_path, epochs=1, ipe=2)
-    assert run_train(exp, "--skip-validation").returncode == 0
-    again = run_train(exp)
+    assert run_train_here(exp, "--skip-validation").returncode == 0
+    again = run_train_here(exp)
     assert again.returncode == 2 and "--resume" in again.stderr
     refused = _events(exp)[-1]   # the refusal is an attempt the console can explain
     assert refused["event"] == "end" and refused["reason"] == "usage"
     assert "--resume" in refused["message"] and "Traceback" not in again.stderr
-    done = run_train(exp, "--resume", "--skip-validation")
+    done = run_train_here(exp, "--resume", "--skip-validation")
     assert done.returncode == 0, done.stderr
     starts = [e for e in _events(exp) if e["event"] == "start"]
     assert starts[-1]["attempt"] == 3 and starts[-1]["resumed_from"] == 1
@@ -60,12 +64,12 @@ def test_refuses_to_overwrite_without_resume_and_resume_of_finished_run(tmp_path
 
 def test_resume_refused_when_plan_changed(tmp_path):
     exp = write_experiment(tmp_path, epochs=2, ipe=2)
-    assert run_train(exp, "--skip-validation").returncode == 0
+    assert run_train_here(exp, "--skip-validation").returncode == 0
     plan_path = exp.parent / "results/tiny/plans/3d_fullres.json"
     plan = json.loads(plan_path.read_text())
     plan["filters"] = [4, 8, 32]
     plan_path.write_text(json.dumps(plan))
-    r = run_train(exp, "--resume")
+    r = run_train_here(exp, "--resume")
     assert r.returncode == 2
     assert "plan" in r.stderr and "--force-resume" in r.stderr and "Traceback" not in r.stderr
     end = _events(exp)[-1]
@@ -74,11 +78,11 @@ def test_resume_refused_when_plan_changed(tmp_path):
 
 def test_resume_refused_when_hyperparameters_changed(tmp_path):
     exp = write_experiment(tmp_path, epochs=2, ipe=2)
-    assert run_train(exp, "--skip-validation").returncode == 0
+    assert run_train_here(exp, "--skip-validation").returncode == 0
     exp.write_text(exp.read_text().replace("epochs: 2", "epochs: 3"))
-    r = run_train(exp, "--resume", "--skip-validation")
+    r = run_train_here(exp, "--resume", "--skip-validation")
     assert r.returncode == 2 and "epochs: 2 -> 3" in r.stderr
-    forced = run_train(exp, "--resume", "--force-resume", "--skip-validation")
+    forced = run_train_here(exp, "--resume", "--force-resume", "--skip-validation")
     assert forced.returncode == 0, forced.stderr
 
 
@@ -86,7 +90,7 @@ def test_bad_fold_and_missing_data_exit_codes(tmp_path):
     exp = write_experiment(tmp_path, epochs=1, ipe=1)
     r = run_train(exp, fold=7)
     assert r.returncode == 2 and "fold" in r.stderr and "Traceback" not in r.stderr
-    r = run_train(exp, configuration="2d")
+    r = run_train_here(exp, configuration="2d")
     assert r.returncode == 2 and "2d" in r.stderr
     pre = exp.parent / "results/tiny/preprocessed/3d_fullres"
     (pre / "case_001_data.npy").unlink()
@@ -95,17 +99,17 @@ def test_bad_fold_and_missing_data_exit_codes(tmp_path):
     for p in pre.iterdir():
         p.unlink()
     pre.rmdir()
-    r = run_train(exp)
+    r = run_train_here(exp)
     assert r.returncode == 3 and "preprocess" in r.stderr
     (exp.parent / "results/tiny/plans/3d_fullres.json").unlink()
-    r = run_train(exp)
+    r = run_train_here(exp)
     assert r.returncode == 2 and "plan" in r.stderr
 
 
 def test_batch_overrides_are_accepted_on_resume_and_recorded(tmp_path):
     exp = write_experiment(tmp_path, epochs=1, ipe=2)
-    assert run_train(exp, "--skip-validation").returncode == 0
-    r = run_train(exp, "--resume", "--batch-size", "1", "--grad-accumulation", "2",
+    assert run_train_here(exp, "--skip-validation").returncode == 0
+    r = run_train_here(exp, "--resume", "--batch-size", "1", "--grad-accumulation", "2",
                   "--skip-validation")
     assert r.returncode == 0, r.stderr
     start = [e for e in _events(exp) if e["event"] == "start"][-1]
@@ -116,7 +120,7 @@ def test_batch_overrides_are_accepted_on_resume_and_recorded(tmp_path):
 
 def test_2d_fold_trains_with_accumulation(tmp_path):
     exp = write_experiment(tmp_path, dim=2, epochs=1, ipe=2, batch_size=4, num_workers=0)
-    r = run_train(exp, "--batch-size", "2", "--skip-validation", configuration="2d")
+    r = run_train_here(exp, "--batch-size", "2", "--skip-validation", configuration="2d")
     assert r.returncode == 0, r.stderr
     events = list(iter_jsonl(exp.parent / "results/tiny/2d/fold_0/metrics.jsonl"))
     assert events[0]["grad_accumulation"] == 2 and events[-1]["status"] == "completed"

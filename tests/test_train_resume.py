@@ -8,7 +8,7 @@ import time
 import torch
 
 from contracts.jsonio import iter_jsonl
-from train_fixture import ROOT, run_train, train_cmd, trainer_env, write_experiment
+from train_fixture import ROOT, run_train_here, train_cmd, trainer_env, write_experiment
 
 CFG = dict(epochs=2, ipe=24, val_iterations=1, num_workers=2)
 
@@ -33,8 +33,10 @@ def _weights(path):
 
 
 def test_exact_resume_after_kill_and_sigterm_mid_epoch(tmp_path):
+    # the uninterrupted reference and the last resume need no process of their own
+    # (run_train_here); the kill and the SIGTERM hit real trainer processes
     straight = write_experiment(tmp_path / "a", **CFG)
-    r = run_train(straight, "--skip-validation")
+    r = run_train_here(straight, "--skip-validation")
     assert r.returncode == 0, r.stderr
 
     exp = write_experiment(tmp_path / "b", **CFG)
@@ -60,7 +62,7 @@ def test_exact_resume_after_kill_and_sigterm_mid_epoch(tmp_path):
     stopped_at = torch.load(_fold(exp) / "checkpoints/latest.pt", weights_only=True)
     assert stopped_at["epoch"] == 1 and 3 <= stopped_at["iter"] < CFG["ipe"], stopped_at["iter"]
     # 3) resume continues from that iteration and ends with the straight run's weights
-    r = run_train(exp, "--resume", "--skip-validation")
+    r = run_train_here(exp, "--resume", "--skip-validation")
     assert r.returncode == 0, r.stderr
     starts = [e for e in iter_jsonl(metrics) if e["event"] == "start"]
     assert starts[-1]["resumed_from"] == 1 and starts[-1]["resumed_iter"] == stopped_at["iter"]

@@ -96,6 +96,52 @@ def run_train(exp: Path, *more: str, configuration="3d_fullres", fold=0, timeout
                           timeout=timeout)
 
 
+def trainer_here(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m trainer ARGS` without the interpreter start (torch + MONAI imports, ~5 CPU-s
+    a run): the same entry point (`trainer.cli.main`, whose return value `python -m trainer`
+    exits with) in this process, under trainer_env's variables, stdout/stderr captured;
+    argparse's SystemExit becomes the return code as it would in a process. For tests about
+    what the trainer decides, not about it being a process; the torch thread count, the
+    variables and the iteration-log interval are put back afterwards."""
+    import contextlib
+    import io
+
+    import torch
+
+    from trainer.cli import main
+    from trainer.training import loop
+
+    argv = [str(a) for a in args]
+    wanted = {k: v for k, v in trainer_env(**(env or {})).items() if os.environ.get(k) != v}
+    saved = {k: os.environ.get(k) for k in wanted}
+    threads, iter_log = torch.get_num_threads(), loop.ITER_LOG_INTERVAL_S
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(wanted)
+    loop.ITER_LOG_INTERVAL_S = float(os.environ["FOLDWATCH_ITER_LOG_S"])  # read at import
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        torch.set_num_threads(threads)
+        loop.ITER_LOG_INTERVAL_S = iter_log
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def run_train_here(exp: Path, *more: str, configuration="3d_fullres", fold=0,
+                   env: dict | None = None) -> subprocess.CompletedProcess:
+    """run_train in this process (trainer_here)."""
+    return trainer_here("train", "--experiment", exp, "--configuration", configuration,
+                        "--fold", fold, *more, env=env)
+
+
 def train_in_process(exp: Path, configuration="3d_fullres", fold=0, *more: str) -> int:
     """The real `train` command in this process: no interpreter start (~20 s on a busy
     2-core machine); the torch thread count it sets is put back afterwards."""

@@ -209,6 +209,8 @@ class NnunetKind(NnunetPrediction):
             program.append("--npz")
         if resume:
             program.append("--c")
+        if not s.tta:
+            program.append("--disable-tta")
         for flag, value in (("--epochs", s.epochs), ("--iterations", s.iterations_per_epoch),
                             ("--val-iterations", s.val_iterations)):
             if value:

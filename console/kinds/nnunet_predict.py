@@ -137,6 +137,8 @@ class NnunetPrediction:
         argv = [tool("nnUNetv2_predict"), "-i", str(images), "-o", str(out),
                 "-d", s.dataset_arg, "-c", cfg, "-p", s.plans, "-tr", s.trainer, "-f", str(k),
                 "--save_probabilities", "-device", dev] + self._predict_np()
+        if not s.tta:
+            argv.append("--disable_tta")
         if cfg != CASCADE:
             return self._stage(job) + argv, False
         prev = self.prev_stage_dir

@@ -1,7 +1,7 @@
 """One nnU-Net v2 fold, as `nnUNetv2_train` runs it, with foldwatch's checkpoint policy.
 
 `python -m trainer.external.nnunet_fold DATASET CFG FOLD [-p PLANS] [-tr TRAINER] [--npz]
-[--c] [-device cpu|cuda] [--epochs N] [--iterations N] [--val-iterations N]`
+[--c] [-device cpu|cuda] [--epochs N] [--iterations N] [--val-iterations N] [--disable-tta]`
 
 Nothing in the user's nnU-Net installation is edited: the user's trainer class is resolved,
 and a subclass made at runtime
@@ -12,6 +12,7 @@ and a subclass made at runtime
 - writes every checkpoint atomically and announces it in the training log with a line the
   foldwatch runner reads (`foldwatch checkpoint <kind> epoch <n> <path>`),
 - can shorten num_epochs / iterations for tests and smoke runs,
+- can validate without test-time mirroring (`--disable-tta`, as nnUNetv2_predict's flag).
 - logs the batch size and iterations per epoch it trains with (`foldwatch training batch_size
   <b> iterations_per_epoch <n>`): a trainer variant may change either, and the runner's
   samples/s needs them.
@@ -154,6 +155,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--val-iterations", type=int)
+    p.add_argument("--disable-tta", action="store_true",
+                   help="final validation without test-time mirroring (training unchanged)")
     p.add_argument("--nnunet-checkpointing", action="store_true",
                    help="keep nnU-Net's own policy (latest every 50 epochs, a signal kills): "
                         "the baseline of bench/nnunet_workflow.py")
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                                   f"{stop.get('signal')}", also_print_to_console=True)
         _finish_loaders(trainer)
         return exitcodes.OK
+    if args.disable_tta:
+        # read by the validation's predictor only; the checkpoints keep the trained axes
+        trainer.inference_allowed_mirroring_axes = None
     trainer.perform_actual_validation(args.npz)
     return exitcodes.OK
 
