@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -88,6 +89,65 @@ def test_entry_point_warnings_in_nnunets_log_become_warning_events():
     assert out == [("warning", {"message": "W&B could not start (ServerResponseError: run ID "
                                            "abc is in use); this attempt trains without W&B"})]
     assert p.epoch is not None and p.epoch["epoch"] == 3          # the epoch goes on
+
+
+def test_at_a_runs_end_an_epoch_is_announced_only_with_its_checkpoint():
+    """A crash, stop or kill ends the log: the epoch in progress is announced if its latest
+    (or, for the last epoch, final) checkpoint was saved, else --c redoes it. nnU-Net's str()
+    of a time stamp drops a zero fraction."""
+    lines = ["Epoch 4", "train_loss -0.1", "val_loss -0.2", "Pseudo dice [0.5]",
+             "Epoch time: 2.0 s"]
+    for saved, ended, announced in ((None, True, []), ("best", True, []),
+                                    ("latest epoch 4", True, []), ("latest epoch 5", True, [4]),
+                                    ("final epoch 5", True, [4]), (None, False, [4])):
+        p = NnunetLogParser()
+        extra = [f"foldwatch checkpoint {saved} /f/c.pth"] if saved else []
+        for line in lines + extra:
+            p.feed("2026-01-01 00:00:00: " + line)
+        assert [ev["epoch"] for _, ev in p.flush(ended=ended)] == announced, (saved, ended)
+    p = NnunetLogParser()
+    for line in lines + ["Training done."]:            # nnU-Net's own end: always announced
+        p.feed(line)
+    assert p.flush(ended=True) == [] and p.epoch is None
+
+
+def test_a_real_nnunet_log_cut_by_a_kill_is_replayed_from_where_the_runner_stopped(tmp_path):
+    """nnU-Net 2.8.1's log (tests/data) cut by a SIGKILL after epoch 2's saves; the killed
+    runner had read it up to epoch 1's latest save. The next runner replays the rest: epoch
+    1's best save and its epoch, epoch 2's saves and epoch 2, checkpoint then announce."""
+    from datetime import datetime
+
+    from console.runner.replay import last_attempt, nnunet_missing
+    from contracts.jsonio import EventWriter
+    text = LOG.read_text().splitlines()
+    cut = next(i for i, ln in enumerate(text) if "checkpoint best epoch 3" in ln) + 1
+    read = next(i for i, ln in enumerate(text) if "checkpoint latest epoch 2" in ln) + 1
+    fold = tmp_path / "Dataset901_Tiny" / "nnUNetTrainer__nnUNetPlans__2d" / "fold_1"
+    fold.mkdir(parents=True)
+    (fold / "training_log_2026_11_22_17_32_40.txt").write_text("\n".join(text[:cut]) + "\n")
+    began = datetime.fromisoformat("2026-11-22 17:32:39").timestamp()
+    start = {"t": began, "event": "start", "configuration": "2d", "fold": 1, "attempt": 1,
+             "resumed_from": None}          # written before nnU-Net's first line
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(start) + "\n")
+    live = NnunetLogParser()
+    with EventWriter(tmp_path / "metrics.jsonl") as w:
+        for line in text[:read]:
+            for name, fields in live.feed(line):
+                w.write(name, **fields)
+    last = last_attempt(tmp_path / "metrics.jsonl")
+    assert [c["epoch"] for c in last.checkpoints] == [1, 1, 2] and last.epochs == {0}
+    got = nnunet_missing(last, str(tmp_path / "Dataset901_*" / "*" / "fold_1"))
+    assert [(n, f.get("kind"), f["epoch"], f["replayed"]) for n, f in got] == [
+        ("checkpoint", "best", 2, True), ("epoch", None, 1, True),
+        ("checkpoint", "latest", 3, True), ("checkpoint", "best", 3, True),
+        ("epoch", None, 2, True)]
+    assert got[-1][1]["train_loss"] == -0.7578 and got[-1][1]["new_best"]
+    assert got[-1][1]["ema_dice"] == pytest.approx(0.8675000071525574)
+    # nothing is replayed twice: once announced, the next resume finds nothing missing
+    with EventWriter(tmp_path / "metrics.jsonl") as w:
+        w.write("start", configuration="2d", fold=1, attempt=2, resumed_from=3)
+    assert nnunet_missing(last_attempt(tmp_path / "metrics.jsonl"),
+                          str(tmp_path / "Dataset901_*" / "*" / "fold_1")) == []
 
 
 def _nn(tmp: Path, **extra) -> dict:

@@ -10,14 +10,16 @@ the trainer's own figures, a variant's included, from which samples/s is compute
 `foldwatch warning <message>` when it carried on without something (nnU-Net's W&B logger),
 which becomes a `warning` event. An epoch is announced when the next `Epoch` line,
 `Training done.` or the end of the run shows that nothing more of it follows, so its
-checkpoint events come first.
+checkpoint events come first; at the end of a run (a crash, a stop, a kill found on resume)
+only if its checkpoint was saved: an epoch whose save never came is redone by `--c`.
 """
 
 from __future__ import annotations
 
 import re
 
-_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+: ")
+# nnU-Net's `f"{datetime.fromtimestamp(time())}:"`; str() of a datetime drops a zero fraction
+STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?): ")
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf)"
 _EPOCH = re.compile(r"^Epoch (\d+)\s*$")
 _LR = re.compile(r"^Current learning rate: " + _NUM)
@@ -60,9 +62,10 @@ class NnunetLogParser:
         self.mean_validation_dice: float | None = None
         self.training_done = False
         self.training: dict[str, int] = {}   # effective_batch, iterations_per_epoch
+        self.saved = False          # the epoch in progress has its resumable checkpoint
 
     def feed(self, raw: str) -> list[tuple[str, dict]]:
-        line = _STAMP.sub("", raw.rstrip("\n")).strip()
+        line = STAMP.sub("", raw.rstrip("\n")).strip()
         out: list[tuple[str, dict]] = []
         if m := _EPOCH.match(line):
             out += self.flush()
@@ -70,9 +73,14 @@ class NnunetLogParser:
                           "val_dice": None, "val_dice_per_class": None, "ema_dice": None,
                           "lr": None, "epoch_s": None, "data_wait_frac": None,
                           "peak_mem_mb": None, "new_best": False}
+            self.saved = False
         elif m := _CKPT.match(line):
             out.append(("checkpoint", {"kind": m.group(1), "epoch": int(m.group(2)),
                                        "path": m.group(3)}))
+            # latest (every epoch but the last) or final (the last) after this epoch's end
+            if (self.epoch is not None and m.group(1) in ("latest", "final")
+                    and int(m.group(2)) == self.epoch["epoch"] + 1):
+                self.saved = True
         elif m := _TRAINING.match(line):
             self.training = {"effective_batch": int(m.group(1)),
                              "iterations_per_epoch": int(m.group(2))}
@@ -115,11 +123,14 @@ class NnunetLogParser:
             e["ema_dice"] = _f(m.group(1))
             e["new_best"] = True
 
-    def flush(self) -> list[tuple[str, dict]]:
-        """The epoch in progress as an event, if it got as far as its losses."""
+    def flush(self, ended: bool = False) -> list[tuple[str, dict]]:
+        """The epoch in progress as an event, if it got as far as its losses; `ended` (the
+        process is gone, nothing more of the log follows): only if its checkpoint was saved."""
         e, self.epoch = self.epoch, None
         if e is None or e["train_loss"] is None and e["epoch_s"] is None:
             return []          # interrupted before its end: it will be redone
+        if ended and not self.saved:
+            return []          # its losses were logged, its save never came: redone by --c
         if e["ema_dice"] is None and e["val_dice"] is not None:
             e["ema_dice"] = (e["val_dice"] if self.ema is None
                              else 0.9 * self.ema + 0.1 * e["val_dice"])

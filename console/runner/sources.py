@@ -94,7 +94,7 @@ class NnunetLogSource:
         return out
 
     def finish(self) -> Events:
-        return self.poll() + self.parser.flush()
+        return self.poll() + self.parser.flush(ended=True)
 
 
 class PatternSource:
@@ -135,7 +135,7 @@ class CheckpointGlob:
 
     def __init__(self, pattern: str, cwd: Path | None, since: float,
                  epochs_done: Callable[[], int | None]) -> None:
-        self.pattern = pattern if os.path.isabs(pattern) else str(Path(cwd or ".") / pattern)
+        self.pattern = resolve(pattern, cwd)
         self.since, self.epochs_done = since, epochs_done
         self.seen: tuple[str, float] | None = None
 
@@ -151,6 +151,10 @@ class CheckpointGlob:
 
     def finish(self) -> Events:
         return self.poll()
+
+
+def resolve(pattern: str, cwd: Path | None) -> str:
+    return pattern if os.path.isabs(pattern) else str(Path(cwd or ".") / pattern)
 
 
 def newest_match(pattern: str) -> tuple[str, float] | None:

@@ -24,7 +24,9 @@ from collections import deque
 from pathlib import Path
 
 from console.runner.failures import WORKERS_DIED, recognise
-from console.runner.sources import CheckpointGlob, NnunetLogSource, PatternSource, resumed_from
+from console.runner.replay import glob_missing, last_attempt, nnunet_missing
+from console.runner.sources import (CheckpointGlob, NnunetLogSource, PatternSource, resolve,
+                                    resumed_from)
 from contracts import exitcodes
 from contracts.jsonio import EventWriter
 from contracts.runlock import RunBusy, RunLock
@@ -197,6 +199,21 @@ class Runner:
             if self.child is not None and self.child.poll() is None:
                 self.child.terminate()
 
+    def replay(self) -> None:
+        """Checkpoints a killed attempt saved but never announced, before this `start`
+        (console/runner/replay.py): the same sources as the live ones below."""
+        a = self.args
+        if a.stage or a.skip:
+            return
+        last = last_attempt(self.run_dir / "metrics.jsonl")
+        missing = []
+        if a.metrics == "nnunet" and a.nnunet_dir:
+            missing += nnunet_missing(last, a.nnunet_dir)
+        if a.checkpoints and a.metrics != "jsonl":
+            missing += glob_missing(last, resolve(a.checkpoints, a.cwd))
+        for event, fields in missing:
+            self.writer.write(event, **fields)
+
     def poll_sources(self) -> None:
         for src in self.sources:
             for event, fields in src.poll():
@@ -206,6 +223,7 @@ class Runner:
     def run(self) -> int:
         a = self.args
         self.writer = EventWriter(self.run_dir / "metrics.jsonl")
+        self.replay()
         previous = resumed_from(self.run_dir / "metrics.jsonl")
         self.start_event(previous["attempt"], previous["epoch"])
         if a.skip:
@@ -260,15 +278,23 @@ class Runner:
                 env[a.workers_env] = str(fewer)
                 retries += 1
                 argv = list(a.command) + [x for x in a.retry_arg if x not in a.command]
+                # the new process writes a new training log; what the old one's log still
+                # holds (its last epoch, if saved) is announced first, as at a run's end
+                self.sources = [self.next_log(s) if isinstance(s, NnunetLogSource) else s
+                                for s in self.sources]
                 self.emit("warning", {"message": f"augmentation workers died; retrying with "
                                                  f"{a.workers_env}={fewer}"})
                 self.tail.clear()
-                # the new process writes a new training log
-                self.sources = [NnunetLogSource(a.nnunet_dir) if isinstance(s, NnunetLogSource)
-                                else s for s in self.sources]
                 continue
             break
         return self.finish(code)
+
+    def next_log(self, old: NnunetLogSource) -> NnunetLogSource:
+        for event, fields in old.finish():
+            self.emit(event, fields)
+        new = NnunetLogSource(self.args.nnunet_dir)
+        new.parser.ema = old.parser.ema
+        return new
 
     def finish(self, code: int) -> int:
         for src in self.sources:
