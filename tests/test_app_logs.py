@@ -13,6 +13,22 @@ from test_app import select, wait_for
 from ui_engine import ScriptedEngine
 
 
+def log_app(run_dir) -> FoldwatchApp:
+    """The console on a scripted engine whose run 2d/0 keeps its logs in run_dir."""
+    eng = ScriptedEngine()
+    eng._run("2d/0").run_dir = str(run_dir)
+    return FoldwatchApp(eng, poll_interval=0.2)
+
+
+async def open_log(pilot, app: FoldwatchApp) -> LogScreen:
+    """Select 2d/0 and open its log viewer (`t`)."""
+    await wait_for(pilot, lambda: app.snapshot is not None)
+    await select(pilot, app, "2d/0")
+    await pilot.press("t")
+    assert isinstance(app.screen, LogScreen)
+    return app.screen
+
+
 def test_text_tail_reads_only_the_window_then_appends(tmp_path):
     log = tmp_path / "stdout.log"
     log.write_bytes(b"".join(b"line %06d\n" % i for i in range(100_000)))   # 1.2 MB
@@ -38,15 +54,9 @@ async def test_log_viewer_follows_searches_and_switches_stream(tmp_path):
     (run_dir / "stdout.log").write_text("".join(f"epoch {e}/8  train_loss 0.{90 - e}\n"
                                                 for e in range(1, 4)))
     (run_dir / "stderr.log").write_text("Traceback (most recent call last):\nValueError: bad\n")
-    eng = ScriptedEngine()
-    eng._run("2d/0").run_dir = str(run_dir)
-    app = FoldwatchApp(eng, poll_interval=0.2)
+    app = log_app(run_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
-        await select(pilot, app, "2d/0")
-        await pilot.press("t")
-        assert isinstance(app.screen, LogScreen)
-        screen = app.screen
+        screen = await open_log(pilot, app)
         await wait_for(pilot, lambda: len(screen.lines) == 3, what="log loaded")
         with (run_dir / "stdout.log").open("a") as f:
             f.write("epoch 4/8  train_loss 0.86  new best EMA pseudo-Dice 0.7\n")
@@ -77,14 +87,9 @@ async def test_log_viewer_wraps_a_300_character_line_and_scrolls_it_sideways(tmp
     lines = [f"line {i}" for i in range(40)] + [long] * 10 + ["after the long line"] + \
         [f"tail {i}" for i in range(40)]
     (run_dir / "stdout.log").write_text("\n".join(lines) + "\n")
-    eng = ScriptedEngine()
-    eng._run("2d/0").run_dir = str(run_dir)
-    app = FoldwatchApp(eng, poll_interval=0.2)
+    app = log_app(run_dir)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.snapshot is not None)
-        await select(pilot, app, "2d/0")
-        await pilot.press("t")
-        screen = app.screen
+        screen = await open_log(pilot, app)
         await wait_for(pilot, lambda: len(screen.lines) == len(lines), what="log loaded")
         log = screen.query_one(Log)
         width = log.scrollable_content_region.width
