@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from trainer.data.geometry import class_locations, preprocess_arrays
-from trainer.data.labelmaps import seg_dtype, to_label_map
+from trainer.data.geometry import seg_dtype
+from trainer.data.labelmaps import to_label_map
 from trainer.planning.plans import ChannelNorm, Plan
 from trainer.training.loader import PatchBatches
 from trainer.training.loss import dice_ce

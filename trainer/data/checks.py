@@ -13,7 +13,7 @@ import numpy as np
 
 from contracts.errors import DatasetError
 
-from trainer.data.datasets import CaseFiles, DatasetInfo
+from trainer.data.cases import CaseFiles, DatasetInfo
 from trainer.runtime.workers import run_all
 
 AFFINE_ATOL = 1e-3     # mm; world positions of neighbouring files must agree this closely

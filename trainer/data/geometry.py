@@ -24,13 +24,21 @@ from scipy import ndimage
 
 from contracts.errors import DatasetError
 
-from trainer.data.labelmaps import seg_dtype
 from trainer.data.resampling import (new_shape, resample_image, resample_labels,
                                      resample_probabilities)
 from trainer.planning.plans import Plan
 
 RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
 CT_BODY_HU = -500.0          # above: body; below: air (cropped away)
+
+
+def seg_dtype(max_label: int) -> np.dtype:
+    """The cache's label dtype: uint8 up to 255, int16 beyond (TotalSegmentator has 117 + background)."""
+    if max_label <= np.iinfo(np.uint8).max:
+        return np.dtype(np.uint8)
+    if max_label <= np.iinfo(np.int16).max:
+        return np.dtype(np.int16)
+    raise ValueError(f"label value {max_label} is above {np.iinfo(np.int16).max}; not supported")
 
 
 def is_ct(channel_name: str) -> bool:

@@ -37,15 +37,6 @@ def read_probabilities(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable probabilities file ({e})") from None
 
 
-def seg_dtype(max_label: int) -> np.dtype:
-    """The cache's label dtype: uint8 up to 255, int16 beyond (TotalSegmentator has 117 + background)."""
-    if max_label <= np.iinfo(np.uint8).max:
-        return np.dtype(np.uint8)
-    if max_label <= np.iinfo(np.int16).max:
-        return np.dtype(np.int16)
-    raise ValueError(f"label value {max_label} is above {np.iinfo(np.int16).max}; not supported")
-
-
 def argmax_labels(probs: np.ndarray, label_values: list[int]) -> np.ndarray:
     """Class probabilities -> label map with the dataset's label values."""
     return np.asarray(sorted(label_values), dtype=np.int16)[np.argmax(probs, 0)]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts.errors import DatasetError
+from trainer.data.cases import CaseFiles, DatasetInfo
 
 SLICE_ENDINGS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 MASK_SUFFIXES = ("_mask", "_masks", "-mask", "_label", "_seg")
@@ -104,9 +105,8 @@ def _cases(folder: Path) -> dict[str, Path]:
             if is_slice_file(p) and not p.name.startswith(".")}
 
 
-def load_slice_folder(root: Path):
+def load_slice_folder(root: Path) -> DatasetInfo:
     """DatasetInfo of an imgs/ + masks/ folder; problems (unpaired files) are collected."""
-    from trainer.data.datasets import CaseFiles, DatasetInfo
     images, problems = _cases(root / "imgs"), []
     masks = {}
     for stem, p in _cases(root / "masks").items():

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from trainer.data.datasets import CaseFiles, DatasetInfo
+from trainer.data.cases import CaseFiles, DatasetInfo
 from trainer.data.geometry import (body_box, canonical_spacing, crop, load_images, load_label,
                        orientation_transform, to_canonical)
 from trainer.runtime.workers import run_all

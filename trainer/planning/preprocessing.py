@@ -17,7 +17,7 @@ import numpy as np
 
 from contracts.jsonio import atomic_write_file, atomic_write_json
 
-from trainer.data.datasets import CaseFiles
+from trainer.data.cases import CaseFiles
 from trainer.data.geometry import class_locations, load_images, load_label, preprocess_arrays
 from trainer.planning.plans import Plan
 
