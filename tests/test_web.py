@@ -165,7 +165,8 @@ def test_ctrl_c_ends_the_consoles_not_the_runs(served, tmp_path):
 def test_defaults_bad_experiment_and_busy_port(tmp_path):
     from console.clients.cli.main import _parser
     args = _parser().parse_args(["serve", "exp.yaml"])
-    assert (args.host, args.port, args.read_only) == ("127.0.0.1", 8000, False)
+    assert (args.host, args.port, args.read_only, args.max_tabs) == \
+        ("127.0.0.1", 8000, False, 8)
     env = {**os.environ, "FOLDWATCH_NO_NVML": "1"}
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "console.clients.cli", "serve", "--help"],
@@ -204,3 +205,32 @@ def test_a_console_that_cannot_start_ends_its_tab_not_the_server(served, tmp_pat
     wait_for(lambda: s.tabs() == [], 30, "the failed console's process to end")
     assert s.proc.poll() is None
     (tmp_path / "moved.yaml").rename(tmp_path / "exp.yaml")
+
+
+def test_tabs_past_max_tabs_are_refused_until_one_closes(served):
+    """Each tab is a console process: past --max-tabs the page and the websocket answer 503
+    saying why, and start nothing; once a tab closes, the next one opens."""
+    s = served("--max-tabs", "1")
+
+    async def check():
+        async with aiohttp.ClientSession() as http:
+            async with http.get(s.url, allow_redirects=False) as r:     # token -> cookie
+                name, value = r.headers["Set-Cookie"].split(";")[0].split("=", 1)
+            jar = {name: value}
+            ws_url = s.base.replace("http", "ws") + "/ws?token=" + s.token
+            async with http.ws_connect(ws_url) as ws:
+                while b"Fold/stage" not in (await ws.receive(timeout=60)).data:
+                    pass                                       # the first tab's console is up
+                async with http.get(s.base + "/", cookies=jar) as r:
+                    assert r.status == 503 and "--max-tabs 1" in await r.text()
+                    assert r.headers["X-Foldwatch-Refused"] == "too many tabs"
+                assert await _ws_status(http, ws_url) == 503
+                assert len(s.tabs()) == 1
+            deadline = time.monotonic() + 60
+            while await _status(http, s.base + "/", cookies=jar) != (200, ""):
+                assert time.monotonic() < deadline, "the page stayed refused"
+                await asyncio.sleep(0.1)                       # the closed tab is let go
+            async with http.ws_connect(ws_url) as ws:
+                while b"Fold/stage" not in (await ws.receive(timeout=60)).data:
+                    pass
+    asyncio.run(check())

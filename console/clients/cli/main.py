@@ -8,6 +8,16 @@ import sys
 from pathlib import Path
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _runs_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--runs", metavar="C/K,...", default=None,
                    help=f"team split: {what} (e.g. 3d_lowres/0,3d_lowres/1); see docs/slurm.md")
@@ -64,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
     sv.add_argument("--read-only", action="store_true",
                     help="a view that cannot act, to share with others")
+    sv.add_argument("--max-tabs", type=_positive, default=8, metavar="N",
+                    help="browser tabs (console processes) open at once; more are refused "
+                         "(default 8)")
     pk = sub.add_parser("pack", help="completed folds into one archive, to import on a "
                                      "machine that shares no disk with this one")
     pk.add_argument("experiment", type=Path)
@@ -149,7 +162,8 @@ def _serve(args) -> int:
     exp = load_experiment(args.experiment)
     from console.clients.web.server import serve
     return serve(args.experiment.resolve(), title=f"foldwatch - {exp.experiment}",
-                 host=args.host, port=args.port, read_only=args.read_only)
+                 host=args.host, port=args.port, read_only=args.read_only,
+                 max_tabs=args.max_tabs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from contracts.errors import ConfigError
 STATIC = Path(textual_serve.__file__).resolve().parent / "static"
 PAGE = Template((Path(__file__).with_name("page.html")).read_text(encoding="utf-8"))
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_TABS = 8            # each tab is a console process (about 50 MB resident); --max-tabs
 
 
 def console_argv(exp_path: Path, *, read_only: bool) -> list[str]:
@@ -37,8 +38,9 @@ def console_argv(exp_path: Path, *, read_only: bool) -> list[str]:
 class WebConsole:
     """The aiohttp application: routes behind the gate, and the tabs it has started."""
 
-    def __init__(self, argv: list[str], *, title: str, gate: TokenGate) -> None:
-        self.argv, self.title, self.gate = argv, title, gate
+    def __init__(self, argv: list[str], *, title: str, gate: TokenGate,
+                 max_tabs: int = MAX_TABS) -> None:
+        self.argv, self.title, self.gate, self.max_tabs = argv, title, gate, max_tabs
         self.tabs: dict[ConsoleTab, web.WebSocketResponse] = {}
         self.downloads = DownloadManager()      # required by the protocol; the console sends none
 
@@ -50,7 +52,20 @@ class WebConsole:
         app.on_shutdown.append(self._close_tabs)
         return app
 
+    def _full(self) -> web.Response | None:
+        """Past --max-tabs: refused with 503, saying so (a leaked URL or a reloading page
+        cannot start consoles without end)."""
+        if len(self.tabs) < self.max_tabs:
+            return None
+        text = (f"foldwatch serve: {len(self.tabs)} consoles are open, the most it starts "
+                f"(--max-tabs {self.max_tabs}); close a tab and reload this page.")
+        return web.Response(status=503, text=text, headers={
+            "Cache-Control": "no-store", "Retry-After": "5",
+            "X-Foldwatch-Refused": "too many tabs"})
+
     async def page(self, request: web.Request) -> web.Response:
+        if (full := self._full()) is not None:
+            return full
         # Built from the Host header the browser used, so `ssh -L 9000:localhost:8000` works.
         scheme = "wss" if request.secure else "ws"
         text = PAGE.substitute(title=html.escape(self.title), static="/static/",
@@ -60,7 +75,9 @@ class WebConsole:
             "Cache-Control": "no-store", "X-Frame-Options": "DENY",
             "Referrer-Policy": "no-referrer"})
 
-    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if (full := self._full()) is not None:
+            return full
         ws = web.WebSocketResponse(heartbeat=15)
         await ws.prepare(request)
         tab = ConsoleTab(self.argv, write_bytes=ws.send_bytes, write_str=ws.send_str,
@@ -122,10 +139,10 @@ def page_url(host: str, port: int, token: str) -> str:
 
 
 def serve(exp_path: Path, *, title: str, host: str = "127.0.0.1", port: int = 8000,
-          read_only: bool = False, out=None) -> int:
+          read_only: bool = False, max_tabs: int = MAX_TABS, out=None) -> int:
     """Serve until Ctrl-C (or SIGTERM); returns the exit status."""
     console = WebConsole(console_argv(exp_path, read_only=read_only), title=title,
-                         gate=TokenGate())
+                         gate=TokenGate(), max_tabs=max_tabs)
     return asyncio.run(_run(console, host, port, read_only, out or sys.stdout))
 
 
