@@ -82,9 +82,29 @@ def _state_home(tmp_path_factory):
     user's state folder (the supervisors' registry) never touches the real home, and the
     processes the tests start inherit it."""
     old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    os.environ["XDG_STATE_HOME"] = ours = str(tmp_path_factory.mktemp("xdg-state"))
     yield
+    _end_supervisors(ours)
     if old is None:
         os.environ.pop("XDG_STATE_HOME", None)
     else:
         os.environ["XDG_STATE_HOME"] = old
+
+
+def _end_supervisors(state_home: str) -> None:
+    """Supervisors this session's tests started and left lingering (a finished experiment's
+    waits `supervisor.linger_s` before it exits): SIGTERM, as `foldwatch down` would, so no
+    test leaves a process behind on the machine."""
+    import psutil
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "console.supervisor" in (proc.info["cmdline"] or []) and \
+                    proc.environ().get("XDG_STATE_HOME") == state_home:
+                proc.terminate()
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        proc.kill()
