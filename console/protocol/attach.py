@@ -29,6 +29,38 @@ class SupervisorFailed(UserError):
     """The supervisor could not start (its own words, from supervisor.log)."""
 
 
+class SupervisedElsewhere(UserError):
+    """The experiment's supervisor ran on another host of a shared results folder."""
+
+
+def check_host(exp_path: Path, p: pr.Presence, *, here: bool) -> None:
+    """Starting a supervisor here when the last one ran on another host: with the local
+    backend its runs are that machine's processes, so a supervisor here would launch the
+    queue on this machine (a laptop that mounts the cluster's results folder) and could not
+    watch the runs still training there. Refused unless `here` (`foldwatch up --here`);
+    a hung one elsewhere still holds the lock, and only its host can end it."""
+    if p.here or p.state not in ("down", "not responding"):
+        return
+    name = Path(exp_path).name
+    when = time.strftime("%H:%M", time.localtime(p.since)) if p.since else "?"
+    if p.state == "not responding":
+        raise SupervisedElsewhere(
+            f"the supervisor of {name} runs on {p.host} (pid {p.pid}) and has not ticked "
+            f"since {when}; only {p.host} can end it: `ssh {p.host} foldwatch down {name}`, "
+            f"then `foldwatch up {name}` there")
+    if here:
+        return
+    from contracts.experiment import load_experiment
+    if load_experiment(exp_path).backend == "slurm":
+        return                  # the runs are cluster jobs: any login node can supervise
+    raise SupervisedElsewhere(
+        f"{name} was supervised on {p.host} (pid {p.pid}, down since {when}) and its runs "
+        f"train there (backend: local). Start its supervisor there: `ssh {p.host} "
+        f"foldwatch up {name}`. Or `foldwatch up {name} --here` to supervise it from this "
+        f"machine: queued runs then train here, and runs still training on {p.host} are "
+        "left alone, not watched")
+
+
 def supervisor_argv(exp_path: Path, *, runs: list[str] | None = None, hold: bool = False,
                     exit_when_idle: bool = False, chaos: float | None = None) -> list[str]:
     argv = [sys.executable, "-m", "console.supervisor", str(Path(exp_path).resolve())]
@@ -120,19 +152,24 @@ def _end_hung(p: pr.Presence, home: SupervisorHome) -> None:
 
 def ensure(exp_path: Path, home: SupervisorHome, *, explicit: bool, by: str,
            runs: list[str] | None = None, hold: bool = False, exit_when_idle: bool = False,
-           chaos: float | None = None, wait: bool = True) -> tuple[pr.Presence, bool]:
+           chaos: float | None = None, wait: bool = True, here: bool = False
+           ) -> tuple[pr.Presence, bool]:
     """(the supervisor's presence, True when this call started it); `wait=False`: do not
     wait for its first tick (it is then "starting").
 
     `explicit` (`foldwatch up`, an action): start one unless one is alive, and want
     supervision from now on. Otherwise only restart one that is gone while wanted and last
-    ran on this host (the runs of a local backend live here)."""
+    ran on this host (the runs of a local backend live here). A supervisor that last ran on
+    another host is started here only as check_host allows (`here`: `up --here`); `hold`
+    (a temporary one that never launches, for `foldwatch stop`) goes anywhere."""
     p = pr.presence(home)
     if p.alive:
         return p, False
     intent = pr.read_intent(home)
     if not explicit and not pr.restart_due(p, intent):
         return p, False
+    if not hold:
+        check_host(exp_path, p, here=here)
     if p.state == "not responding":
         _end_hung(p, home)
     if explicit:

@@ -46,6 +46,7 @@ class SupervisorClient:
         self._tried_restart = 0.0
         self.presence: pr.Presence = pr.Presence("never")
         self.started_by_me: int | None = None      # pid of a supervisor this client started
+        self.start_refused: str | None = None      # why the last start was refused or failed
 
     # -- the view -------------------------------------------------------------------------
     def poll(self) -> Snapshot:
@@ -78,7 +79,8 @@ class SupervisorClient:
         try:
             p, started = attach.ensure(self.exp_path, self.home, explicit=explicit,
                                        by=self.kind, runs=self.runs)
-        except UserError:
+        except UserError as e:
+            self.start_refused = str(e)
             return False
         self.presence = p
         if started:
@@ -98,8 +100,8 @@ class SupervisorClient:
                 raise UserError(pr.describe(pr.presence(self.home)))
             started = self._ensure(explicit=True)
             if not started:
-                raise UserError("no supervisor is running and none could be started; see "
-                                f"{self.home.log}")
+                raise UserError(self.start_refused or "no supervisor is running and none "
+                                f"could be started; see {self.home.log}")
         client = {"pid": os.getpid(), "host": socket.gethostname(), "kind": self.kind}
         try:
             rid = channel.send(self.home.requests, action, args, client=client,

@@ -133,5 +133,8 @@ def describe(p: Presence, intent: dict | None = None) -> str:
         why = f" ({intent['reason']})"
     elif p.reason:
         why = f" ({p.reason})"
+    if not p.here:
+        return (f"not supervised since {since or '?'}{why}; it ran on {p.host}: runs are not "
+                f"watched, queued runs will not start; `foldwatch up` on {p.host} resumes")
     return (f"not supervised since {since or '?'}{why}: runs are not watched, queued runs "
             "will not start; `foldwatch up` resumes")

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mouse", action="store_true", help="enable the mouse in the console")
     up.add_argument("--chaos", type=float, metavar="SECONDS", default=None,
                     help="SIGKILL a random running fold about every SECONDS (watchdog demo)")
+    up.add_argument("--here", action="store_true",
+                    help="supervise from this machine although its last supervisor ran on "
+                         "another host of a shared results folder (queued runs train here)")
     _runs_option(up, "supervise only these folds of an experiment others share")
     dn = sub.add_parser("down", help="end supervision; the runs keep training (the next "
                                      "`foldwatch up` adopts them)")
@@ -131,7 +134,8 @@ def _dispatch(args) -> int:
         if args.command == "up":
             return supervise.up(args.experiment, headless=args.headless,
                                 read_only=args.read_only, stop_on_exit=args.stop_on_exit,
-                                mouse=args.mouse, chaos=args.chaos, runs=args.runs)
+                                mouse=args.mouse, chaos=args.chaos, runs=args.runs,
+                                here=args.here)
         if args.command == "down":
             return supervise.down(args.experiment, runs=args.runs)
         return supervise.ls(args.json)

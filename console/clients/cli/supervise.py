@@ -27,7 +27,8 @@ def home_of(exp: Experiment, runs: list[str] | None) -> SupervisorHome:
 
 
 def up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, mouse: bool,
-       chaos: float | None, title: str | None = None, runs: str | None = None) -> int:
+       chaos: float | None, title: str | None = None, runs: str | None = None,
+       here: bool = False) -> int:
     exp = load_experiment(exp_path)
     claimed = claimed_runs(exp, runs)
     if claimed and read_only:
@@ -42,9 +43,10 @@ def up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, m
     home = home_of(exp, claimed)
     if headless:
         return _headless(exp, home, claimed, read_only=read_only, chaos=chaos,
-                         stop_on_exit=stop_on_exit)
+                         stop_on_exit=stop_on_exit, here=here)
     if not read_only:
-        attach.ensure(exp.source, home, explicit=True, by="up", runs=claimed, chaos=chaos)
+        attach.ensure(exp.source, home, explicit=True, by="up", runs=claimed, chaos=chaos,
+                      here=here)
     client = SupervisorClient(exp.source, home, kind="tui", read_only=read_only, runs=claimed)
     from console.clients.tui.app import run_app
     return int(run_app(client, title=title or f"foldwatch - {exp.experiment}", mouse=mouse,
@@ -52,12 +54,13 @@ def up(exp_path: Path, *, headless: bool, read_only: bool, stop_on_exit: bool, m
 
 
 def _headless(exp: Experiment, home: SupervisorHome, runs: list[str] | None, *,
-              read_only: bool, chaos: float | None, stop_on_exit: bool) -> int:
+              read_only: bool, chaos: float | None, stop_on_exit: bool, here: bool) -> int:
     """The supervisor in the foreground when none runs (a Slurm job script, systemd, CI);
     else follow the one that runs, with the same lines and exit code."""
     from console.clients.lines import LinePrinter, follow
     printer = LinePrinter()
-    if not read_only and not pr.presence(home).alive:
+    if not read_only and not (p := pr.presence(home)).alive:
+        attach.check_host(exp.source, p, here=here)
         from console.supervisor.service import Supervisor
         from contracts import exitcodes
         attach.save_environment(home)
