@@ -46,7 +46,7 @@ def test_up_here_refuses_to_start_a_supervisor_that_ran_on_another_host(shared):
     path, home = shared
     out = foldwatch("up", path, "--headless")
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert f"`ssh {SERVER} foldwatch up exp.yaml`" in out.stderr
+    assert f"`ssh {SERVER} foldwatch up {path}`" in out.stderr
     assert "--here" in out.stderr and "backend: local" in out.stderr
     assert pr.presence(home).state == "down" and not home.lock.exists()
     assert not home.log.exists(), "a supervisor was started"
@@ -68,7 +68,7 @@ def test_an_action_from_a_client_here_says_why_instead_of_starting_one(shared):
     client = SupervisorClient(path, home, kind="tui")
     client.poll()                                     # a view: no restart (not its host)
     said = client.set_watchdog(False)                 # the console's toast
-    assert f"`ssh {SERVER} foldwatch up exp.yaml`" in said and "--here" in said
+    assert f"`ssh {SERVER} foldwatch up {path}`" in said and "--here" in said
     with pytest.raises(UserError, match=f"ssh {SERVER} foldwatch up"):
         client.request("set_watchdog", {"enabled": False})
     assert not home.log.exists()

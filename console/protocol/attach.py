@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def check_host(exp_path: Path, p: pr.Presence, *, here: bool) -> None:
     a hung one elsewhere still holds the lock, and only its host can end it."""
     if p.here or p.state not in ("down", "not responding"):
         return
-    name = Path(exp_path).name
+    name = shlex.quote(str(exp_path))     # the path here; on a shared mount often the same
     when = time.strftime("%H:%M", time.localtime(p.since)) if p.since else "?"
     if p.state == "not responding":
         raise SupervisedElsewhere(
