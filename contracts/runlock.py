@@ -30,6 +30,9 @@ LOCK_NAME = "run.lock"
 RUN_DIR_ENV = "FOLDWATCH_RUN_DIR"
 LAUNCH_TOKEN_ENV = "FOLDWATCH_LAUNCH_TOKEN"
 _early: dict[str, "RunLock"] = {}      # realpath of a lock file -> the lock taken early
+# `probe` holds a shared lock for an instant; an exclusive try that meets one is tried again
+# for this long before the lock counts as held (a prober descheduled on a loaded machine)
+PROBE_WAIT_S = 0.5
 
 
 class RunBusy(UserError):
@@ -37,12 +40,13 @@ class RunBusy(UserError):
 
     exit_code = exitcodes.BUSY
 
-    def __init__(self, run_dir: Path, holder: dict | None) -> None:
+    def __init__(self, run_dir: Path, holder: dict | None, lock: Path | None = None) -> None:
         self.run_dir, self.holder = Path(run_dir), holder or {}
         who = f"pid {self.holder.get('pid', '?')} on {self.holder.get('host', '?')}"
         super().__init__(f"{self.run_dir} is already in use by {who} "
-                         f"(lock {self.run_dir / LOCK_NAME}); not starting a second process "
-                         "for the same run. Stop that one first, or let the console adopt it.")
+                         f"(lock {lock or self.run_dir / LOCK_NAME}); not starting a second "
+                         "process for the same run. Stop that one first, or let the console "
+                         "adopt it.")
 
 
 def lock_path(run_dir: str | Path) -> Path:
@@ -95,11 +99,11 @@ class RunLock:
         data = json.dumps(_own_record(self.record)).encode()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-                raise RunBusy(self.run_dir, read_holder_record(self.path)) from None
+                raise RunBusy(self.run_dir, read_holder_record(self.path), self.path) from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, data, 0)
@@ -121,6 +125,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _lock_exclusive(fd: int) -> None:
+    """flock LOCK_EX without waiting on a holder, but past a `probe`: its shared lock lasts
+    an instant, so the try is repeated for PROBE_WAIT_S before the lock counts as held (a
+    supervisor or trainer starting while a client probes must not think it has a twin)."""
+    deadline = time.monotonic() + PROBE_WAIT_S
+    pause = 0.002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if (e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN)
+                    or time.monotonic() >= deadline):
+                raise
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
 
 
 def lock_early(**record: object) -> None:

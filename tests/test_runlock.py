@@ -45,3 +45,32 @@ def test_lock_dies_with_its_process(tmp_path):
             pass
     finally:
         p.kill()
+
+
+def test_a_probe_in_progress_is_not_a_holder(tmp_path):
+    """`probe` takes a shared lock for an instant (a client asking whether the supervisor or
+    a trainer is alive). A process taking the lock at that instant must not think it has a
+    twin and exit BUSY: the lock of a killed holder, whose record is still in the file, held
+    shared here by a prober that a loaded machine descheduled for 50 ms."""
+    import fcntl
+    import os
+    import threading
+    (tmp_path / "run.lock").write_text('{"pid": 4242, "host": "gone"}')
+    fd = os.open(tmp_path / "run.lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    held = threading.Event()
+    timer = threading.Timer(0.05, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), held.set()))
+    timer.start()
+    try:
+        with RunLock(tmp_path, role="train"):
+            assert held.is_set() and holder(tmp_path)["role"] == "train"
+    finally:
+        timer.join()
+        os.close(fd)
+
+
+def test_the_busy_message_names_the_lock_file_it_met(tmp_path):
+    lock = tmp_path / "supervisor.lock"
+    with RunLock.at(lock, role="supervisor"):
+        with pytest.raises(RunBusy, match="supervisor.lock"):
+            RunLock.at(lock).acquire()

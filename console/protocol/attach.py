@@ -126,10 +126,8 @@ def wait_until_up(home: SupervisorHome, proc: subprocess.Popen, log_from: int,
         if p.state == "alive":
             return p
         code = proc.poll()
-        if code is not None and p.state not in ("alive", "starting"):
-            if code == exitcodes.BUSY:          # another client started one first
-                time.sleep(0.1)
-                continue
+        # BUSY: another client started one first; it is waited for like ours
+        if code not in (None, exitcodes.BUSY) and p.state not in ("alive", "starting"):
             raise SupervisorFailed(
                 f"the supervisor exited with code {code} before its first tick:\n"
                 f"{log_tail(home, log_from) or '(nothing in ' + str(home.log) + ')'}")
