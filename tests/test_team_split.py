@@ -64,3 +64,21 @@ def test_runs_must_name_folds_of_the_experiment(tmp_path, monkeypatch):
         Engine(exp, runs=["2d/7"], sampler=cpu_sampler())
     assert not (tmp_path / "results" / "t" / "console" / "claims").exists() or not any(
         (tmp_path / "results" / "t" / "console" / "claims").rglob("*.lock"))
+
+
+def test_a_claim_another_supervisor_holds_is_not_waited_for(tmp_path, monkeypatch):
+    """Each tick tries the stages whose inputs are complete; one another member holds is
+    seen by a probe and skipped, without the exclusive try that waits past probes."""
+    import contracts.runlock as runlock
+    from console.store.claims import Claims
+    from contracts.experiment import load_experiment
+    layout = load_experiment(write_experiment(tmp_path, folds=(0, 1))).layout
+    theirs, ours = Claims(layout, ["2d/0"]), Claims(layout, ["2d/1"])
+    assert theirs.try_claim("find-best")
+    tries = []
+    real = runlock._lock_exclusive
+    monkeypatch.setattr(runlock, "_lock_exclusive", lambda fd: (tries.append(fd), real(fd)))
+    assert not ours.try_claim("find-best") and tries == []
+    theirs.release()
+    assert ours.try_claim("find-best") and len(tries) == 1
+    ours.release()

@@ -54,6 +54,8 @@ class Claims:
     def try_claim(self, key: str) -> bool:
         if key in self._held:
             return True
+        if probe(self.layout.claim(key)) is not None:
+            return False        # held: asked without the wait past probes acquire() has
         lock = RunLock.at(self.layout.claim(key), role="console", run=key, console=self.id)
         try:
             lock.acquire()
