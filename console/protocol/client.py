@@ -76,6 +76,7 @@ class SupervisorClient:
     def _ensure(self, explicit: bool) -> bool:
         """Start the supervisor when it is gone (and, unless `explicit`, wanted); True when
         one is alive afterwards."""
+        self.start_refused = None
         try:
             p, started = attach.ensure(self.exp_path, self.home, explicit=explicit,
                                        by=self.kind, runs=self.runs)
