@@ -3,12 +3,10 @@ the run lock, --require and --skip."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from contracts import exitcodes
 from contracts.jsonio import iter_jsonl
 from contracts.runlock import RunLock
+from supervisor_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,15 +122,8 @@ def test_unset_workers_start_from_nnunets_default(tmp_path):
 
 # -- a kill between a checkpoint and its announcement is repaired on resume ----------------
 PROGRAMS = REPO / "tests" / "runner_programs.py"
+WAIT_S = 120.0
 NNUNET_FOLD = ("nnUNet_results", "Dataset901_Tiny", "nnUNetTrainer__nnUNetPlans__2d", "fold_1")
-
-
-def wait_for(what: str, pred, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return got
 
 
 def has(run_dir: Path, event: str, **fields) -> bool:
@@ -166,17 +158,18 @@ def test_a_checkpoint_nnunet_logged_but_the_killed_runner_never_read_is_replayed
     gates.mkdir()
     (tmp_path / NNUNET_FOLD[0]).mkdir()
     p = nnunet_attempt(tmp_path, free=2)     # epochs 0 and 1, then held inside epoch 2
-    wait_for("epoch 1 and checkpoint 2 announced",
-             lambda: has(run, "epoch", epoch=1) and has(run, "checkpoint", kind="latest", epoch=2))
+    wait_for(lambda: has(run, "epoch", epoch=1) and has(run, "checkpoint", kind="latest", epoch=2),
+             WAIT_S, what="epoch 1 and checkpoint 2 announced")
     os.kill(p.pid, signal.SIGSTOP)           # the runner reads nothing more
     training_log = next(tmp_path.joinpath(*NNUNET_FOLD).glob("training_log_*.txt"))
     if how == "kill":
         (gates / "2").touch()                # epoch 2 ends, is saved, epoch 3 begins
-        wait_for("epoch 3 begun", lambda: "Current learning rate: 0.00400" in
-                 training_log.read_text())
+        wait_for(lambda: "Current learning rate: 0.00400" in training_log.read_text(),
+                 WAIT_S, what="epoch 3 begun")
     else:
         os.killpg(p.pid, signal.SIGTERM)     # the runner is stopped: only nnU-Net acts on it
-        wait_for("the stop's save", lambda: "foldwatch stopped" in training_log.read_text())
+        wait_for(lambda: "foldwatch stopped" in training_log.read_text(), WAIT_S,
+                 what="the stop's save")
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate(timeout=60)
     before = log(run)
@@ -209,7 +202,7 @@ def test_a_graceful_stop_announces_its_checkpoint_itself(tmp_path):
     run, gates = tmp_path / "run", tmp_path / "gates"
     gates.mkdir()
     p = nnunet_attempt(tmp_path, free=2)
-    wait_for("epoch 1 announced", lambda: has(run, "epoch", epoch=1))
+    wait_for(lambda: has(run, "epoch", epoch=1), WAIT_S, what="epoch 1 announced")
     os.killpg(p.pid, signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -241,11 +234,12 @@ def test_a_command_checkpoint_the_killed_runner_never_saw_is_replayed(tmp_path):
 
     p = attempt(1)        # epoch 0 saved, epoch 1 printed, its save held
     first = str(ckpts / "checkpoint_epoch1.pth")
-    wait_for("checkpoint 1 and epoch 1 announced",
-             lambda: has(run, "checkpoint", path=first) and has(run, "epoch", epoch=1))
+    wait_for(lambda: has(run, "checkpoint", path=first) and has(run, "epoch", epoch=1), WAIT_S,
+             what="checkpoint 1 and epoch 1 announced")
     os.kill(p.pid, signal.SIGSTOP)
     (gates / "save1").touch()
-    wait_for("checkpoint 2 saved", lambda: (ckpts / "checkpoint_epoch2.pth").exists())
+    wait_for(lambda: (ckpts / "checkpoint_epoch2.pth").exists(), WAIT_S,
+             what="checkpoint 2 saved")
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate(timeout=60)
     before = log(run)

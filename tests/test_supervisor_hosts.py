@@ -6,8 +6,6 @@ processes, and a supervisor here would launch the queue here."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,14 +15,16 @@ from console.protocol import presence as pr
 from console.protocol.client import SupervisorClient
 from contracts.errors import UserError
 from contracts.experiment import load_experiment
-from engine_helpers import REPO, write_experiment
+from engine_helpers import write_experiment
+from supervisor_helpers import foldwatch
 
 SERVER = "gpu-server-7"
 
 
 @pytest.fixture
-def shared(tmp_path):
+def shared(tmp_path, monkeypatch):
     """An experiment whose supervisor ran on SERVER until a minute ago, still wanted."""
+    monkeypatch.setenv("FOLDWATCH_NO_NVML", "1")
     path = write_experiment(tmp_path, folds=(0, 1))
     home = load_experiment(path).layout.supervisor_home()
     home.dir.mkdir(parents=True)
@@ -36,15 +36,9 @@ def shared(tmp_path):
     return path, home
 
 
-def foldwatch(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.clients.cli", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "FOLDWATCH_NO_NVML": "1"})
-
-
 def test_up_here_refuses_to_start_a_supervisor_that_ran_on_another_host(shared):
     path, home = shared
-    out = foldwatch("up", path, "--headless")
+    out = foldwatch("up", path, "--headless", timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert f"`ssh {SERVER} foldwatch up {path}`" in out.stderr
     assert "--here" in out.stderr and "backend: local" in out.stderr
@@ -54,7 +48,7 @@ def test_up_here_refuses_to_start_a_supervisor_that_ran_on_another_host(shared):
 
 def test_status_says_where_it_ran_and_starts_nothing(shared):
     path, home = shared
-    out = foldwatch("status", path, "--json")
+    out = foldwatch("status", path, "--json", timeout=120)
     assert out.returncode == 0, out.stderr
     st = json.loads(out.stdout)
     assert st["supervisor"]["state"] == "down" and st["supervisor"]["host"] == SERVER

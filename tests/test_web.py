@@ -101,7 +101,7 @@ def test_the_token_opens_the_page_its_assets_and_a_console(served):
                 assert msg.json() == ["pong", "42"]
                 assert len(s.tabs()) == 1
             # Closing the tab ends its console, and only that.
-            wait_for(lambda: s.tabs() == [], 30, "the tab's console to end")
+            wait_for(lambda: s.tabs() == [], 30, what="the tab's console to end")
     asyncio.run(check())
     assert s.proc.poll() is None
 
@@ -142,7 +142,7 @@ def test_ctrl_c_ends_the_consoles_not_the_runs(served, tmp_path):
         async with aiohttp.ClientSession() as http:
             ws_url = s.base.replace("http", "ws") + "/ws?token=" + s.token
             async with http.ws_connect(ws_url) as ws:
-                (tab,) = wait_for(s.tabs, 60, "the tab's console")
+                (tab,) = wait_for(s.tabs, 60, what="the tab's console")
                 deadline = time.monotonic() + 120
                 while run_record(exp).get("state") != "running":   # the console launched it
                     assert time.monotonic() < deadline, run_record(exp)
@@ -201,8 +201,8 @@ def test_a_console_that_cannot_start_ends_its_tab_not_the_server(served, tmp_pat
                     pass
                 return msg.type
     assert asyncio.run(open_tab()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    wait_for(lambda: "not found" in s.output, 30, "the console's error in the server output")
-    wait_for(lambda: s.tabs() == [], 30, "the failed console's process to end")
+    wait_for(lambda: "not found" in s.output, 30, what="the console's error in the server output")
+    wait_for(lambda: s.tabs() == [], 30, what="the failed console's process to end")
     assert s.proc.poll() is None
     (tmp_path / "moved.yaml").rename(tmp_path / "exp.yaml")
 

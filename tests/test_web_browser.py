@@ -84,7 +84,7 @@ async def test_the_console_in_a_browser_and_keys_reach_it(chromium, served, tmp_
         assert len(s.tabs()) == 1
     finally:
         await page.close()
-    wait_for(lambda: s.tabs() == [], 30, "the closed tab's console to end")
+    wait_for(lambda: s.tabs() == [], 30, what="the closed tab's console to end")
 
 
 @pytest.mark.asyncio
@@ -115,7 +115,7 @@ async def test_a_read_only_view_cannot_act(chromium, served, tmp_path):
                                     "--headless"], cwd=REPO, env=dict(os.environ), stdout=log,
                                    stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: run_record(exp).get("state") == "running", 120, "2d/0 running")
+        wait_for(lambda: run_record(exp).get("state") == "running", 120, what="2d/0 running")
         pid = run_record(exp)["pid"]
         s = served("--read-only", exp=exp)
         page = await Page.open(chromium)

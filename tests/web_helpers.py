@@ -17,6 +17,7 @@ import pytest
 
 from contracts.experiment import load_experiment
 from engine_helpers import REPO, use_fake_trainer, write_experiment
+from supervisor_helpers import foldwatch, wait_for  # noqa: F401  (wait_for: for the web tests)
 
 NO_STAGES = {"evaluate": False, "find_best": False, "postprocess": False, "predict_test": False}
 
@@ -72,26 +73,12 @@ class Served:
             raise AssertionError(f"foldwatch serve ignored Ctrl-C for {timeout:.0f} s")
 
 
-def wait_for(pred, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := pred()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s: {what}"
-        time.sleep(0.1)
-    return value
-
-
 def run_record(exp: Path, key: str = "2d/0") -> dict:
     """The run as the experiment's state file has it ({} before it is written)."""
     try:
         return json.loads(load_experiment(exp).layout.state.read_text())["runs"].get(key) or {}
     except (OSError, ValueError, KeyError):
         return {}
-
-
-def foldwatch(*args, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.clients.cli", *map(str, args)],
-                          cwd=REPO, env=dict(os.environ), capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture
@@ -113,4 +100,4 @@ def served(tmp_path, monkeypatch):
     yield start
     for s, exp in started:
         s.stop()
-        foldwatch("stop", exp)
+        foldwatch("stop", exp, timeout=120)
