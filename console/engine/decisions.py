@@ -71,9 +71,6 @@ class DecisionLog:
                                     run_key=ev.get("run"), action=str(ev.get("action")),
                                     reason=str(ev.get("reason"))))
 
-    def for_run(self, key: str) -> list[Decision]:
-        return [d for d in self.recent if d.run_key == key]
-
     def close(self) -> None:
         if self._fd is not None:
             self.flush()
