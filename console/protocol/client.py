@@ -59,19 +59,20 @@ class SupervisorClient:
             got = self._reader.read()
         snap = got.snapshot if got.snapshot is not None else _empty()
         snap.read_only = self.read_only
-        snap.supervisor = self._view(got.supervisor)
+        intent = pr.read_intent(self.home)
+        snap.supervisor = self._view(got.supervisor, intent)
         if not self.presence.alive:
-            snap.notices.insert(0, pr.describe(self.presence, pr.read_intent(self.home)))
+            snap.notices.insert(0, pr.describe(self.presence, intent))
             _check_processes(snap)
         if got.problem:
             snap.notices.append(f"cannot read the supervisor's snapshot: {got.problem}")
         return snap
 
-    def _view(self, sup: dict) -> SupervisorView:
+    def _view(self, sup: dict, intent: dict) -> SupervisorView:
         p = self.presence
         return SupervisorView(state=p.state, pid=p.pid, host=p.host, started=p.started,
                               heartbeat=sup.get("heartbeat"), since=p.since, reason=p.reason,
-                              text=pr.describe(p, pr.read_intent(self.home)))
+                              text=pr.describe(p, intent))
 
     def _ensure(self, explicit: bool) -> bool:
         """Start the supervisor when it is gone (and, unless `explicit`, wanted); True when
