@@ -52,6 +52,8 @@ class Supervisor:
         self.engine: Engine | None = None
         self.bridges = None               # console.bridges.hub.Bridges, while supervising
         self.started = time.time()
+        self._create_time = _create_time()    # its process's, in every snapshot it writes
+        self._stop_reason: str | None = None  # why supervision ended, for the last snapshot
         self._wake = threading.Event()
         self._signal: int | None = None
         self._down: str | None = None     # why supervision ends (a `down` request)
@@ -185,7 +187,7 @@ class Supervisor:
     def info(self, ended: float | None = None, reason: str | None = None) -> dict:
         rec = self._lock.record if self._lock else {}
         return {"pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
-                "create_time": _create_time(), "heartbeat": time.time(), "tick_s": self.tick_s,
+                "create_time": self._create_time, "heartbeat": time.time(), "tick_s": self.tick_s,
                 "experiment": self.exp.experiment, "file": str(self.exp.source),
                 "runs": self.runs, "hold": self.hold, "ended": ended, "end_reason": reason,
                 **{k: v for k, v in rec.items() if k == "role"}}
@@ -205,7 +207,7 @@ class Supervisor:
             self._write_error = None
 
     def _finish(self) -> None:
-        reason = getattr(self, "_stop_reason", None) or "stopped"
+        reason = self._stop_reason or "stopped"
         if self.engine is not None:
             try:
                 snap = self.engine.poll()
